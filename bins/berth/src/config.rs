@@ -1,0 +1,103 @@
+//! Command line and environment configuration, parsed once here.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+/// berth: a workspace server for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(StoreArgs),
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database, the generated admin token and the generated secret key.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = "berth-data")]
+    pub data_dir: PathBuf,
+
+    /// `postgres://…` selects PostgreSQL; `sqlite:…` a SQLite file; unset: `<data-dir>/berth.db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Secret key ring (`<key-id>:<base64 32 bytes>` lines, first = active). Unset: the key file
+    /// `<data-dir>/secret-keys`, generated on first start.
+    #[arg(long, env = "BERTH_SECRET_KEYS", hide_env_values = true)]
+    pub secret_keys: Option<SecretString>,
+}
+
+/// `berth serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Storage settings.
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Development mode: admin routes need no credential. Loopback addresses only.
+    #[arg(long, env = "BERTH_DEV")]
+    pub dev: bool,
+
+    /// The admin bearer token. Unset: read from, or generated into, `<data-dir>/admin-token`.
+    #[arg(long, env = "BERTH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// Directory of workspace templates (one sub-directory with a `config.yaml` each).
+    #[arg(
+        long,
+        env = "BERTH_TEMPLATES_DIR",
+        default_value = "fixtures/templates"
+    )]
+    pub templates_dir: PathBuf,
+
+    /// Public URL of this server, handed to external agents. Unset: derived from each request.
+    #[arg(long, env = "BERTH_PLATFORM_URL")]
+    pub platform_url: Option<String>,
+
+    /// Proxy addresses whose `X-Forwarded-*` headers are trusted (comma-separated).
+    #[arg(long, env = "BERTH_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
+
+    /// Base URL of the v2 memory plugin that receives `initial_memories`.
+    #[arg(long, env = "BERTH_MEMORY_PLUGIN_URL")]
+    pub memory_plugin_url: Option<String>,
+
+    /// Allow agent URLs in private (RFC 1918 / ULA) ranges.
+    #[arg(long, env = "BERTH_ALLOW_PRIVATE_AGENT_URLS")]
+    pub allow_private_agent_urls: bool,
+
+    /// Request body limit in bytes.
+    #[arg(long, env = "BERTH_BODY_LIMIT", default_value_t = berth_http::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

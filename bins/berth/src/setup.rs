@@ -1,0 +1,106 @@
+//! Start-up wiring: secrets on disk, the store by URL scheme.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use berth_store::{KeyRing, PgStore, SqliteStore, WorkspaceStore};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::StoreArgs;
+
+/// Reads a secret file, or creates it (mode 0600, never overwritten) with `generate()`.
+/// Returns the secret and whether it was generated now.
+pub fn read_or_create_secret(
+    path: &Path,
+    generate: impl FnOnce() -> SecretString,
+) -> Result<(SecretString, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let s = s.trim().to_owned();
+            if s.is_empty() {
+                bail!(
+                    "{} is empty; delete it to generate a new one",
+                    path.display()
+                );
+            }
+            return Ok((SecretString::from(s), false));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let secret = generate();
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{}", secret.expose_secret())
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()?;
+    Ok((secret, true))
+}
+
+/// A fresh admin token: 32 random bytes, base64url.
+pub fn generate_token() -> SecretString {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).expect("the operating system random source failed");
+    SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// The secret key ring: from configuration, else the key file (generated on first start).
+pub fn key_ring(args: &StoreArgs) -> Result<KeyRing> {
+    let text = match &args.secret_keys {
+        Some(t) => t.clone(),
+        None => {
+            let path = args.data_dir.join("secret-keys");
+            let (text, created) = read_or_create_secret(&path, || KeyRing::generate_line("k1"))?;
+            if created {
+                tracing::info!(path = %path.display(), "generated the secret encryption key");
+            }
+            text
+        }
+    };
+    KeyRing::parse(&text).context("invalid secret key ring")
+}
+
+/// Opens the store the configuration names, running migrations.
+pub async fn open_store(args: &StoreArgs) -> Result<(Arc<dyn WorkspaceStore>, String)> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data directory {}", args.data_dir.display()))?;
+    let keys = key_ring(args)?;
+    match args
+        .database_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned())
+    {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = PgStore::connect(&url, keys)
+                .await
+                .context("connecting to PostgreSQL")?;
+            Ok((Arc::new(store), "postgresql".into()))
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            let store = SqliteStore::connect(&url, keys)
+                .await
+                .context("opening SQLite")?;
+            Ok((Arc::new(store), "sqlite".into()))
+        }
+        Some(_) => bail!("DATABASE_URL must start with postgres://, postgresql:// or sqlite:"),
+        None => {
+            let path = args.data_dir.join("berth.db");
+            let store = SqliteStore::open(&path, keys)
+                .await
+                .context("opening SQLite")?;
+            Ok((Arc::new(store), format!("sqlite ({})", path.display())))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Handing a committed workspace to the provisioner, and recording failures.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use berth_domain::WorkspaceId;
+use berth_domain::status::Transition;
+use berth_domain::template::{DefaultConfig, generated_default_config};
+use berth_provision::{BackendKind, ProvisionRequest};
+use berth_store::StatusChange;
+use panics::catch_unwind;
+use serde_json::json;
+
+use crate::service::WorkspaceService;
+
+/// What the provisioning task needs from a create.
+#[derive(Debug, Clone)]
+pub(crate) struct ProvisionPlan {
+    pub(crate) id: WorkspaceId,
+    pub(crate) name: String,
+    pub(crate) runtime: String,
+    pub(crate) tier: u8,
+    pub(crate) role: String,
+    pub(crate) model: String,
+    pub(crate) template: String,
+    pub(crate) template_path: Option<PathBuf>,
+    pub(crate) workspace_dir: Option<String>,
+    pub(crate) workspace_access: String,
+    pub(crate) compute: serde_json::Value,
+}
+
+impl WorkspaceService {
+    /// Starts provisioning in a tracked background task. Any failure — an error, or a panic in
+    /// the backend — marks the workspace `failed` with a code; it never stays `provisioning`.
+    pub(crate) async fn start_provisioning(&self, plan: ProvisionPlan) {
+        let svc = self.clone();
+        self.spawn(async move {
+            let id = plan.id;
+            let no_backend = svc.provisioner.kind() == BackendKind::None;
+            let request = svc.provision_request(&plan);
+            let provisioner = svc.provisioner.clone();
+            let outcome = catch_unwind(async move { provisioner.start(request).await }).await;
+            let failure = match outcome {
+                Ok(Ok(started)) => {
+                    tracing::info!(workspace.id = %id, instance = ?started.instance_id, "provisioning started");
+                    None
+                }
+                Ok(Err(e)) => Some((e.code().to_owned(), e.to_string())),
+                Err(panic) => Some(("START_FAILED".to_owned(), format!("provisioner panicked: {panic}"))),
+            };
+            let Some((code, message)) = failure else { return };
+            tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
+            let change = StatusChange {
+                transition: Transition::ProvisionFailed,
+                payload: json!({"error": message, "code": code}),
+                failure: Some((code, message)),
+            };
+            if let Err(e) = svc.store.transition(id, change).await {
+                tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
+            }
+            if no_backend {
+                // The Config tab renders from workspace_config even for failed workspaces.
+                let data = json!({"name": plan.name, "runtime": plan.runtime, "tier": plan.tier, "template": plan.template});
+                if let Err(e) = svc.store.put_workspace_config(id, data).await {
+                    tracing::error!(workspace.id = %id, error = %e, "workspace_config write failed");
+                }
+            }
+        })
+        .await;
+    }
+
+    fn provision_request(&self, plan: &ProvisionPlan) -> ProvisionRequest {
+        // Template choice (REFERENCE.md §2.1 step 27): the named template, else
+        // `<runtime>-default`, else a generated config.yaml.
+        let template_path = plan
+            .template_path
+            .clone()
+            .or_else(|| self.templates.runtime_default(&plan.runtime));
+        let mut config_files = BTreeMap::new();
+        if template_path.is_none() {
+            let providers = (plan.runtime == "claude-code")
+                .then(|| self.templates.claude_code_providers())
+                .flatten();
+            let cfg = DefaultConfig {
+                name: &plan.name,
+                role: &plan.role,
+                tier: plan.tier,
+                runtime: &plan.runtime,
+                model: &plan.model,
+                claude_code_providers: providers.as_ref(),
+            };
+            config_files.insert(
+                "config.yaml".to_owned(),
+                generated_default_config(&cfg).into_bytes(),
+            );
+        }
+        ProvisionRequest {
+            workspace_id: plan.id,
+            name: plan.name.clone(),
+            runtime: plan.runtime.clone(),
+            tier: plan.tier,
+            template_path,
+            config_files,
+            workspace_dir: plan.workspace_dir.clone(),
+            workspace_access: plan.workspace_access.clone(),
+            compute: plan.compute.clone(),
+        }
+    }
+}
+
+/// Panic capture for a future, so a panicking backend cannot leave a workspace `provisioning`.
+mod panics {
+    use std::any::Any;
+    use std::future::Future;
+
+    /// Runs `fut` in its own task and turns a panic into an error message.
+    pub(crate) async fn catch_unwind<F, T>(fut: F) -> Result<T, String>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        match tokio::spawn(fut).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_panic() => Err(panic_message(e.into_panic())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn panic_message(p: Box<dyn Any + Send>) -> String {
+        if let Some(s) = p.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = p.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "unknown panic".to_owned()
+        }
+    }
+}

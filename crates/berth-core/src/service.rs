@@ -1,0 +1,140 @@
+//! [`WorkspaceService`]: the workspace core, generic over its ports through trait objects.
+
+use std::sync::Arc;
+
+use berth_domain::WorkspaceId;
+use berth_domain::ssrf::SsrfPolicy;
+use berth_domain::validation::Tier;
+use berth_provision::Provisioner;
+use berth_store::{Page, Workspace, WorkspaceStore};
+use tokio::task::JoinSet;
+
+use crate::memory::MemoryPlugin;
+use crate::resolver::HostResolver;
+use crate::templates::TemplateCatalog;
+
+/// Settings of the workspace core.
+#[derive(Debug, Clone, Default)]
+pub struct CoreConfig {
+    /// Which agent URLs are acceptable (`--dev` allows loopback).
+    pub ssrf: SsrfPolicy,
+    /// When set, every workspace gets this tier (the reference's SaaS rule).
+    pub forced_tier: Option<Tier>,
+}
+
+/// A workspace as List and Get show it: the stored row plus what the server derives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceView {
+    /// The stored row.
+    pub workspace: Workspace,
+    /// The runtime's manifest-declared provision timeout, in milliseconds.
+    pub provision_timeout_ms: Option<i64>,
+}
+
+/// The embeddable workspace service.
+#[derive(Clone)]
+pub struct WorkspaceService {
+    pub(crate) store: Arc<dyn WorkspaceStore>,
+    pub(crate) provisioner: Arc<dyn Provisioner>,
+    pub(crate) resolver: Arc<dyn HostResolver>,
+    pub(crate) memory: Option<Arc<dyn MemoryPlugin>>,
+    pub(crate) templates: Arc<TemplateCatalog>,
+    pub(crate) config: CoreConfig,
+    pub(crate) tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+}
+
+impl std::fmt::Debug for WorkspaceService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkspaceService")
+            .field("provisioner", &self.provisioner.kind())
+            .field("templates", &self.templates.root())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkspaceService {
+    /// A service over the given ports.
+    pub fn new(
+        store: Arc<dyn WorkspaceStore>,
+        provisioner: Arc<dyn Provisioner>,
+        resolver: Arc<dyn HostResolver>,
+        templates: TemplateCatalog,
+        config: CoreConfig,
+    ) -> Self {
+        Self {
+            store,
+            provisioner,
+            resolver,
+            memory: None,
+            templates: Arc::new(templates),
+            config,
+            tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
+        }
+    }
+
+    /// Seeds `initial_memories` into this memory plugin.
+    pub fn with_memory_plugin(mut self, plugin: Arc<dyn MemoryPlugin>) -> Self {
+        self.memory = Some(plugin);
+        self
+    }
+
+    /// The store (for callers that embed the core and need raw reads).
+    pub fn store(&self) -> &Arc<dyn WorkspaceStore> {
+        &self.store
+    }
+
+    /// The templates directory.
+    pub fn templates(&self) -> &TemplateCatalog {
+        &self.templates
+    }
+
+    /// Whether the database answers.
+    pub async fn healthy(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
+    /// Live workspaces in creation order (one page).
+    pub async fn list(&self, page: Page) -> Result<Vec<WorkspaceView>, berth_store::Error> {
+        let rows = self.store.list_workspaces(page).await?;
+        Ok(rows.into_iter().map(|w| self.view(w)).collect())
+    }
+
+    /// One workspace (removed ones included; the caller decides about 410).
+    pub async fn get(&self, id: WorkspaceId) -> Result<Option<WorkspaceView>, berth_store::Error> {
+        Ok(self.store.get_workspace(id).await?.map(|w| self.view(w)))
+    }
+
+    fn view(&self, workspace: Workspace) -> WorkspaceView {
+        let provision_timeout_ms = self
+            .templates
+            .provision_timeout_secs(&workspace.runtime)
+            .filter(|s| *s > 0)
+            .map(|s| s * 1000);
+        WorkspaceView {
+            workspace,
+            provision_timeout_ms,
+        }
+    }
+
+    /// Spawns background work tracked for graceful shutdown.
+    pub(crate) async fn spawn<F>(&self, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = self.tasks.lock().await;
+        // Reap finished tasks so the set does not grow without bound.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
+    /// Waits for in-flight background work (provisioning, memory seeding) to finish.
+    pub async fn drain(&self) {
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().await);
+        while let Some(res) = tasks.join_next().await {
+            if let Err(e) = res {
+                tracing::error!(error = %e, "background task failed");
+            }
+        }
+    }
+}

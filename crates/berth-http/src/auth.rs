@@ -1,0 +1,73 @@
+//! Admin authentication (DECISIONS.md §2.1–2.2): a bearer equal to the configured admin token,
+//! compared in constant time. Only `--dev` lets admin routes through without it.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{ApiError, AppState};
+
+/// How admin requests are authenticated.
+pub struct AdminAuth {
+    /// SHA-256 of the admin token (comparing digests keeps the comparison constant-time
+    /// whatever the presented token's length).
+    token_hash: [u8; 32],
+    /// `--dev`: admin routes fail open.
+    dev: bool,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAuth")
+            .field("dev", &self.dev)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminAuth {
+    /// Admin routes need `token`; with `dev` they are open.
+    pub fn new(token: &SecretString, dev: bool) -> Self {
+        Self {
+            token_hash: Sha256::digest(token.expose_secret().as_bytes()).into(),
+            dev,
+        }
+    }
+
+    /// Whether `presented` is the admin token.
+    pub fn is_admin_token(&self, presented: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        h.ct_eq(&self.token_hash).into()
+    }
+}
+
+/// The bearer token of a request: the header must start with exactly `Bearer `; the rest is trimmed.
+pub(crate) fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ")?.trim();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Extractor that admits only admin requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.admin.dev {
+            return Ok(Admin);
+        }
+        match bearer(parts) {
+            None => Err(ApiError::Unauthorized("admin auth required")),
+            Some(t) if state.admin.is_admin_token(t) => Ok(Admin),
+            Some(_) => Err(ApiError::Unauthorized("invalid admin auth token")),
+        }
+    }
+}

@@ -1,0 +1,87 @@
+#![doc = include_str!("../README.md")]
+
+mod auth;
+mod error;
+mod extract;
+mod platform_url;
+mod system;
+mod workspaces;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use berth_core::WorkspaceService;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+pub use auth::AdminAuth;
+pub use error::ApiError;
+
+/// Largest request body accepted (a create with secrets and memories is far smaller).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// `--dev`: admin routes fail open (loopback only; the binary enforces that).
+    pub dev: bool,
+    /// The platform URL handed to external agents; derived from the request when unset.
+    pub platform_url: Option<String>,
+    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` headers are trusted.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Request body limit in bytes.
+    pub body_limit: usize,
+    /// Reported by `/buildinfo`.
+    pub git_sha: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            dev: false,
+            platform_url: None,
+            trusted_proxies: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            git_sha: "unknown".into(),
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The workspace core.
+    pub service: WorkspaceService,
+    /// Admin credential check.
+    pub admin: Arc<AdminAuth>,
+    /// HTTP settings.
+    pub config: Arc<HttpConfig>,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .merge(system::router())
+        .merge(workspaces::router())
+        .fallback(|| async { ApiError::NotFound("not found") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

@@ -1,0 +1,329 @@
+//! `POST /workspaces`, `GET /workspaces`, `GET /workspaces/{id}` (REFERENCE.md §2.1–2.3).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64_lite::{decode_cursor, encode_cursor};
+use berth_core::Page;
+use berth_core::{CreateContext, CreateRequest, InitialMemory, WorkspaceView};
+use berth_domain::WorkspaceId;
+use berth_domain::compute::Compute;
+use berth_domain::status::WorkspaceStatus;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Admin;
+use crate::extract::{Body, nullable};
+use crate::platform_url::PlatformUrl;
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/workspaces", get(list).post(create))
+        .route("/workspaces/{id}", get(get_one))
+}
+
+/// Longest accepted `Idempotency-Key`.
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+/// Largest page of `GET /workspaces?limit=`.
+const PAGE_MAX: i64 = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Canvas {
+    #[serde(deserialize_with = "nullable")]
+    x: f64,
+    #[serde(deserialize_with = "nullable")]
+    y: f64,
+}
+
+/// The request body of `POST /workspaces` (`CreateWorkspacePayload`). `null` reads as the zero
+/// value and unknown fields are ignored, as the reference's Go binding does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CreatePayload {
+    #[serde(deserialize_with = "nullable")]
+    name: String,
+    #[serde(deserialize_with = "nullable")]
+    role: String,
+    #[serde(deserialize_with = "nullable")]
+    template: String,
+    #[serde(deserialize_with = "nullable")]
+    tier: i64,
+    #[serde(deserialize_with = "nullable")]
+    model: String,
+    #[serde(deserialize_with = "nullable")]
+    runtime: String,
+    #[serde(deserialize_with = "nullable")]
+    external: bool,
+    #[serde(deserialize_with = "nullable")]
+    url: String,
+    #[serde(deserialize_with = "nullable")]
+    delivery_mode: String,
+    #[serde(deserialize_with = "nullable")]
+    workspace_dir: String,
+    #[serde(deserialize_with = "nullable")]
+    workspace_access: String,
+    parent_id: Option<String>,
+    budget_limit: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    secrets: BTreeMap<String, String>,
+    #[serde(deserialize_with = "nullable")]
+    max_concurrent_tasks: i64,
+    #[serde(deserialize_with = "nullable")]
+    compute: Compute,
+    #[serde(deserialize_with = "nullable")]
+    canvas: Canvas,
+    #[serde(deserialize_with = "nullable")]
+    initial_memories: Vec<InitialMemory>,
+}
+
+impl From<CreatePayload> for CreateRequest {
+    fn from(p: CreatePayload) -> Self {
+        CreateRequest {
+            name: p.name,
+            role: p.role,
+            template: p.template,
+            tier: p.tier,
+            model: p.model,
+            runtime: p.runtime,
+            external: p.external,
+            url: p.url,
+            delivery_mode: p.delivery_mode,
+            workspace_dir: p.workspace_dir,
+            workspace_access: p.workspace_access,
+            parent_id: p.parent_id,
+            budget_limit: p.budget_limit,
+            secrets: p
+                .secrets
+                .into_iter()
+                .map(|(k, v)| (k, SecretString::from(v)))
+                .collect(),
+            max_concurrent_tasks: p.max_concurrent_tasks,
+            compute: p.compute,
+            canvas: (p.canvas.x, p.canvas.y),
+            initial_memories: p.initial_memories,
+        }
+    }
+}
+
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    PlatformUrl(platform_url): PlatformUrl,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v.to_str().map(str::trim).unwrap_or_default();
+            if key.is_empty() || key.len() > IDEMPOTENCY_KEY_MAX {
+                return Err(ApiError::BadRequest(format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} visible ASCII characters"
+                )));
+            }
+            Some(key.to_owned())
+        }
+    };
+    let payload: CreatePayload = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("invalid workspace payload".into()))?;
+    let ctx = CreateContext {
+        idempotency_key,
+        request_hash: Sha256::digest(&body).into(),
+        platform_url,
+    };
+    let created = state.service.create(payload.into(), ctx).await?;
+    let mut resp = (StatusCode::CREATED, Json(created.response)).into_response();
+    if created.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /workspaces`: the reference's bare array. berth: `?limit=N` pages it and returns the next
+/// page's `?cursor=` in the `X-Next-Cursor` header (absent on the last page).
+async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None => None,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=PAGE_MAX).contains(&n) => Some(n),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be an integer from 1 to {PAGE_MAX}"
+                )));
+            }
+        },
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            Some(decode_cursor(c).ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))?)
+        }
+    };
+    let rows = state
+        .service
+        .list(Page {
+            after,
+            limit: limit.map(|l| l + 1),
+        })
+        .await
+        .map_err(|e| ApiError::internal("query failed", e))?;
+    let mut rows = rows;
+    let next = match limit {
+        Some(l) if rows.len() as i64 > l => {
+            rows.truncate(l as usize);
+            rows.last()
+                .map(|v| encode_cursor(v.workspace.created_at, v.workspace.id))
+        }
+        _ => None,
+    };
+    let body: Vec<Value> = rows
+        .iter()
+        .map(|v| Value::Object(workspace_json(v)))
+        .collect();
+    let mut resp = Json(body).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        resp.headers_mut().insert("x-next-cursor", next);
+    }
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+struct GetQuery {
+    include_removed: Option<String>,
+}
+
+/// `GET /workspaces/{id}` (open route): one query; 410 for removed rows; sensitive keys stripped.
+async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id =
+        WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
+    let view = state
+        .service
+        .get(id)
+        .await
+        .map_err(|e| ApiError::internal("query failed", e))?
+        .ok_or(ApiError::NotFound("workspace not found"))?;
+    if view.workspace.status == WorkspaceStatus::Removed
+        && q.include_removed.as_deref() != Some("true")
+    {
+        return Err(ApiError::Custom(
+            StatusCode::GONE,
+            json!({
+                "error": "workspace removed",
+                "id": id,
+                "hint": "Regenerate workspace + token from the canvas → Tokens tab",
+                "removed_at": view.workspace.updated_at,
+            }),
+        ));
+    }
+    let mut ws = workspace_json(&view);
+    for key in [
+        "budget_limit",
+        "monthly_spend",
+        "current_task",
+        "last_sample_error",
+        "workspace_dir",
+    ] {
+        ws.remove(key);
+    }
+    ws.insert(
+        "last_outbound_at".into(),
+        json!(view.workspace.last_outbound_at),
+    );
+    Ok(Json(Value::Object(ws)))
+}
+
+/// The List/Get projection (REFERENCE.md §2.2), plus berth's `failure_code`.
+fn workspace_json(v: &WorkspaceView) -> Map<String, Value> {
+    let w = &v.workspace;
+    let mut m = Map::new();
+    m.insert("id".into(), json!(w.id));
+    m.insert("name".into(), json!(w.name));
+    m.insert("role".into(), json!(w.role));
+    m.insert("tier".into(), json!(w.tier));
+    m.insert("status".into(), json!(w.status));
+    m.insert(
+        "agent_card".into(),
+        w.agent_card.clone().unwrap_or(Value::Null),
+    );
+    m.insert("url".into(), json!(w.url.clone().unwrap_or_default()));
+    m.insert("parent_id".into(), json!(w.parent_id));
+    m.insert("active_tasks".into(), json!(w.active_tasks));
+    m.insert("max_concurrent_tasks".into(), json!(w.max_concurrent_tasks));
+    m.insert("last_error_rate".into(), json!(w.last_error_rate));
+    m.insert(
+        "last_sample_error".into(),
+        json!(w.last_sample_error.clone().unwrap_or_default()),
+    );
+    m.insert("failure_code".into(), json!(w.failure_code));
+    m.insert("uptime_seconds".into(), json!(w.uptime_seconds));
+    m.insert(
+        "current_task".into(),
+        json!(w.current_task.clone().unwrap_or_default()),
+    );
+    m.insert("runtime".into(), json!(w.runtime));
+    m.insert("workspace_dir".into(), json!(w.workspace_dir));
+    m.insert("x".into(), json!(w.x));
+    m.insert("y".into(), json!(w.y));
+    m.insert("collapsed".into(), json!(w.collapsed));
+    m.insert("budget_limit".into(), json!(w.budget_limit));
+    m.insert("monthly_spend".into(), json!(w.monthly_spend));
+    m.insert("broadcast_enabled".into(), json!(w.broadcast_enabled));
+    m.insert("talk_to_user_enabled".into(), json!(w.talk_to_user_enabled));
+    m.insert("compute".into(), w.compute.clone());
+    if let Some(ms) = v.provision_timeout_ms {
+        m.insert("provision_timeout_ms".into(), json!(ms));
+    }
+    m
+}
+
+/// Opaque list cursors: `<created_at RFC 3339>|<id>`, hex-encoded so they are URL-safe.
+mod base64_lite {
+    use berth_domain::WorkspaceId;
+    use chrono::{DateTime, Utc};
+
+    pub(super) fn encode_cursor(at: DateTime<Utc>, id: WorkspaceId) -> String {
+        let raw = format!(
+            "{}|{id}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        raw.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub(super) fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, WorkspaceId)> {
+        if !c.len().is_multiple_of(2) || c.len() > 256 {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..c.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(c.get(i..i + 2)?, 16).ok())
+            .collect();
+        let raw = String::from_utf8(bytes?).ok()?;
+        let (at, id) = raw.split_once('|')?;
+        let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+        Some((at, WorkspaceId::parse(id).ok()?))
+    }
+}

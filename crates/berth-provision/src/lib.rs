@@ -1,0 +1,169 @@
+#![doc = include_str!("../README.md")]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use berth_domain::WorkspaceId;
+
+/// Why provisioning failed, with a machine-readable code for each reason (DECISIONS.md §2.16).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No backend is configured.
+    #[error(
+        "no provisioning backend available — workspace requires either a Docker daemon (self-hosted) or control-plane provisioner (SaaS)"
+    )]
+    NoBackend,
+    /// The runtime has no image (or command) to run.
+    #[error("no image for runtime {0:?}")]
+    ImageNotFound(String),
+    /// Required environment variables are missing.
+    #[error("missing required env var{} {}", if .0.len() == 1 { "" } else { "s" }, .0.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", "))]
+    MissingEnv(Vec<String>),
+    /// The backend refused or failed to start the workspace.
+    #[error("workspace start failed: {0}")]
+    StartFailed(String),
+    /// The backend did not answer in time.
+    #[error("provisioning timed out")]
+    Timeout,
+    /// The backend itself failed (daemon unreachable, control plane 5xx, …).
+    #[error("provisioning backend error: {0}")]
+    Backend(String),
+}
+
+impl Error {
+    /// The machine-readable reason carried on the workspace and in the failure event.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NoBackend => "NO_BACKEND",
+            Error::ImageNotFound(_) => "IMAGE_NOT_FOUND",
+            Error::MissingEnv(_) => "MISSING_ENV",
+            Error::StartFailed(_) => "START_FAILED",
+            Error::Timeout => "TIMEOUT",
+            Error::Backend(_) => "BACKEND_ERROR",
+        }
+    }
+}
+
+/// Which kind of backend a provisioner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Nothing can be provisioned.
+    None,
+    /// Local child processes.
+    Process,
+    /// The local Docker daemon.
+    Docker,
+    /// A remote control plane.
+    ControlPlane,
+}
+
+/// Everything a backend needs to start one workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProvisionRequest {
+    /// The workspace.
+    pub workspace_id: WorkspaceId,
+    /// Its display name.
+    pub name: String,
+    /// Runtime label.
+    pub runtime: String,
+    /// Tier 1–4.
+    pub tier: u8,
+    /// Template directory to copy into the configs volume, if any.
+    pub template_path: Option<PathBuf>,
+    /// Generated config files (path → content) when there is no template directory.
+    pub config_files: BTreeMap<String, Vec<u8>>,
+    /// Host directory to mount.
+    pub workspace_dir: Option<String>,
+    /// `none` / `read_only` / `read_write`.
+    pub workspace_access: String,
+    /// Canonical compute JSON.
+    pub compute: serde_json::Value,
+}
+
+/// The result of a successful start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// The agent's URL as the platform reaches it, when the backend knows it.
+    pub url: Option<String>,
+    /// Backend instance id (container id, process id, machine id).
+    pub instance_id: Option<String>,
+}
+
+/// The provisioning port.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Provisioner: Send + Sync {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Starts the workspace.
+    async fn start(&self, request: ProvisionRequest) -> Result<Started, Error>;
+    /// Stops the workspace; stopping one that does not run is not an error.
+    async fn stop(&self, id: WorkspaceId) -> Result<(), Error>;
+    /// Whether the workspace runs. A backend error is an error, never "not running".
+    async fn is_running(&self, id: WorkspaceId) -> Result<bool, Error>;
+}
+
+/// The provisioner used when no backend is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBackend;
+
+#[async_trait]
+impl Provisioner for NoBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::None
+    }
+
+    async fn start(&self, _request: ProvisionRequest) -> Result<Started, Error> {
+        Err(Error::NoBackend)
+    }
+
+    async fn stop(&self, _id: WorkspaceId) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn is_running(&self, _id: WorkspaceId) -> Result<bool, Error> {
+        Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn no_backend_refuses_with_the_reference_reason() {
+        let p = NoBackend;
+        let req = ProvisionRequest {
+            workspace_id: WorkspaceId::new_v4(),
+            name: "n".into(),
+            runtime: "claude-code".into(),
+            tier: 3,
+            template_path: None,
+            config_files: BTreeMap::new(),
+            workspace_dir: None,
+            workspace_access: "none".into(),
+            compute: serde_json::json!({}),
+        };
+        let err = p.start(req).await.unwrap_err();
+        assert_eq!(err.code(), "NO_BACKEND");
+        assert!(
+            err.to_string()
+                .starts_with("no provisioning backend available")
+        );
+        assert!(!p.is_running(WorkspaceId::new_v4()).await.unwrap());
+        assert_eq!(p.kind(), BackendKind::None);
+    }
+
+    #[test]
+    fn missing_env_message_names_every_key() {
+        assert_eq!(
+            Error::MissingEnv(vec!["A".into()]).to_string(),
+            "missing required env var \"A\""
+        );
+        assert_eq!(
+            Error::MissingEnv(vec!["A".into(), "B".into()]).to_string(),
+            "missing required env vars \"A\", \"B\""
+        );
+    }
+}

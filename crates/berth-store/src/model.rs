@@ -1,0 +1,217 @@
+//! Records written to and read from the store.
+
+use berth_domain::WorkspaceId;
+use berth_domain::event::EventType;
+use berth_domain::status::{Transition, WorkspaceStatus};
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+/// The current time at the precision both databases keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Everything one create writes, in one transaction.
+#[derive(Debug)]
+pub struct NewWorkspace {
+    /// The new id.
+    pub id: WorkspaceId,
+    /// The final (possibly auto-suffixed) name.
+    pub name: String,
+    /// Role, `None` when empty.
+    pub role: Option<String>,
+    /// Tier 1–4.
+    pub tier: i64,
+    /// Runtime label.
+    pub runtime: String,
+    /// Status the row starts in (`provisioning`, or the external branch's result).
+    pub status: WorkspaceStatus,
+    /// Agent URL (external workspaces only).
+    pub url: Option<String>,
+    /// Parent workspace.
+    pub parent_id: Option<WorkspaceId>,
+    /// Host directory.
+    pub workspace_dir: Option<String>,
+    /// `none` / `read_only` / `read_write`.
+    pub workspace_access: String,
+    /// Budget in cents.
+    pub budget_limit: Option<i64>,
+    /// Max concurrent tasks (≥ 1).
+    pub max_concurrent_tasks: i64,
+    /// `push` / `poll`.
+    pub delivery_mode: String,
+    /// Canonical compute JSON (`{}` when zero).
+    pub compute: serde_json::Value,
+    /// Initial secrets, including `MODEL` / `LLM_PROVIDER`; sealed by the store.
+    pub secrets: Vec<(String, SecretString)>,
+    /// Canvas position.
+    pub canvas: (f64, f64),
+    /// A workspace token to store (hash only).
+    pub token: Option<NewToken>,
+    /// Events to append, in order.
+    pub events: Vec<NewEvent>,
+    /// When provisioning started (the provision-timeout clock), for container workspaces.
+    pub provisioning_started_at: Option<DateTime<Utc>>,
+    /// The idempotency record to store with the create.
+    pub idempotency: Option<NewIdempotency>,
+}
+
+/// A workspace token to store: never the plaintext.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Row id.
+    pub id: Uuid,
+    /// SHA-256 of the plaintext token.
+    pub hash: [u8; 32],
+    /// First 8 characters of the plaintext.
+    pub prefix: String,
+}
+
+/// An event to append to the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Event name.
+    pub event_type: EventType,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+}
+
+/// The result of a create, kept for `Idempotency-Key` retries.
+#[derive(Debug, Clone)]
+pub struct NewIdempotency {
+    /// The client's key.
+    pub key: String,
+    /// SHA-256 of the canonical request, to refuse a reused key with a different request.
+    pub request_hash: [u8; 32],
+    /// HTTP status of the first response.
+    pub status: u16,
+    /// Body of the first response (sealed at rest: it can carry a token).
+    pub body: SecretString,
+}
+
+/// A stored create result.
+#[derive(Debug, Clone)]
+pub struct IdempotentCreate {
+    /// The workspace the first request created.
+    pub workspace_id: WorkspaceId,
+    /// SHA-256 of the first request.
+    pub request_hash: [u8; 32],
+    /// HTTP status of the first response.
+    pub status: u16,
+    /// Body of the first response.
+    pub body: SecretString,
+}
+
+/// A page request for lists in creation order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// Resume after this `(created_at, id)` position.
+    pub after: Option<(DateTime<Utc>, WorkspaceId)>,
+    /// At most this many rows (`None` = all).
+    pub limit: Option<i64>,
+}
+
+/// A status change: a transition plus what to record with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    /// The transition (see the table in `berth_domain::status`).
+    pub transition: Transition,
+    /// Payload of the recorded event.
+    pub payload: serde_json::Value,
+    /// For failures: `(code, human message)`, kept on the row.
+    pub failure: Option<(String, String)>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    /// Only this workspace's events.
+    pub workspace_id: Option<WorkspaceId>,
+    /// Only events with a larger sequence id.
+    pub after_seq: Option<i64>,
+    /// At most this many (default 100).
+    pub limit: Option<i64>,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Monotonic sequence id (the resume cursor).
+    pub seq: i64,
+    /// Event id.
+    pub id: Uuid,
+    /// Event name.
+    pub event_type: String,
+    /// Workspace the event is about.
+    pub workspace_id: Option<WorkspaceId>,
+    /// JSON payload.
+    pub payload: serde_json::Value,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A workspace as List and Get read it (the row joined with its canvas layout).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    /// Id.
+    pub id: WorkspaceId,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Option<String>,
+    /// Tier.
+    pub tier: i64,
+    /// Status.
+    pub status: WorkspaceStatus,
+    /// Agent card JSON.
+    pub agent_card: Option<serde_json::Value>,
+    /// Agent URL.
+    pub url: Option<String>,
+    /// Parent.
+    pub parent_id: Option<WorkspaceId>,
+    /// Active tasks.
+    pub active_tasks: i64,
+    /// Max concurrent tasks.
+    pub max_concurrent_tasks: i64,
+    /// Last error rate.
+    pub last_error_rate: f64,
+    /// Human-readable failure reason / last sample error.
+    pub last_sample_error: Option<String>,
+    /// Machine-readable failure reason.
+    pub failure_code: Option<String>,
+    /// Uptime.
+    pub uptime_seconds: i64,
+    /// Current task.
+    pub current_task: Option<String>,
+    /// Runtime.
+    pub runtime: String,
+    /// Host directory.
+    pub workspace_dir: Option<String>,
+    /// Workspace access mode.
+    pub workspace_access: String,
+    /// Delivery mode.
+    pub delivery_mode: String,
+    /// Canvas x.
+    pub x: f64,
+    /// Canvas y.
+    pub y: f64,
+    /// Canvas collapsed flag.
+    pub collapsed: bool,
+    /// Budget in cents.
+    pub budget_limit: Option<i64>,
+    /// Spend this month in cents.
+    pub monthly_spend: i64,
+    /// Broadcast ability.
+    pub broadcast_enabled: bool,
+    /// Talk-to-user ability.
+    pub talk_to_user_enabled: bool,
+    /// Compute JSON.
+    pub compute: serde_json::Value,
+    /// Last outbound A2A.
+    pub last_outbound_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last updated (the removal time of removed rows).
+    pub updated_at: DateTime<Utc>,
+}

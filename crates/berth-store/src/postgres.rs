@@ -1,0 +1,44 @@
+//! The PostgreSQL store: berth's production backend.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::str::FromStr;
+
+use crate::{KeyRing, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A [`crate::WorkspaceStore`] over a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    pub(crate) keys: KeyRing,
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL) and runs the migrations. sqlx's migrator takes
+    /// an advisory lock, so several instances starting at once migrate exactly once.
+    pub async fn connect(url: &str, keys: KeyRing) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, keys })
+    }
+
+    /// The underlying pool, for tests and tools that need raw SQL (fault injection, schema checks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+crate::sql::impl_workspace_store!(PgStore, sqlx::Postgres);

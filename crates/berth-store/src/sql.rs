@@ -1,0 +1,578 @@
+//! The SQL both backends run, and the macro that stamps out the [`WorkspaceStore`] implementation
+//! for each of them.
+//!
+//! The statements use only `$n` placeholders and the portable type set (UUID, TEXT, BIGINT,
+//! DOUBLE, BOOLEAN, one timestamp type, JSON), so the same text serves PostgreSQL and SQLite. The
+//! dialect differences live in the migrations and in how each backend opens its transaction.
+//!
+//! [`WorkspaceStore`]: crate::WorkspaceStore
+
+use berth_domain::WorkspaceId;
+use berth_domain::status::WorkspaceStatus;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::{Error, Workspace};
+
+/// Columns List and Get read: the row joined with its layout.
+pub(crate) const SELECT_WORKSPACE: &str = "\
+SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id, w.active_tasks, \
+w.max_concurrent_tasks, w.last_error_rate, w.last_sample_error, w.failure_code, w.uptime_seconds, \
+w.current_task, w.runtime, w.workspace_dir, w.workspace_access, w.delivery_mode, cl.x, cl.y, \
+cl.collapsed, w.budget_limit, w.monthly_spend, w.broadcast_enabled, w.talk_to_user_enabled, \
+w.compute, w.last_outbound_at, w.created_at, w.updated_at \
+FROM workspaces w LEFT JOIN canvas_layouts cl ON cl.workspace_id = w.id";
+
+pub(crate) const INSERT_WORKSPACE: &str = "\
+INSERT INTO workspaces (id, name, role, tier, runtime, status, url, parent_id, workspace_dir, \
+workspace_access, budget_limit, max_concurrent_tasks, delivery_mode, compute, \
+provisioning_started_at, created_at, updated_at) \
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+ON CONFLICT DO NOTHING";
+
+pub(crate) const PARENT_IS_LIVE: &str =
+    "SELECT COUNT(*) FROM workspaces WHERE id = $1 AND status <> 'removed'";
+
+pub(crate) const UPSERT_WORKSPACE_SECRET: &str = "\
+INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, key_id, created_at, updated_at) \
+VALUES ($1, $2, $3, $4, $5, $6, $6) \
+ON CONFLICT (workspace_id, key) DO UPDATE SET encrypted_value = excluded.encrypted_value, \
+key_id = excluded.key_id, updated_at = excluded.updated_at";
+
+pub(crate) const INSERT_LAYOUT: &str =
+    "INSERT INTO canvas_layouts (workspace_id, x, y) VALUES ($1, $2, $3)";
+
+pub(crate) const INSERT_TOKEN: &str = "\
+INSERT INTO workspace_auth_tokens (id, workspace_id, token_hash, prefix, created_at) \
+VALUES ($1, $2, $3, $4, $5)";
+
+pub(crate) const INSERT_EVENT: &str = "\
+INSERT INTO structure_events (id, event_type, workspace_id, payload, created_at) \
+VALUES ($1, $2, $3, $4, $5)";
+
+pub(crate) const INSERT_IDEMPOTENCY: &str = "\
+INSERT INTO idempotency_keys (key, request_hash, workspace_id, response_status, response_body, key_id, created_at) \
+VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING";
+
+pub(crate) const SELECT_IDEMPOTENCY: &str = "\
+SELECT key, request_hash, workspace_id, response_status, response_body, key_id \
+FROM idempotency_keys WHERE key = $1";
+
+pub(crate) const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
+
+pub(crate) const UPSERT_CONFIG: &str = "\
+INSERT INTO workspace_config (workspace_id, data, updated_at) VALUES ($1, $2, $3) \
+ON CONFLICT (workspace_id) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at";
+
+pub(crate) const SELECT_CONFIG: &str = "SELECT data FROM workspace_config WHERE workspace_id = $1";
+
+pub(crate) const SELECT_SECRETS: &str = "\
+SELECT key, encrypted_value, key_id FROM workspace_secrets WHERE workspace_id = $1 ORDER BY key";
+
+/// `UPDATE … WHERE status IN (…)` for a transition leaving from `n_from` statuses. Placeholders:
+/// `$1` new status, `$2` now, `$3` failure message, `$4` failure code, `$5` id, `$6…` statuses.
+pub(crate) fn transition_sql(n_from: usize) -> String {
+    let list: Vec<String> = (0..n_from).map(|i| format!("${}", i + 6)).collect();
+    format!(
+        "UPDATE workspaces SET status = $1, updated_at = $2, \
+         last_sample_error = CASE WHEN $4 IS NULL THEN last_sample_error ELSE $3 END, \
+         failure_code = CASE WHEN $4 IS NULL THEN failure_code ELSE $4 END, \
+         provisioning_started_at = CASE WHEN $1 = 'provisioning' THEN $2 ELSE provisioning_started_at END \
+         WHERE id = $5 AND status IN ({})",
+        list.join(", ")
+    )
+}
+
+/// `SELECT name … WHERE name IN (…)` among live siblings: at the root level `$1…` are the names,
+/// under a parent `$1` is the parent and `$2…` the names.
+pub(crate) fn taken_names_sql(root_level: bool, n: usize) -> String {
+    let first = if root_level { 1 } else { 2 };
+    let list: Vec<String> = (0..n).map(|i| format!("${}", i + first)).collect();
+    let parent = if root_level {
+        "parent_id IS NULL"
+    } else {
+        "parent_id = $1"
+    };
+    format!(
+        "SELECT name FROM workspaces WHERE {parent} AND status <> 'removed' AND name IN ({})",
+        list.join(", ")
+    )
+}
+
+/// Events query with optional filters. `$1` workspace, `$2` after, `$3` limit.
+pub(crate) fn events_sql(by_workspace: bool, after: bool) -> String {
+    let mut sql = String::from(
+        "SELECT seq, id, event_type, workspace_id, payload, created_at FROM structure_events WHERE 1 = 1",
+    );
+    if by_workspace {
+        sql.push_str(" AND workspace_id = $1");
+    }
+    if after {
+        sql.push_str(if by_workspace {
+            " AND seq > $2"
+        } else {
+            " AND seq > $1"
+        });
+    }
+    let limit_n = 1 + usize::from(by_workspace) + usize::from(after);
+    sql.push_str(&format!(" ORDER BY seq LIMIT ${limit_n}"));
+    sql
+}
+
+/// List query with an optional keyset cursor.
+pub(crate) fn list_sql(after: bool, limit: bool) -> String {
+    let mut sql = format!("{SELECT_WORKSPACE} WHERE w.status <> 'removed'");
+    if after {
+        sql.push_str(" AND (w.created_at > $1 OR (w.created_at = $1 AND w.id > $2))");
+    }
+    sql.push_str(" ORDER BY w.created_at, w.id");
+    if limit {
+        sql.push_str(if after { " LIMIT $3" } else { " LIMIT $1" });
+    }
+    sql
+}
+
+/// The raw row of [`SELECT_WORKSPACE`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkspaceRow {
+    id: Uuid,
+    name: String,
+    role: Option<String>,
+    tier: i64,
+    status: String,
+    agent_card: Option<Json<serde_json::Value>>,
+    url: Option<String>,
+    parent_id: Option<Uuid>,
+    active_tasks: i64,
+    max_concurrent_tasks: i64,
+    last_error_rate: f64,
+    last_sample_error: Option<String>,
+    failure_code: Option<String>,
+    uptime_seconds: i64,
+    current_task: Option<String>,
+    runtime: String,
+    workspace_dir: Option<String>,
+    workspace_access: String,
+    delivery_mode: String,
+    x: Option<f64>,
+    y: Option<f64>,
+    collapsed: Option<bool>,
+    budget_limit: Option<i64>,
+    monthly_spend: i64,
+    broadcast_enabled: bool,
+    talk_to_user_enabled: bool,
+    compute: Json<serde_json::Value>,
+    last_outbound_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<WorkspaceRow> for Workspace {
+    type Error = Error;
+    fn try_from(r: WorkspaceRow) -> Result<Self, Error> {
+        let status: WorkspaceStatus = r
+            .status
+            .parse()
+            .map_err(|e: berth_domain::status::UnknownStatus| Error::Corrupt(e.to_string()))?;
+        Ok(Workspace {
+            id: r.id.into(),
+            name: r.name,
+            role: r.role.filter(|s| !s.is_empty()),
+            tier: r.tier,
+            status,
+            agent_card: r.agent_card.map(|j| j.0).filter(|v| !v.is_null()),
+            url: r.url,
+            parent_id: r.parent_id.map(WorkspaceId::from),
+            active_tasks: r.active_tasks,
+            max_concurrent_tasks: r.max_concurrent_tasks,
+            last_error_rate: r.last_error_rate,
+            last_sample_error: r.last_sample_error,
+            failure_code: r.failure_code,
+            uptime_seconds: r.uptime_seconds,
+            current_task: r.current_task,
+            runtime: r.runtime,
+            workspace_dir: r.workspace_dir.filter(|s| !s.is_empty()),
+            workspace_access: r.workspace_access,
+            delivery_mode: r.delivery_mode,
+            x: r.x.unwrap_or(0.0),
+            y: r.y.unwrap_or(0.0),
+            collapsed: r.collapsed.unwrap_or(false),
+            budget_limit: r.budget_limit,
+            monthly_spend: r.monthly_spend,
+            broadcast_enabled: r.broadcast_enabled,
+            talk_to_user_enabled: r.talk_to_user_enabled,
+            compute: if r.compute.0.is_null() {
+                serde_json::json!({})
+            } else {
+                r.compute.0
+            },
+            last_outbound_at: r.last_outbound_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+/// The raw event row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub(crate) seq: i64,
+    pub(crate) id: Uuid,
+    pub(crate) event_type: String,
+    pub(crate) workspace_id: Option<Uuid>,
+    pub(crate) payload: Json<serde_json::Value>,
+    pub(crate) created_at: DateTime<Utc>,
+}
+
+/// The raw idempotency row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct IdempotencyRow {
+    pub(crate) key: String,
+    pub(crate) request_hash: Vec<u8>,
+    pub(crate) workspace_id: Uuid,
+    pub(crate) response_status: i64,
+    pub(crate) response_body: Vec<u8>,
+    pub(crate) key_id: String,
+}
+
+/// Associated data binding a sealed workspace secret to its row.
+pub(crate) fn secret_aad(id: WorkspaceId, key: &str) -> Vec<u8> {
+    format!("workspace_secrets/{id}/{key}").into_bytes()
+}
+
+/// Associated data binding a sealed idempotent response to its key.
+pub(crate) fn idempotency_aad(key: &str) -> Vec<u8> {
+    format!("idempotency_keys/{key}").into_bytes()
+}
+
+/// Implements [`crate::WorkspaceStore`] for a store type with `pool` and `keys` fields and an
+/// inherent `begin()` returning a transaction of database `$db`.
+macro_rules! impl_workspace_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::WorkspaceStore for $store {
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn taken_names(
+                &self,
+                parent: Option<berth_domain::WorkspaceId>,
+                candidates: Vec<String>,
+            ) -> $crate::Result<Vec<String>> {
+                if candidates.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = $crate::sql::taken_names_sql(parent.is_none(), candidates.len());
+                let mut q = sqlx::query_scalar::<$db, String>(sqlx::AssertSqlSafe(sql));
+                if let Some(parent) = parent {
+                    q = q.bind(uuid::Uuid::from(parent));
+                }
+                for c in candidates {
+                    q = q.bind(c);
+                }
+                Ok(q.fetch_all(&self.pool).await?)
+            }
+
+            async fn create_workspace(&self, new: $crate::NewWorkspace) -> $crate::Result<()> {
+                use secrecy::ExposeSecret as _;
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let id = uuid::Uuid::from(new.id);
+                let mut tx = self.begin().await?;
+                // The first statement writes, so a SQLite transaction never has to upgrade a
+                // read lock (no SQLITE_BUSY deadlocks between concurrent creates).
+                let inserted = sqlx::query::<$db>($crate::sql::INSERT_WORKSPACE)
+                    .bind(id)
+                    .bind(&new.name)
+                    .bind(&new.role)
+                    .bind(new.tier)
+                    .bind(&new.runtime)
+                    .bind(new.status.as_str())
+                    .bind(&new.url)
+                    .bind(new.parent_id.map(uuid::Uuid::from))
+                    .bind(&new.workspace_dir)
+                    .bind(&new.workspace_access)
+                    .bind(new.budget_limit)
+                    .bind(new.max_concurrent_tasks)
+                    .bind(&new.delivery_mode)
+                    .bind(Json(&new.compute))
+                    .bind(new.provisioning_started_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if inserted.rows_affected() == 0 {
+                    return Err($crate::Error::NameTaken);
+                }
+                if let Some(parent) = new.parent_id {
+                    let live: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::PARENT_IS_LIVE)
+                        .bind(uuid::Uuid::from(parent))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if live == 0 {
+                        return Err($crate::Error::ParentNotFound);
+                    }
+                }
+                for (key, value) in &new.secrets {
+                    let sealed = self
+                        .keys
+                        .seal_str(value, &$crate::sql::secret_aad(new.id, key));
+                    sqlx::query::<$db>($crate::sql::UPSERT_WORKSPACE_SECRET)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(id)
+                        .bind(key)
+                        .bind(sealed.bytes)
+                        .bind(sealed.key_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_LAYOUT)
+                    .bind(id)
+                    .bind(new.canvas.0)
+                    .bind(new.canvas.1)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(token) = &new.token {
+                    sqlx::query::<$db>($crate::sql::INSERT_TOKEN)
+                        .bind(token.id)
+                        .bind(id)
+                        .bind(&token.hash[..])
+                        .bind(&token.prefix)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for event in &new.events {
+                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(event.event_type.as_str())
+                        .bind(id)
+                        .bind(Json(&event.payload))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(idem) = &new.idempotency {
+                    let sealed = self.keys.seal(
+                        idem.body.expose_secret().as_bytes(),
+                        &$crate::sql::idempotency_aad(&idem.key),
+                    );
+                    let stored = sqlx::query::<$db>($crate::sql::INSERT_IDEMPOTENCY)
+                        .bind(&idem.key)
+                        .bind(&idem.request_hash[..])
+                        .bind(id)
+                        .bind(i64::from(idem.status))
+                        .bind(sealed.bytes)
+                        .bind(sealed.key_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if stored.rows_affected() == 0 {
+                        return Err($crate::Error::IdempotencyKeyUsed);
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn idempotent_create(
+                &self,
+                key: &str,
+            ) -> $crate::Result<Option<$crate::IdempotentCreate>> {
+                let row = sqlx::query_as::<$db, $crate::sql::IdempotencyRow>(
+                    $crate::sql::SELECT_IDEMPOTENCY,
+                )
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let body = self.keys.open_str(
+                    &row.key_id,
+                    &row.response_body,
+                    &$crate::sql::idempotency_aad(&row.key),
+                )?;
+                let request_hash: [u8; 32] = row
+                    .request_hash
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| $crate::Error::Corrupt("idempotency request hash".into()))?;
+                let status = u16::try_from(row.response_status)
+                    .map_err(|_| $crate::Error::Corrupt("idempotency status".into()))?;
+                Ok(Some($crate::IdempotentCreate {
+                    workspace_id: row.workspace_id.into(),
+                    request_hash,
+                    status,
+                    body,
+                }))
+            }
+
+            async fn list_workspaces(
+                &self,
+                page: $crate::Page,
+            ) -> $crate::Result<Vec<$crate::Workspace>> {
+                let sql = $crate::sql::list_sql(page.after.is_some(), page.limit.is_some());
+                let mut q =
+                    sqlx::query_as::<$db, $crate::sql::WorkspaceRow>(sqlx::AssertSqlSafe(sql));
+                if let Some((at, id)) = page.after {
+                    q = q.bind(at).bind(uuid::Uuid::from(id));
+                }
+                if let Some(limit) = page.limit {
+                    q = q.bind(limit);
+                }
+                q.fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::Workspace::try_from)
+                    .collect()
+            }
+
+            async fn get_workspace(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Option<$crate::Workspace>> {
+                let sql = format!("{} WHERE w.id = $1", $crate::sql::SELECT_WORKSPACE);
+                sqlx::query_as::<$db, $crate::sql::WorkspaceRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::Workspace::try_from)
+                    .transpose()
+            }
+
+            async fn transition(
+                &self,
+                id: berth_domain::WorkspaceId,
+                change: $crate::StatusChange,
+            ) -> $crate::Result<bool> {
+                use sqlx::types::Json;
+                let t = change.transition;
+                let now = $crate::model::now();
+                let sql = $crate::sql::transition_sql(t.from().len());
+                let (code, message) = match &change.failure {
+                    Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
+                    None => (None, None),
+                };
+                let mut tx = self.begin().await?;
+                let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                    .bind(t.to().as_str())
+                    .bind(now)
+                    .bind(message)
+                    .bind(code)
+                    .bind(uuid::Uuid::from(id));
+                for st in t.from() {
+                    q = q.bind(st.as_str());
+                }
+                let changed = q.execute(&mut *tx).await?.rows_affected() == 1;
+                if changed {
+                    if let Some(event) = t.event() {
+                        sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                            .bind(uuid::Uuid::new_v4())
+                            .bind(event.as_str())
+                            .bind(uuid::Uuid::from(id))
+                            .bind(Json(&change.payload))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            async fn put_workspace_config(
+                &self,
+                id: berth_domain::WorkspaceId,
+                data: serde_json::Value,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::UPSERT_CONFIG)
+                    .bind(uuid::Uuid::from(id))
+                    .bind(sqlx::types::Json(data))
+                    .bind($crate::model::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn workspace_config(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Option<serde_json::Value>> {
+                let v: Option<sqlx::types::Json<serde_json::Value>> =
+                    sqlx::query_scalar::<$db, sqlx::types::Json<serde_json::Value>>(
+                        $crate::sql::SELECT_CONFIG,
+                    )
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(v.map(|j| j.0))
+            }
+
+            async fn workspace_secrets(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Vec<(String, secrecy::SecretString)>> {
+                let rows: Vec<(String, Vec<u8>, String)> =
+                    sqlx::query_as::<$db, (String, Vec<u8>, String)>($crate::sql::SELECT_SECRETS)
+                        .bind(uuid::Uuid::from(id))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(|(key, bytes, key_id)| {
+                        let value = self.keys.open_str(
+                            &key_id,
+                            &bytes,
+                            &$crate::sql::secret_aad(id, &key),
+                        )?;
+                        Ok((key, value))
+                    })
+                    .collect()
+            }
+
+            async fn events(
+                &self,
+                filter: $crate::EventFilter,
+            ) -> $crate::Result<Vec<$crate::EventRecord>> {
+                let sql = $crate::sql::events_sql(
+                    filter.workspace_id.is_some(),
+                    filter.after_seq.is_some(),
+                );
+                let mut q = sqlx::query_as::<$db, $crate::sql::EventRow>(sqlx::AssertSqlSafe(sql));
+                if let Some(ws) = filter.workspace_id {
+                    q = q.bind(uuid::Uuid::from(ws));
+                }
+                if let Some(after) = filter.after_seq {
+                    q = q.bind(after);
+                }
+                q = q.bind(filter.limit.unwrap_or(100).clamp(1, 10_000));
+                Ok(q.fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|r| $crate::EventRecord {
+                        seq: r.seq,
+                        id: r.id,
+                        event_type: r.event_type,
+                        workspace_id: r.workspace_id.map(berth_domain::WorkspaceId::from),
+                        payload: r.payload.0,
+                        created_at: r.created_at,
+                    })
+                    .collect())
+            }
+
+            async fn prune_idempotency(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                Ok(sqlx::query::<$db>($crate::sql::PRUNE_IDEMPOTENCY)
+                    .bind(older_than)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_workspace_store;

@@ -1,0 +1,465 @@
+//! Scenarios written once against the trait and run on both backends.
+
+use berth_domain::WorkspaceId;
+use berth_domain::event::EventType;
+use berth_domain::runtime::{KNOWN_RUNTIMES, is_external_like};
+use berth_domain::status::{Transition, WorkspaceStatus};
+use berth_store::{
+    Error, EventFilter, NewEvent, NewIdempotency, NewToken, NewWorkspace, Page, StatusChange,
+};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::harness::{Backend, secret};
+
+fn new_ws(name: &str) -> NewWorkspace {
+    NewWorkspace {
+        id: WorkspaceId::new_v4(),
+        name: name.to_owned(),
+        role: Some("reviewer".into()),
+        tier: 2,
+        runtime: "claude-code".into(),
+        status: WorkspaceStatus::Provisioning,
+        url: None,
+        parent_id: None,
+        workspace_dir: None,
+        workspace_access: "none".into(),
+        budget_limit: Some(500),
+        max_concurrent_tasks: 1,
+        delivery_mode: "push".into(),
+        compute: json!({}),
+        secrets: vec![],
+        canvas: (1.5, -2.0),
+        token: None,
+        events: vec![NewEvent {
+            event_type: EventType::WorkspaceProvisioning,
+            payload: json!({"name": name, "tier": 2, "runtime": "claude-code"}),
+        }],
+        provisioning_started_at: Some(berth_store::now()),
+        idempotency: None,
+    }
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::harness::Backend::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::harness::Backend::postgres().await).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    create_round_trips_every_field,
+    names_are_unique_per_parent_among_live_rows,
+    unknown_or_removed_parent_writes_nothing,
+    secrets_are_sealed_at_rest,
+    fault_between_writes_leaves_nothing,
+    transitions_are_compare_and_set,
+    idempotency_records_are_sealed_and_single_use,
+    events_page_by_sequence,
+    list_pages_in_creation_order,
+    external_like_column_matches_the_domain_predicate,
+    workspace_config_upserts,
+);
+
+async fn create_round_trips_every_field(b: Backend) {
+    let s = b.store();
+    let mut n = new_ws("alpha");
+    n.compute = json!({"instance_type": "t3.large"});
+    n.workspace_dir = Some("/home/me/src".into());
+    n.workspace_access = "read_only".into();
+    n.delivery_mode = "poll".into();
+    n.max_concurrent_tasks = 4;
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    let w = s.get_workspace(id).await.unwrap().expect("row");
+    assert_eq!(w.id, id);
+    assert_eq!(w.name, "alpha");
+    assert_eq!(w.role.as_deref(), Some("reviewer"));
+    assert_eq!(w.tier, 2);
+    assert_eq!(w.status, WorkspaceStatus::Provisioning);
+    assert_eq!(w.runtime, "claude-code");
+    assert_eq!((w.x, w.y, w.collapsed), (1.5, -2.0, false));
+    assert_eq!(w.budget_limit, Some(500));
+    assert_eq!(w.monthly_spend, 0);
+    assert_eq!(w.compute, json!({"instance_type": "t3.large"}));
+    assert_eq!(w.workspace_dir.as_deref(), Some("/home/me/src"));
+    assert_eq!(w.workspace_access, "read_only");
+    assert_eq!(w.delivery_mode, "poll");
+    assert_eq!(w.max_concurrent_tasks, 4);
+    assert_eq!(w.agent_card, None);
+    assert!(!w.broadcast_enabled);
+    assert!(w.talk_to_user_enabled);
+    assert_eq!(w.last_outbound_at, None);
+    let list = s.list_workspaces(Page::default()).await.unwrap();
+    assert_eq!(list, vec![w]);
+    assert!(
+        s.get_workspace(WorkspaceId::new_v4())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let events = s.events(EventFilter::default()).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "WORKSPACE_PROVISIONING");
+    assert_eq!(events[0].workspace_id, Some(id));
+}
+
+async fn names_are_unique_per_parent_among_live_rows(b: Backend) {
+    let s = b.store();
+    let root = new_ws("dup");
+    let root_id = root.id;
+    s.create_workspace(root).await.unwrap();
+    assert!(matches!(
+        s.create_workspace(new_ws("dup")).await,
+        Err(Error::NameTaken)
+    ));
+    assert_eq!(b.count("workspaces").await, 1);
+    let cands = vec!["dup".to_owned(), "dup (2)".to_owned()];
+    assert_eq!(
+        s.taken_names(None, cands.clone()).await.unwrap(),
+        vec!["dup".to_owned()]
+    );
+    // The same name under a parent is a different bucket.
+    let mut child = new_ws("dup");
+    child.parent_id = Some(root_id);
+    let child_id = child.id;
+    s.create_workspace(child).await.unwrap();
+    assert_eq!(
+        s.taken_names(Some(root_id), cands.clone()).await.unwrap(),
+        vec!["dup".to_owned()]
+    );
+    // Removed rows free their name.
+    assert!(
+        s.transition(child_id, StatusChange::new(Transition::Removed))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.taken_names(Some(root_id), cands)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut again = new_ws("dup");
+    again.parent_id = Some(root_id);
+    s.create_workspace(again).await.unwrap();
+}
+
+async fn unknown_or_removed_parent_writes_nothing(b: Backend) {
+    let s = b.store();
+    let mut orphan = new_ws("orphan");
+    orphan.parent_id = Some(WorkspaceId::new_v4());
+    orphan.secrets = vec![("K".into(), secret("v"))];
+    assert!(matches!(
+        s.create_workspace(orphan).await,
+        Err(Error::ParentNotFound)
+    ));
+    let parent = new_ws("parent");
+    let pid = parent.id;
+    s.create_workspace(parent).await.unwrap();
+    s.transition(pid, StatusChange::new(Transition::Removed))
+        .await
+        .unwrap();
+    let mut child = new_ws("child");
+    child.parent_id = Some(pid);
+    assert!(matches!(
+        s.create_workspace(child).await,
+        Err(Error::ParentNotFound)
+    ));
+    assert_eq!(b.count("workspaces").await, 1);
+    assert_eq!(b.count("workspace_secrets").await, 0);
+    assert_eq!(b.count("canvas_layouts").await, 1);
+}
+
+async fn secrets_are_sealed_at_rest(b: Backend) {
+    let s = b.store();
+    let mut n = new_ws("sealed");
+    n.secrets = vec![
+        ("OPENAI_API_KEY".into(), secret("sk-very-secret-value-123")),
+        ("MODEL".into(), secret("openai/gpt-5")),
+    ];
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    for blob in b.raw_secret_blobs().await {
+        let text = String::from_utf8_lossy(&blob);
+        assert!(
+            !text.contains("very-secret") && !text.contains("gpt-5"),
+            "plaintext at rest"
+        );
+    }
+    let got = s.workspace_secrets(id).await.unwrap();
+    let got: Vec<(String, String)> = got
+        .into_iter()
+        .map(|(k, v)| (k, v.expose_secret().to_owned()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("MODEL".to_owned(), "openai/gpt-5".to_owned()),
+            (
+                "OPENAI_API_KEY".to_owned(),
+                "sk-very-secret-value-123".to_owned()
+            ),
+        ]
+    );
+}
+
+async fn fault_between_writes_leaves_nothing(b: Backend) {
+    // A real database fault in the middle of the create: the layout insert (after the row and
+    // the secrets were written) raises.
+    if b.is_postgres() {
+        b.exec(
+            "CREATE FUNCTION berth_fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER berth_fail BEFORE INSERT ON canvas_layouts FOR EACH ROW EXECUTE FUNCTION berth_fail();",
+        )
+        .await;
+    } else {
+        b.exec(
+            "CREATE TRIGGER berth_fail BEFORE INSERT ON canvas_layouts BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+        )
+        .await;
+    }
+    let s = b.store();
+    let mut n = new_ws("doomed");
+    n.secrets = vec![("K".into(), secret("v"))];
+    n.token = Some(NewToken {
+        id: uuid::Uuid::new_v4(),
+        hash: [7; 32],
+        prefix: "abcdefgh".into(),
+    });
+    let err = s.create_workspace(n).await.unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    for table in [
+        "workspaces",
+        "workspace_secrets",
+        "canvas_layouts",
+        "workspace_auth_tokens",
+        "structure_events",
+        "idempotency_keys",
+    ] {
+        assert_eq!(b.count(table).await, 0, "{table} kept a partial write");
+    }
+}
+
+async fn transitions_are_compare_and_set(b: Backend) {
+    let s = b.store();
+    let n = new_ws("cas");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    let fail = StatusChange {
+        transition: Transition::ProvisionFailed,
+        payload: json!({"error": "boom", "code": "NO_BACKEND"}),
+        failure: Some(("NO_BACKEND".into(), "boom".into())),
+    };
+    assert!(s.transition(id, fail.clone()).await.unwrap());
+    assert!(
+        !s.transition(id, fail).await.unwrap(),
+        "a second fail must not change the row"
+    );
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(w.status, WorkspaceStatus::Failed);
+    assert_eq!(w.failure_code.as_deref(), Some("NO_BACKEND"));
+    assert_eq!(w.last_sample_error.as_deref(), Some("boom"));
+    let evs = s
+        .events(EventFilter {
+            workspace_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = evs.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        names,
+        ["WORKSPACE_PROVISIONING", "WORKSPACE_PROVISION_FAILED"]
+    );
+    assert_eq!(
+        evs[1].payload,
+        json!({"error": "boom", "code": "NO_BACKEND"})
+    );
+    // Register cannot revive a failed row.
+    assert!(
+        !s.transition(id, StatusChange::new(Transition::AgentRegistered))
+            .await
+            .unwrap()
+    );
+    // Unknown id: no change, no event.
+    assert!(
+        !s.transition(
+            WorkspaceId::new_v4(),
+            StatusChange::new(Transition::Removed)
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(b.count("structure_events").await, 2);
+}
+
+async fn idempotency_records_are_sealed_and_single_use(b: Backend) {
+    let s = b.store();
+    let body = r#"{"id":"x","connection":{"auth_token":"tok-plaintext-123"}}"#;
+    let mut n = new_ws("idem");
+    let id = n.id;
+    n.idempotency = Some(NewIdempotency {
+        key: "key-1".into(),
+        request_hash: [1; 32],
+        status: 201,
+        body: secret(body),
+    });
+    s.create_workspace(n).await.unwrap();
+    let rec = s.idempotent_create("key-1").await.unwrap().expect("stored");
+    assert_eq!(rec.workspace_id, id);
+    assert_eq!(rec.status, 201);
+    assert_eq!(rec.request_hash, [1; 32]);
+    assert_eq!(rec.body.expose_secret(), body);
+    assert!(s.idempotent_create("key-2").await.unwrap().is_none());
+    let mut again = new_ws("idem-2");
+    again.idempotency = Some(NewIdempotency {
+        key: "key-1".into(),
+        request_hash: [1; 32],
+        status: 201,
+        body: secret("{}"),
+    });
+    assert!(matches!(
+        s.create_workspace(again).await,
+        Err(Error::IdempotencyKeyUsed)
+    ));
+    assert_eq!(b.count("workspaces").await, 1);
+    assert_eq!(
+        s.prune_idempotency(berth_store::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.idempotent_create("key-1").await.unwrap().is_none());
+}
+
+async fn events_page_by_sequence(b: Backend) {
+    let s = b.store();
+    let mut ids = vec![];
+    for i in 0..3 {
+        let n = new_ws(&format!("ev-{i}"));
+        ids.push(n.id);
+        s.create_workspace(n).await.unwrap();
+    }
+    let all = s.events(EventFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let after = s
+        .events(EventFilter {
+            after_seq: Some(all[0].seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after, all[1..].to_vec());
+    let one = s
+        .events(EventFilter {
+            workspace_id: Some(ids[2]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(one, vec![all[2].clone()]);
+    let limited = s
+        .events(EventFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited, all[..2].to_vec());
+    let none = s
+        .events(EventFilter {
+            workspace_id: Some(ids[0]),
+            after_seq: Some(all[0].seq),
+            limit: Some(10),
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+async fn list_pages_in_creation_order(b: Backend) {
+    let s = b.store();
+    let mut ids = vec![];
+    for i in 0..5 {
+        let n = new_ws(&format!("p{i}"));
+        ids.push(n.id);
+        s.create_workspace(n).await.unwrap();
+    }
+    s.transition(ids[1], StatusChange::new(Transition::Removed))
+        .await
+        .unwrap();
+    let all = s.list_workspaces(Page::default()).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["p0", "p2", "p3", "p4"]);
+    let first = s
+        .list_workspaces(Page {
+            after: None,
+            limit: Some(2),
+        })
+        .await
+        .unwrap();
+    assert_eq!(first, all[..2].to_vec());
+    let last = &first[1];
+    let rest = s
+        .list_workspaces(Page {
+            after: Some((last.created_at, last.id)),
+            limit: Some(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest, all[2..].to_vec());
+    // Removed rows stay readable by id.
+    assert_eq!(
+        s.get_workspace(ids[1]).await.unwrap().unwrap().status,
+        WorkspaceStatus::Removed
+    );
+}
+
+async fn external_like_column_matches_the_domain_predicate(b: Backend) {
+    let s = b.store();
+    for (i, runtime) in KNOWN_RUNTIMES
+        .iter()
+        .chain(["External", "kimi-cli2", "echo"].iter())
+        .enumerate()
+    {
+        let mut n = new_ws(&format!("rt-{i}"));
+        n.runtime = (*runtime).to_owned();
+        let id = n.id;
+        s.create_workspace(n).await.unwrap();
+        assert_eq!(
+            b.external_like(id.into()).await,
+            is_external_like(runtime),
+            "{runtime}"
+        );
+    }
+}
+
+async fn workspace_config_upserts(b: Backend) {
+    let s = b.store();
+    let n = new_ws("cfg");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    assert_eq!(s.workspace_config(id).await.unwrap(), None);
+    s.put_workspace_config(id, json!({"name": "cfg", "tier": 2}))
+        .await
+        .unwrap();
+    s.put_workspace_config(id, json!({"name": "cfg", "tier": 3}))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.workspace_config(id).await.unwrap(),
+        Some(json!({"name": "cfg", "tier": 3}))
+    );
+}

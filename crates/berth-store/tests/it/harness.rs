@@ -1,0 +1,135 @@
+//! Test backends: a fresh SQLite file or a fresh PostgreSQL database per test.
+
+use berth_store::{KeyRing, PgStore, SqliteStore, WorkspaceStore};
+use secrecy::SecretString;
+
+/// A store under test plus raw access to its database.
+pub enum Backend {
+    Sqlite(SqliteStore, tempfile::TempDir),
+    Postgres(PgStore),
+}
+
+pub fn test_keys() -> KeyRing {
+    KeyRing::parse(&KeyRing::generate_line("test")).expect("key ring")
+}
+
+/// The admin URL of the test PostgreSQL cluster, or a panic that says how to get one.
+pub fn pg_admin_url() -> String {
+    std::env::var("BERTH_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "BERTH_TEST_PG_URL is not set: run the tests with `cargo xtask test`, which starts a \
+             throwaway PostgreSQL, or point BERTH_TEST_PG_URL at an admin URL of a PostgreSQL you own"
+        )
+    })
+}
+
+/// Creates an empty database on the test cluster and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection as _;
+    let admin = pg_admin_url();
+    let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to BERTH_TEST_PG_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(b, _)| b)
+        .to_owned();
+    format!("{base}/{name}")
+}
+
+impl Backend {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("berth.db"), test_keys())
+            .await
+            .expect("open sqlite");
+        Backend::Sqlite(store, dir)
+    }
+
+    pub async fn postgres() -> Self {
+        let url = fresh_pg_database().await;
+        Backend::Postgres(
+            PgStore::connect(&url, test_keys())
+                .await
+                .expect("connect postgres"),
+        )
+    }
+
+    pub fn store(&self) -> &dyn WorkspaceStore {
+        match self {
+            Backend::Sqlite(s, _) => s,
+            Backend::Postgres(s) => s,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Backend::Sqlite(s, _) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await.expect("raw sql");
+            }
+            Backend::Postgres(s) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await.expect("raw sql");
+            }
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        match self {
+            Backend::Sqlite(s, _) => sqlx::query_scalar(sql)
+                .fetch_one(s.pool())
+                .await
+                .expect("count"),
+            Backend::Postgres(s) => sqlx::query_scalar(sql)
+                .fetch_one(s.pool())
+                .await
+                .expect("count"),
+        }
+    }
+
+    /// Every stored secret blob, raw.
+    pub async fn raw_secret_blobs(&self) -> Vec<Vec<u8>> {
+        let sql = "SELECT encrypted_value FROM workspace_secrets";
+        match self {
+            Backend::Sqlite(s, _) => sqlx::query_scalar(sql)
+                .fetch_all(s.pool())
+                .await
+                .expect("blobs"),
+            Backend::Postgres(s) => sqlx::query_scalar(sql)
+                .fetch_all(s.pool())
+                .await
+                .expect("blobs"),
+        }
+    }
+
+    /// The raw `external_like` column of one row.
+    pub async fn external_like(&self, id: uuid::Uuid) -> bool {
+        let sql = "SELECT external_like FROM workspaces WHERE id = $1";
+        match self {
+            Backend::Sqlite(s, _) => sqlx::query_scalar(sql)
+                .bind(id)
+                .fetch_one(s.pool())
+                .await
+                .expect("col"),
+            Backend::Postgres(s) => sqlx::query_scalar(sql)
+                .bind(id)
+                .fetch_one(s.pool())
+                .await
+                .expect("col"),
+        }
+    }
+}
+
+pub fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_owned())
+}

@@ -1,0 +1,128 @@
+//! `cargo xtask test [-- <cargo test args>]`: the workspace's tests against a throwaway
+//! PostgreSQL.
+//!
+//! Runs `cargo test --workspace --all-features <args>` with `BERTH_TEST_PG_URL` pointing at the
+//! admin database of a fresh cluster (tests create a database of their own through it), then stops
+//! and deletes the cluster, also when the tests fail or on ctrl-c (see `cluster.rs`). Exits with
+//! the tests' exit code; when the tests pass but the cleanup fails, it fails.
+//!
+//! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
+//! Arguments that pick packages (`-p`, `--package`) replace `--workspace`; arguments after a
+//! second `--` go to the test binaries: `cargo xtask test -- -p berth-store -- --nocapture`.
+
+use std::{env, process::ExitCode};
+
+use anyhow::Result;
+
+use crate::{
+    cluster::Cluster,
+    process::{cargo, exit_code, run_echoed},
+    workspace_root,
+};
+
+/// The variable tests read the PostgreSQL admin URL from.
+const PG_URL_VAR: &str = "BERTH_TEST_PG_URL";
+
+/// Runs the task; `args` are what followed `test`.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    let mut test = cargo();
+    test.args(cargo_test_args(args));
+
+    if env::var_os(PG_URL_VAR).is_some_and(|url| !url.is_empty()) {
+        // Not echoed: the URL may carry a password.
+        eprintln!("xtask: {PG_URL_VAR} is set; testing against that server, starting none");
+        return Ok(exit_code(run_echoed(&mut test)?));
+    }
+
+    let cluster = Cluster::start(&workspace_root())?;
+    test.env(PG_URL_VAR, cluster.admin_url());
+    // An error here drops `cluster`, which cleans up as well.
+    let status = run_echoed(&mut test)?;
+    match cluster.stop() {
+        Ok(()) => Ok(exit_code(status)),
+        Err(err) if status.success() => Err(err),
+        Err(err) => {
+            // The test failure is the news; the cleanup error is reported beside it.
+            eprintln!("xtask: error: {err:#}");
+            Ok(exit_code(status))
+        }
+    }
+}
+
+/// `test --workspace --all-features <args>`, minus `--workspace` when `args` pick packages
+/// themselves. One leading `--` (as in `cargo xtask test -- -p xtask`) is dropped.
+fn cargo_test_args(args: &[String]) -> Vec<String> {
+    let args = match args.split_first() {
+        Some((first, rest)) if first == "--" => rest,
+        _ => args,
+    };
+    let mut out = vec!["test".to_owned()];
+    if !picks_packages(args) {
+        out.push("--workspace".to_owned());
+    }
+    out.push("--all-features".to_owned());
+    out.extend(args.iter().cloned());
+    out
+}
+
+/// Whether cargo's own arguments (those before a `--`) select packages.
+fn picks_packages(args: &[String]) -> bool {
+    args.iter().take_while(|arg| *arg != "--").any(|arg| {
+        arg == "-p"
+            || arg == "--package"
+            || arg.starts_with("--package=")
+            || (arg.starts_with("-p") && !arg.starts_with("--"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|word| (*word).to_owned()).collect()
+    }
+
+    #[test]
+    fn defaults_to_the_whole_workspace() {
+        assert_eq!(
+            cargo_test_args(&[]),
+            args(&["test", "--workspace", "--all-features"])
+        );
+    }
+
+    #[test]
+    fn leading_separator_is_dropped_and_packages_replace_workspace() {
+        assert_eq!(
+            cargo_test_args(&args(&["--", "-p", "xtask"])),
+            args(&["test", "--all-features", "-p", "xtask"]),
+        );
+        assert_eq!(
+            cargo_test_args(&args(&["--package=berth-store"])),
+            args(&["test", "--all-features", "--package=berth-store"]),
+        );
+        assert_eq!(
+            cargo_test_args(&args(&["-pxtask"])),
+            args(&["test", "--all-features", "-pxtask"]),
+        );
+    }
+
+    #[test]
+    fn test_binary_args_do_not_count_as_packages() {
+        assert_eq!(
+            cargo_test_args(&args(&["--", "--", "-p"])),
+            args(&["test", "--workspace", "--all-features", "--", "-p"]),
+        );
+        assert_eq!(
+            cargo_test_args(&args(&["--no-fail-fast", "--", "--nocapture"])),
+            args(&[
+                "test",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+                "--",
+                "--nocapture"
+            ]),
+        );
+    }
+}
