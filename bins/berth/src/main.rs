@@ -87,6 +87,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             allow_loopback: args.dev,
         },
         forced_tier: None,
+        agent_platform_url: args
+            .platform_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
     };
     let mut service = WorkspaceService::new(
         store,
@@ -132,6 +136,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The address local agents dial: the listen address, with an unspecified IP replaced by loopback.
+fn loopback_for(listen: std::net::SocketAddr) -> std::net::SocketAddr {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }
 
 async fn shutdown_signal() {

@@ -104,6 +104,9 @@ impl WorkspaceService {
             workspace_dir: plan.workspace_dir.clone(),
             workspace_access: plan.workspace_access.clone(),
             compute: plan.compute.clone(),
+            platform_url: self.config.agent_platform_url.clone(),
+            env: Vec::new(),
+            secret_files: Vec::new(),
         }
     }
 }

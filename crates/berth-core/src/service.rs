@@ -20,6 +20,8 @@ pub struct CoreConfig {
     pub ssrf: SsrfPolicy,
     /// When set, every workspace gets this tier (the reference's SaaS rule).
     pub forced_tier: Option<Tier>,
+    /// The URL agents started by a provisioner use to reach this server (`PLATFORM_URL`).
+    pub agent_platform_url: String,
 }
 
 /// A workspace as List and Get show it: the stored row plus what the server derives.

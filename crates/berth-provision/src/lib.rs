@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use berth_domain::WorkspaceId;
+use secrecy::SecretString;
 
 /// Why provisioning failed, with a machine-readable code for each reason (DECISIONS.md §2.16).
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,11 @@ pub enum BackendKind {
 }
 
 /// Everything a backend needs to start one workspace.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Each backend adds its own base environment in this order before `env`: `WORKSPACE_ID`,
+/// `WORKSPACE_CONFIG_PATH`, `PLATFORM_URL`, `MOLECULE_URL`, `TIER` (REFERENCE.md §5.1.2), plus
+/// what the backend itself needs (e.g. the agent's port). The admin credential is never in it.
+#[derive(Debug, Clone)]
 pub struct ProvisionRequest {
     /// The workspace.
     pub workspace_id: WorkspaceId,
@@ -79,6 +84,13 @@ pub struct ProvisionRequest {
     pub workspace_access: String,
     /// Canonical compute JSON.
     pub compute: serde_json::Value,
+    /// The URL the agent reaches the platform at.
+    pub platform_url: String,
+    /// Prepared environment (secrets, model, git identity, …), in order; values are secret.
+    pub env: Vec<(String, SecretString)>,
+    /// Files to write into the configs directory with mode 0600 before start (`.auth_token`,
+    /// `.platform_inbound_secret`).
+    pub secret_files: Vec<(String, SecretString)>,
 }
 
 /// The result of a successful start.
@@ -144,6 +156,9 @@ mod tests {
             workspace_dir: None,
             workspace_access: "none".into(),
             compute: serde_json::json!({}),
+            platform_url: "http://127.0.0.1:8080".into(),
+            env: vec![],
+            secret_files: vec![],
         };
         let err = p.start(req).await.unwrap_err();
         assert_eq!(err.code(), "NO_BACKEND");
