@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+pub mod access;
 pub mod compute;
 pub mod event;
 pub mod external;
+pub mod heartbeat;
 pub mod ids;
 pub mod naming;
 pub mod provider;

@@ -14,6 +14,12 @@ pub enum Error {
     /// The parent workspace does not exist or is removed.
     #[error("parent workspace not found")]
     ParentNotFound,
+    /// The workspace's status does not allow the operation.
+    #[error("workspace is {0}")]
+    InvalidState(berth_domain::status::WorkspaceStatus),
+    /// The workspace already has the maximum number of live tokens.
+    #[error("too many live tokens")]
+    TooManyTokens,
     /// Another create already used this idempotency key.
     #[error("idempotency key already used")]
     IdempotencyKeyUsed,

@@ -74,6 +74,57 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Deletes idempotency records older than `older_than`; returns how many went.
     async fn prune_idempotency(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
+    /// The workspace a live token belongs to (the workspace must not be removed). Updates the
+    /// token's `last_used_at` when it is older than a minute (no write per request).
+    async fn validate_token(&self, hash: [u8; 32]) -> Result<Option<WorkspaceId>>;
+
+    /// Whether the workspace has any live token.
+    async fn has_live_token(&self, id: WorkspaceId) -> Result<bool>;
+
+    /// Stores a token for a live workspace ([`Error::NotFound`] if missing or removed).
+    async fn issue_token(&self, id: WorkspaceId, token: NewToken, how: IssueToken) -> Result<()>;
+
+    /// Live tokens, newest first.
+    async fn list_tokens(&self, id: WorkspaceId, limit: i64, offset: i64)
+    -> Result<Vec<TokenInfo>>;
+
+    /// Revokes one live token; `false` when there was none.
+    async fn revoke_token(&self, id: WorkspaceId, token_id: uuid::Uuid) -> Result<bool>;
+
+    /// Revokes every live token; returns how many.
+    async fn revoke_tokens(&self, id: WorkspaceId) -> Result<u64>;
+
+    /// Applies an agent's register: URL, card, delivery mode, heartbeat time and the
+    /// `AgentRegistered` transition with its `WORKSPACE_ONLINE` event, in one transaction.
+    /// [`Error::NotFound`] when the row is missing; [`Error::InvalidState`] when its status does
+    /// not allow registration (removed, paused, hibernat*, failed).
+    async fn register(&self, id: WorkspaceId, registration: Registration) -> Result<()>;
+
+    /// Applies a heartbeat: its fields, then the status the domain rule derives (compare-and-set
+    /// with its event), in one transaction. [`Error::NotFound`] for a missing or removed row.
+    async fn heartbeat(&self, id: WorkspaceId, heartbeat: Heartbeat) -> Result<HeartbeatOutcome>;
+
+    /// Replaces the agent card of a live workspace and records `AGENT_CARD_UPDATED`.
+    async fn update_card(&self, id: WorkspaceId, card: serde_json::Value) -> Result<()>;
+
+    /// The workspace's platform-inbound secret, decrypted.
+    async fn inbound_secret(&self, id: WorkspaceId) -> Result<Option<SecretString>>;
+
+    /// Stores (sealed) a new platform-inbound secret.
+    async fn set_inbound_secret(&self, id: WorkspaceId, secret: SecretString) -> Result<()>;
+
+    /// Every workspace and its parent (removed ones included: the access rule ignores status).
+    async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;
+
+    /// Moves `online`/`degraded` workspaces whose last heartbeat (or last update, if none) is older
+    /// than the cutoff of their kind to `offline` (container runtimes) or `awaiting_agent`
+    /// (external-like), recording the events, in one transaction.
+    async fn mark_lapsed(
+        &self,
+        container_cutoff: chrono::DateTime<chrono::Utc>,
+        external_cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Lapsed>>;
 }
 
 /// Shorthand used by [`WorkspaceStore::transition`] callers.

@@ -215,3 +215,81 @@ pub struct Workspace {
     /// Last updated (the removal time of removed rows).
     pub updated_at: DateTime<Utc>,
 }
+
+/// A live token as listed (never the plaintext or the hash).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenInfo {
+    /// Token row id.
+    pub id: Uuid,
+    /// First 8 characters of the plaintext.
+    pub prefix: String,
+    /// Issued.
+    pub created_at: DateTime<Utc>,
+    /// Last authenticated use (updated at most once a minute).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// How to issue a token.
+#[derive(Debug, Clone, Default)]
+pub struct IssueToken {
+    /// Revoke every live token of the workspace first (rotate, provisioning).
+    pub revoke_existing: bool,
+    /// Refuse with [`crate::Error::TooManyTokens`] when this many are already live.
+    pub max_live: Option<i64>,
+    /// An event to record in the same transaction.
+    pub event: Option<NewEvent>,
+}
+
+/// What an agent's register writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The agent URL (`None` keeps the stored one).
+    pub url: Option<String>,
+    /// The (reconciled) agent card.
+    pub agent_card: serde_json::Value,
+    /// The effective delivery mode.
+    pub delivery_mode: String,
+    /// Payload of the `WORKSPACE_ONLINE` event.
+    pub event_payload: serde_json::Value,
+}
+
+/// What a heartbeat writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heartbeat {
+    /// Error rate.
+    pub error_rate: f64,
+    /// Sample error.
+    pub sample_error: String,
+    /// Active tasks.
+    pub active_tasks: i64,
+    /// Uptime.
+    pub uptime_seconds: i64,
+    /// Current task.
+    pub current_task: String,
+    /// Spend this month (only written when present).
+    pub monthly_spend: Option<i64>,
+    /// The status-relevant report.
+    pub report: berth_domain::heartbeat::HeartbeatReport,
+}
+
+/// What a heartbeat did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeartbeatOutcome {
+    /// Status before the heartbeat.
+    pub previous_status: WorkspaceStatus,
+    /// Status after it.
+    pub status: WorkspaceStatus,
+    /// Whether `current_task` changed.
+    pub task_changed: bool,
+    /// The workspace's concurrency limit.
+    pub max_concurrent_tasks: i64,
+}
+
+/// A workspace whose liveness lapsed and the status it was moved to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lapsed {
+    /// The workspace.
+    pub id: WorkspaceId,
+    /// `offline` or `awaiting_agent`.
+    pub status: WorkspaceStatus,
+}

@@ -8,7 +8,7 @@
 //! [`WorkspaceStore`]: crate::WorkspaceStore
 
 use berth_domain::WorkspaceId;
-use berth_domain::status::WorkspaceStatus;
+use berth_domain::status::{Transition, WorkspaceStatus};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -131,6 +131,86 @@ pub(crate) fn list_sql(after: bool, limit: bool) -> String {
         sql.push_str(if after { " LIMIT $3" } else { " LIMIT $1" });
     }
     sql
+}
+
+pub(crate) const VALIDATE_TOKEN: &str = "\
+SELECT t.id, t.workspace_id, t.last_used_at FROM workspace_auth_tokens t \
+JOIN workspaces w ON w.id = t.workspace_id \
+WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'";
+
+pub(crate) const TOUCH_TOKEN: &str = "\
+UPDATE workspace_auth_tokens SET last_used_at = $1 \
+WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)";
+
+pub(crate) const COUNT_LIVE_TOKENS: &str =
+    "SELECT COUNT(*) FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL";
+
+pub(crate) const REVOKE_TOKENS: &str = "UPDATE workspace_auth_tokens SET revoked_at = $1 WHERE workspace_id = $2 AND revoked_at IS NULL";
+
+pub(crate) const REVOKE_TOKEN: &str = "\
+UPDATE workspace_auth_tokens SET revoked_at = $1 WHERE workspace_id = $2 AND id = $3 AND revoked_at IS NULL";
+
+pub(crate) const LIST_TOKENS: &str = "\
+SELECT id, prefix, created_at, last_used_at FROM workspace_auth_tokens \
+WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMIT $2 OFFSET $3";
+
+pub(crate) const WORKSPACE_STATUS: &str = "SELECT status FROM workspaces WHERE id = $1";
+
+pub(crate) const WORKSPACE_STATUS_TASK: &str =
+    "SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1";
+
+/// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
+/// statuses the `AgentRegistered` transition leaves from. The stored URL is kept when it is the
+/// host-published `http://127.0.0.1…` address of a container workspace.
+pub(crate) fn register_sql() -> String {
+    format!(
+        "UPDATE workspaces SET \
+         url = CASE WHEN $1 IS NULL THEN url \
+                    WHEN url LIKE 'http://127.0.0.1%' AND NOT external_like THEN url ELSE $1 END, \
+         agent_card = $2, delivery_mode = $3, last_heartbeat_at = $4, updated_at = $4, status = '{}' \
+         WHERE id = $5 AND status IN ({})",
+        Transition::AgentRegistered.to().as_str(),
+        status_list(Transition::AgentRegistered.from())
+    )
+}
+
+/// A SQL list of status literals (static strings from the domain table, never user input).
+fn status_list(statuses: &[WorkspaceStatus]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Heartbeat fields. `$1` now … `$8` id.
+pub(crate) const HEARTBEAT: &str = "\
+UPDATE workspaces SET last_heartbeat_at = $1, last_error_rate = $2, last_sample_error = $3, \
+active_tasks = $4, uptime_seconds = $5, current_task = $6, \
+monthly_spend = CASE WHEN $7 IS NULL THEN monthly_spend ELSE $7 END, updated_at = $1 \
+WHERE id = $8 AND status <> 'removed'";
+
+pub(crate) const UPDATE_CARD: &str =
+    "UPDATE workspaces SET agent_card = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'";
+
+pub(crate) const SELECT_INBOUND_SECRET: &str =
+    "SELECT inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
+
+pub(crate) const SET_INBOUND_SECRET: &str =
+    "UPDATE workspaces SET inbound_secret = $1, inbound_secret_key_id = $2 WHERE id = $3";
+
+pub(crate) const HIERARCHY: &str = "SELECT id, parent_id FROM workspaces";
+
+/// Lapsed liveness. `$1` container cutoff, `$2` external cutoff, `$3` now.
+pub(crate) const MARK_LAPSED: &str = "\
+UPDATE workspaces SET status = CASE WHEN external_like THEN 'awaiting_agent' ELSE 'offline' END, updated_at = $3 \
+WHERE status IN ('online', 'degraded') \
+AND COALESCE(last_heartbeat_at, updated_at) < CASE WHEN external_like THEN $2 ELSE $1 END \
+RETURNING id, status";
+
+/// Associated data binding a sealed inbound secret to its workspace.
+pub(crate) fn inbound_aad(id: WorkspaceId) -> Vec<u8> {
+    format!("workspaces/{id}/inbound_secret").into_bytes()
 }
 
 /// The raw row of [`SELECT_WORKSPACE`].
@@ -570,6 +650,332 @@ macro_rules! impl_workspace_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+            }
+            async fn validate_token(&self, hash: [u8; 32]) -> $crate::Result<Option<berth_domain::WorkspaceId>> {
+                let row: Option<(uuid::Uuid, uuid::Uuid, Option<chrono::DateTime<chrono::Utc>>)> =
+                    sqlx::query_as::<$db, (uuid::Uuid, uuid::Uuid, Option<chrono::DateTime<chrono::Utc>>)>($crate::sql::VALIDATE_TOKEN)
+                        .bind(&hash[..])
+                        .fetch_optional(&self.pool)
+                        .await?;
+                let Some((token_id, workspace, last_used)) = row else { return Ok(None) };
+                let now = $crate::model::now();
+                let stale = now - chrono::Duration::seconds(60);
+                if last_used.is_none_or(|t| t < stale) {
+                    sqlx::query::<$db>($crate::sql::TOUCH_TOKEN)
+                        .bind(now)
+                        .bind(token_id)
+                        .bind(stale)
+                        .execute(&self.pool)
+                        .await?;
+                }
+                Ok(Some(workspace.into()))
+            }
+
+            async fn has_live_token(&self, id: berth_domain::WorkspaceId) -> $crate::Result<bool> {
+                let n: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::COUNT_LIVE_TOKENS)
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            async fn issue_token(
+                &self,
+                id: berth_domain::WorkspaceId,
+                token: $crate::NewToken,
+                how: $crate::IssueToken,
+            ) -> $crate::Result<()> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                // Write first (SQLite lock order), then check the workspace.
+                if how.revoke_existing {
+                    sqlx::query::<$db>($crate::sql::REVOKE_TOKENS).bind(now).bind(uid).execute(&mut *tx).await?;
+                }
+                let status: Option<String> = sqlx::query_scalar::<$db, String>($crate::sql::WORKSPACE_STATUS)
+                    .bind(uid)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match status.as_deref() {
+                    None | Some("removed") => return Err($crate::Error::NotFound),
+                    Some(_) => {}
+                }
+                if let Some(max) = how.max_live {
+                    let live: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::COUNT_LIVE_TOKENS)
+                        .bind(uid)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if live >= max {
+                        return Err($crate::Error::TooManyTokens);
+                    }
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_TOKEN)
+                    .bind(token.id)
+                    .bind(uid)
+                    .bind(&token.hash[..])
+                    .bind(&token.prefix)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(event) = &how.event {
+                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(event.event_type.as_str())
+                        .bind(uid)
+                        .bind(Json(&event.payload))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_tokens(
+                &self,
+                id: berth_domain::WorkspaceId,
+                limit: i64,
+                offset: i64,
+            ) -> $crate::Result<Vec<$crate::TokenInfo>> {
+                let rows: Vec<(uuid::Uuid, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
+                    sqlx::query_as::<$db, (uuid::Uuid, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)>($crate::sql::LIST_TOKENS)
+                        .bind(uuid::Uuid::from(id))
+                        .bind(limit)
+                        .bind(offset)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, prefix, created_at, last_used_at)| $crate::TokenInfo { id, prefix, created_at, last_used_at })
+                    .collect())
+            }
+
+            async fn revoke_token(&self, id: berth_domain::WorkspaceId, token_id: uuid::Uuid) -> $crate::Result<bool> {
+                let r = sqlx::query::<$db>($crate::sql::REVOKE_TOKEN)
+                    .bind($crate::model::now())
+                    .bind(uuid::Uuid::from(id))
+                    .bind(token_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn revoke_tokens(&self, id: berth_domain::WorkspaceId) -> $crate::Result<u64> {
+                let r = sqlx::query::<$db>($crate::sql::REVOKE_TOKENS)
+                    .bind($crate::model::now())
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected())
+            }
+
+            async fn register(
+                &self,
+                id: berth_domain::WorkspaceId,
+                registration: $crate::Registration,
+            ) -> $crate::Result<()> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                let changed = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::sql::register_sql()))
+                    .bind(&registration.url)
+                    .bind(Json(&registration.agent_card))
+                    .bind(&registration.delivery_mode)
+                    .bind(now)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed == 0 {
+                    let status: Option<String> = sqlx::query_scalar::<$db, String>($crate::sql::WORKSPACE_STATUS)
+                        .bind(uid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    return Err(match status {
+                        None => $crate::Error::NotFound,
+                        Some(s) => $crate::Error::InvalidState(
+                            s.parse().map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?,
+                        ),
+                    });
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(berth_domain::event::EventType::WorkspaceOnline.as_str())
+                    .bind(uid)
+                    .bind(Json(&registration.event_payload))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn heartbeat(
+                &self,
+                id: berth_domain::WorkspaceId,
+                hb: $crate::Heartbeat,
+            ) -> $crate::Result<$crate::HeartbeatOutcome> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                let before: Option<(String, Option<String>, i64)> =
+                    sqlx::query_as::<$db, (String, Option<String>, i64)>($crate::sql::WORKSPACE_STATUS_TASK)
+                        .bind(uid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((status, previous_task, max_concurrent)) = before.filter(|(s, _, _)| s != "removed") else {
+                    return Err($crate::Error::NotFound);
+                };
+                sqlx::query::<$db>($crate::sql::HEARTBEAT)
+                    .bind(now)
+                    .bind(hb.error_rate)
+                    .bind(&hb.sample_error)
+                    .bind(hb.active_tasks)
+                    .bind(hb.uptime_seconds)
+                    .bind(&hb.current_task)
+                    .bind(hb.monthly_spend)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?;
+                let task_changed = previous_task.unwrap_or_default() != hb.current_task;
+                let previous_status: berth_domain::status::WorkspaceStatus = status
+                    .parse()
+                    .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
+                let mut current = previous_status;
+                if let Some((t, payload)) = berth_domain::heartbeat::evaluate(previous_status, &hb.report) {
+                    let sql = $crate::sql::transition_sql(t.from().len());
+                    let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                        .bind(t.to().as_str())
+                        .bind(now)
+                        .bind(Option::<&str>::None)
+                        .bind(Option::<&str>::None)
+                        .bind(uid);
+                    for st in t.from() {
+                        q = q.bind(st.as_str());
+                    }
+                    if q.execute(&mut *tx).await?.rows_affected() == 1 {
+                        current = t.to();
+                        if let Some(event) = t.event() {
+                            sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                                .bind(uuid::Uuid::new_v4())
+                                .bind(event.as_str())
+                                .bind(uid)
+                                .bind(Json(&payload))
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok($crate::HeartbeatOutcome {
+                    previous_status,
+                    status: current,
+                    task_changed,
+                    max_concurrent_tasks: max_concurrent,
+                })
+            }
+
+            async fn update_card(&self, id: berth_domain::WorkspaceId, card: serde_json::Value) -> $crate::Result<()> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                let n = sqlx::query::<$db>($crate::sql::UPDATE_CARD)
+                    .bind(Json(&card))
+                    .bind(now)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 0 {
+                    return Err($crate::Error::NotFound);
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(berth_domain::event::EventType::AgentCardUpdated.as_str())
+                    .bind(uid)
+                    .bind(Json(serde_json::json!({"agent_card": card})))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn inbound_secret(&self, id: berth_domain::WorkspaceId) -> $crate::Result<Option<secrecy::SecretString>> {
+                let row: Option<(Option<Vec<u8>>, Option<String>)> =
+                    sqlx::query_as::<$db, (Option<Vec<u8>>, Option<String>)>($crate::sql::SELECT_INBOUND_SECRET)
+                        .bind(uuid::Uuid::from(id))
+                        .fetch_optional(&self.pool)
+                        .await?;
+                match row {
+                    Some((Some(bytes), Some(key_id))) => {
+                        Ok(Some(self.keys.open_str(&key_id, &bytes, &$crate::sql::inbound_aad(id))?))
+                    }
+                    _ => Ok(None),
+                }
+            }
+
+            async fn set_inbound_secret(&self, id: berth_domain::WorkspaceId, secret: secrecy::SecretString) -> $crate::Result<()> {
+                let sealed = self.keys.seal_str(&secret, &$crate::sql::inbound_aad(id));
+                let n = sqlx::query::<$db>($crate::sql::SET_INBOUND_SECRET)
+                    .bind(sealed.bytes)
+                    .bind(sealed.key_id)
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if n == 0 { Err($crate::Error::NotFound) } else { Ok(()) }
+            }
+
+            async fn hierarchy(&self) -> $crate::Result<Vec<(berth_domain::WorkspaceId, Option<berth_domain::WorkspaceId>)>> {
+                let rows: Vec<(uuid::Uuid, Option<uuid::Uuid>)> =
+                    sqlx::query_as::<$db, (uuid::Uuid, Option<uuid::Uuid>)>($crate::sql::HIERARCHY)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(i, p)| (i.into(), p.map(Into::into))).collect())
+            }
+
+            async fn mark_lapsed(
+                &self,
+                container_cutoff: chrono::DateTime<chrono::Utc>,
+                external_cutoff: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<$crate::Lapsed>> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let mut tx = self.begin().await?;
+                let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as::<$db, (uuid::Uuid, String)>($crate::sql::MARK_LAPSED)
+                    .bind(container_cutoff)
+                    .bind(external_cutoff)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut lapsed = Vec::with_capacity(rows.len());
+                for (uid, status) in rows {
+                    let status: berth_domain::status::WorkspaceStatus = status
+                        .parse()
+                        .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
+                    let event = if status == berth_domain::status::WorkspaceStatus::AwaitingAgent {
+                        berth_domain::event::EventType::WorkspaceAwaitingAgent
+                    } else {
+                        berth_domain::event::EventType::WorkspaceOffline
+                    };
+                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(event.as_str())
+                        .bind(uid)
+                        .bind(Json(serde_json::json!({})))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    lapsed.push($crate::Lapsed { id: uid.into(), status });
+                }
+                tx.commit().await?;
+                Ok(lapsed)
             }
         }
     };

@@ -2,10 +2,12 @@
 
 use berth_domain::WorkspaceId;
 use berth_domain::event::EventType;
+use berth_domain::heartbeat::HeartbeatReport;
 use berth_domain::runtime::{KNOWN_RUNTIMES, is_external_like};
 use berth_domain::status::{Transition, WorkspaceStatus};
 use berth_store::{
-    Error, EventFilter, NewEvent, NewIdempotency, NewToken, NewWorkspace, Page, StatusChange,
+    Error, EventFilter, Heartbeat, IssueToken, NewEvent, NewIdempotency, NewToken, NewWorkspace,
+    Page, Registration, StatusChange,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -69,6 +71,11 @@ contract!(
     list_pages_in_creation_order,
     external_like_column_matches_the_domain_predicate,
     workspace_config_upserts,
+    tokens_issue_validate_list_revoke,
+    register_moves_to_online_only_from_allowed_statuses,
+    heartbeats_apply_the_domain_rule,
+    lapsed_liveness_moves_by_kind,
+    inbound_secret_is_sealed_and_card_updates_record_events,
 );
 
 async fn create_round_trips_every_field(b: Backend) {
@@ -462,4 +469,339 @@ async fn workspace_config_upserts(b: Backend) {
         s.workspace_config(id).await.unwrap(),
         Some(json!({"name": "cfg", "tier": 3}))
     );
+}
+
+fn token(n: u8) -> NewToken {
+    NewToken {
+        id: uuid::Uuid::new_v4(),
+        hash: [n; 32],
+        prefix: format!("prefix{n:02}"),
+    }
+}
+
+async fn tokens_issue_validate_list_revoke(b: Backend) {
+    let s = b.store();
+    let a = new_ws("a");
+    let (aid, bid) = (a.id, WorkspaceId::new_v4());
+    s.create_workspace(a).await.unwrap();
+    assert!(!s.has_live_token(aid).await.unwrap());
+    s.issue_token(aid, token(1), IssueToken::default())
+        .await
+        .unwrap();
+    s.issue_token(aid, token(2), IssueToken::default())
+        .await
+        .unwrap();
+    assert!(s.has_live_token(aid).await.unwrap());
+    assert_eq!(s.validate_token([1; 32]).await.unwrap(), Some(aid));
+    assert_eq!(s.validate_token([9; 32]).await.unwrap(), None);
+    let listed = s.list_tokens(aid, 50, 0).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.prefix == "prefix01" && t.last_used_at.is_some()),
+        "validate touched last_used_at"
+    );
+    assert_eq!(s.list_tokens(aid, 1, 1).await.unwrap().len(), 1);
+    // Cap.
+    let capped = IssueToken {
+        max_live: Some(2),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.issue_token(aid, token(3), capped).await,
+        Err(Error::TooManyTokens)
+    ));
+    // Unknown workspace.
+    assert!(matches!(
+        s.issue_token(bid, token(4), IssueToken::default()).await,
+        Err(Error::NotFound)
+    ));
+    // Revoke one, then rotate (revoke all + issue) with an event.
+    assert!(s.revoke_token(aid, listed[0].id).await.unwrap());
+    assert!(!s.revoke_token(aid, listed[0].id).await.unwrap());
+    let rotate = IssueToken {
+        revoke_existing: true,
+        max_live: None,
+        event: Some(NewEvent {
+            event_type: EventType::ExternalCredentialsRotated,
+            payload: json!({"workspace_id": aid}),
+        }),
+    };
+    s.issue_token(aid, token(5), rotate).await.unwrap();
+    assert_eq!(s.validate_token([1; 32]).await.unwrap(), None);
+    assert_eq!(s.validate_token([2; 32]).await.unwrap(), None);
+    assert_eq!(s.validate_token([5; 32]).await.unwrap(), Some(aid));
+    assert_eq!(s.list_tokens(aid, 50, 0).await.unwrap().len(), 1);
+    let evs = s
+        .events(EventFilter {
+            workspace_id: Some(aid),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        evs.last().unwrap().event_type,
+        "EXTERNAL_CREDENTIALS_ROTATED"
+    );
+    // A removed workspace's tokens stop working.
+    s.transition(aid, StatusChange::new(Transition::Removed))
+        .await
+        .unwrap();
+    assert_eq!(s.validate_token([5; 32]).await.unwrap(), None);
+    assert_eq!(s.revoke_tokens(aid).await.unwrap(), 1);
+}
+
+fn registration(url: &str) -> Registration {
+    Registration {
+        url: Some(url.to_owned()),
+        agent_card: json!({"name": "agent"}),
+        delivery_mode: "push".into(),
+        event_payload: json!({"url": url}),
+    }
+}
+
+async fn register_moves_to_online_only_from_allowed_statuses(b: Backend) {
+    let s = b.store();
+    let mut n = new_ws("reg");
+    n.status = WorkspaceStatus::AwaitingAgent;
+    n.runtime = "external".into();
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    s.register(id, registration("https://agent.example/a2a"))
+        .await
+        .unwrap();
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(w.status, WorkspaceStatus::Online);
+    assert_eq!(w.url.as_deref(), Some("https://agent.example/a2a"));
+    assert_eq!(w.agent_card, Some(json!({"name": "agent"})));
+    // Poll re-register without URL keeps the stored one.
+    s.register(
+        id,
+        Registration {
+            url: None,
+            delivery_mode: "poll".into(),
+            ..registration("")
+        },
+    )
+    .await
+    .unwrap();
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (w.url.as_deref(), w.delivery_mode.as_str()),
+        (Some("https://agent.example/a2a"), "poll")
+    );
+    // Failed, paused, removed rows are not revived.
+    let fail = StatusChange {
+        transition: Transition::Paused,
+        payload: json!({}),
+        failure: None,
+    };
+    s.transition(id, fail).await.unwrap();
+    assert!(matches!(
+        s.register(id, registration("https://x.example")).await,
+        Err(Error::InvalidState(WorkspaceStatus::Paused))
+    ));
+    assert_eq!(
+        s.get_workspace(id).await.unwrap().unwrap().status,
+        WorkspaceStatus::Paused
+    );
+    assert!(matches!(
+        s.register(WorkspaceId::new_v4(), registration("https://x.example"))
+            .await,
+        Err(Error::NotFound)
+    ));
+    let evs = s
+        .events(EventFilter {
+            workspace_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.event_type == "WORKSPACE_ONLINE")
+            .count(),
+        2
+    );
+    // A container workspace keeps its host-published loopback URL.
+    let c = new_ws("container");
+    let cid = c.id;
+    s.create_workspace(c).await.unwrap();
+    s.register(cid, registration("http://127.0.0.1:4242"))
+        .await
+        .unwrap();
+    s.register(cid, registration("http://ws-internal:8000"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_workspace(cid).await.unwrap().unwrap().url.as_deref(),
+        Some("http://127.0.0.1:4242")
+    );
+}
+
+fn hb(rate: f64, state: &str, task: &str) -> Heartbeat {
+    Heartbeat {
+        error_rate: rate,
+        sample_error: "boom".into(),
+        active_tasks: 1,
+        uptime_seconds: 60,
+        current_task: task.into(),
+        monthly_spend: Some(250),
+        report: HeartbeatReport {
+            error_rate: rate,
+            sample_error: "boom".into(),
+            runtime_state: state.into(),
+            status_mgmt: false,
+        },
+    }
+}
+
+async fn heartbeats_apply_the_domain_rule(b: Backend) {
+    let s = b.store();
+    let n = new_ws("hb");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    let o = s.heartbeat(id, hb(0.0, "", "t1")).await.unwrap();
+    assert_eq!(
+        (o.previous_status, o.status, o.task_changed),
+        (WorkspaceStatus::Provisioning, WorkspaceStatus::Online, true)
+    );
+    let o = s.heartbeat(id, hb(0.7, "", "t1")).await.unwrap();
+    assert_eq!(
+        (o.status, o.task_changed),
+        (WorkspaceStatus::Degraded, false)
+    );
+    let o = s.heartbeat(id, hb(0.05, "", "t1")).await.unwrap();
+    assert_eq!(o.status, WorkspaceStatus::Online);
+    let o = s.heartbeat(id, hb(0.0, "wedged", "t1")).await.unwrap();
+    assert_eq!(o.status, WorkspaceStatus::Degraded);
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (w.active_tasks, w.uptime_seconds, w.monthly_spend),
+        (1, 60, 250)
+    );
+    assert_eq!(w.current_task.as_deref(), Some("t1"));
+    assert_eq!(w.last_sample_error.as_deref(), Some("boom"));
+    let names: Vec<String> = s
+        .events(EventFilter {
+            workspace_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "WORKSPACE_PROVISIONING",
+            "WORKSPACE_ONLINE",
+            "WORKSPACE_DEGRADED",
+            "WORKSPACE_ONLINE",
+            "WORKSPACE_DEGRADED"
+        ]
+    );
+    // Paused: fields update, status does not.
+    s.transition(id, StatusChange::new(Transition::Paused))
+        .await
+        .unwrap();
+    let o = s.heartbeat(id, hb(0.0, "", "t2")).await.unwrap();
+    assert_eq!(o.status, WorkspaceStatus::Paused);
+    s.transition(id, StatusChange::new(Transition::Removed))
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.heartbeat(id, hb(0.0, "", "")).await,
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        s.heartbeat(WorkspaceId::new_v4(), hb(0.0, "", "")).await,
+        Err(Error::NotFound)
+    ));
+}
+
+async fn lapsed_liveness_moves_by_kind(b: Backend) {
+    let s = b.store();
+    let c = new_ws("container");
+    let mut e = new_ws("external");
+    e.runtime = "kimi".into();
+    let (cid, eid) = (c.id, e.id);
+    s.create_workspace(c).await.unwrap();
+    s.create_workspace(e).await.unwrap();
+    s.heartbeat(cid, hb(0.0, "", "")).await.unwrap();
+    s.heartbeat(eid, hb(0.0, "", "")).await.unwrap();
+    let past = berth_store::now() - chrono::Duration::seconds(3600);
+    assert!(
+        s.mark_lapsed(past, past).await.unwrap().is_empty(),
+        "fresh heartbeats are live"
+    );
+    let future = berth_store::now() + chrono::Duration::seconds(1);
+    let mut lapsed = s.mark_lapsed(future, future).await.unwrap();
+    lapsed.sort_by_key(|l| l.id == eid);
+    assert_eq!(lapsed.len(), 2);
+    assert_eq!(
+        (lapsed[0].id, lapsed[0].status),
+        (cid, WorkspaceStatus::Offline)
+    );
+    assert_eq!(
+        (lapsed[1].id, lapsed[1].status),
+        (eid, WorkspaceStatus::AwaitingAgent)
+    );
+    assert!(
+        s.mark_lapsed(future, future).await.unwrap().is_empty(),
+        "a second sweep changes nothing"
+    );
+    let evs: Vec<String> = s
+        .events(EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(
+        evs.contains(&"WORKSPACE_OFFLINE".to_owned())
+            && evs.contains(&"WORKSPACE_AWAITING_AGENT".to_owned())
+    );
+    // Recovery by heartbeat.
+    assert_eq!(
+        s.heartbeat(cid, hb(0.0, "", "")).await.unwrap().status,
+        WorkspaceStatus::Online
+    );
+    assert_eq!(
+        s.heartbeat(eid, hb(0.0, "", "")).await.unwrap().status,
+        WorkspaceStatus::Online
+    );
+}
+
+async fn inbound_secret_is_sealed_and_card_updates_record_events(b: Backend) {
+    let s = b.store();
+    let n = new_ws("sec");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    assert!(s.inbound_secret(id).await.unwrap().is_none());
+    s.set_inbound_secret(id, secret("inbound-123"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.inbound_secret(id).await.unwrap().unwrap().expose_secret(),
+        "inbound-123"
+    );
+    assert!(matches!(
+        s.set_inbound_secret(WorkspaceId::new_v4(), secret("x"))
+            .await,
+        Err(Error::NotFound)
+    ));
+    s.update_card(id, json!({"name": "new"})).await.unwrap();
+    assert_eq!(
+        s.get_workspace(id).await.unwrap().unwrap().agent_card,
+        Some(json!({"name": "new"}))
+    );
+    assert!(matches!(
+        s.update_card(WorkspaceId::new_v4(), json!({})).await,
+        Err(Error::NotFound)
+    ));
+    let h = s.hierarchy().await.unwrap();
+    assert_eq!(h, vec![(id, None)]);
 }
