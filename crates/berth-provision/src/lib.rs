@@ -7,6 +7,9 @@ use async_trait::async_trait;
 use berth_domain::WorkspaceId;
 use secrecy::SecretString;
 
+pub mod process;
+pub use process::{ProcessConfig, ProcessProvisioner};
+
 /// Why provisioning failed, with a machine-readable code for each reason (DECISIONS.md §2.16).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -1,0 +1,262 @@
+//! The agent's configuration, read once from the environment the provisioner prepared.
+//!
+//! Reading goes through a lookup function rather than `std::env` directly so the rules can be
+//! tested without touching the process environment.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// The workspace bearer token. Its `Debug` never shows the value, so a logged config is safe.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The raw value, for the `Authorization` header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `WORKSPACE_ID`: the workspace this agent is.
+    pub workspace_id: String,
+    /// `PLATFORM_URL`, without a trailing slash.
+    pub platform_url: String,
+    /// `WORKSPACE_AUTH_TOKEN`, else `$WORKSPACE_CONFIG_PATH/.auth_token`.
+    pub token: Option<Token>,
+    /// `AGENT_HOST`: the address the A2A server binds.
+    pub host: IpAddr,
+    /// `AGENT_PORT`: the port the A2A server binds.
+    pub port: u16,
+    /// `AGENT_URL`: the URL advertised to the platform.
+    pub agent_url: String,
+    /// `HEARTBEAT_INTERVAL_SECS`.
+    pub heartbeat_interval: Duration,
+    /// `WORKSPACE_NAME`, else the `name:` line of `$WORKSPACE_CONFIG_PATH/config.yaml`, else the id.
+    pub name: String,
+}
+
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_HEARTBEAT_SECS: u64 = 30;
+
+impl Config {
+    /// Reads the configuration through `lookup` (normally `std::env::var`); empty values count as
+    /// unset. Files named by `WORKSPACE_CONFIG_PATH` are read from disk.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+
+        let workspace_id = get("WORKSPACE_ID").context("WORKSPACE_ID is required")?;
+        let platform_url = get("PLATFORM_URL")
+            .context("PLATFORM_URL is required")?
+            .trim_end_matches('/')
+            .to_owned();
+        let config_dir = get("WORKSPACE_CONFIG_PATH").map(PathBuf::from);
+
+        let token = match get("WORKSPACE_AUTH_TOKEN") {
+            Some(t) => Some(Token::new(t.trim().to_owned())),
+            None => match &config_dir {
+                Some(dir) => read_token_file(&dir.join(".auth_token"))?,
+                None => None,
+            },
+        };
+
+        let port = match get("AGENT_PORT") {
+            Some(p) => p
+                .trim()
+                .parse()
+                .with_context(|| format!("AGENT_PORT {p:?} is not a port number"))?,
+            None => DEFAULT_PORT,
+        };
+        let host = match get("AGENT_HOST") {
+            Some(h) => h
+                .trim()
+                .parse()
+                .with_context(|| format!("AGENT_HOST {h:?} is not an IP address"))?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let agent_url = get("AGENT_URL")
+            .map(|u| u.trim().trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let heartbeat_secs: u64 = match get("HEARTBEAT_INTERVAL_SECS") {
+            Some(s) => s
+                .trim()
+                .parse()
+                .with_context(|| format!("HEARTBEAT_INTERVAL_SECS {s:?} is not a number"))?,
+            None => DEFAULT_HEARTBEAT_SECS,
+        };
+        if heartbeat_secs == 0 {
+            bail!("HEARTBEAT_INTERVAL_SECS must be at least 1");
+        }
+
+        let name = get("WORKSPACE_NAME")
+            .map(|n| n.trim().to_owned())
+            .or_else(|| {
+                let dir = config_dir.as_ref()?;
+                let text = std::fs::read_to_string(dir.join("config.yaml")).ok()?;
+                manifest_name(&text)
+            })
+            .unwrap_or_else(|| workspace_id.clone());
+
+        Ok(Self {
+            workspace_id,
+            platform_url,
+            token,
+            host,
+            port,
+            agent_url,
+            heartbeat_interval: Duration::from_secs(heartbeat_secs),
+            name,
+        })
+    }
+}
+
+/// Reads the token file; a missing or empty file means "no token", any other failure is an error.
+fn read_token_file(path: &Path) -> anyhow::Result<Option<Token>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => Ok(None),
+        Ok(s) => Ok(Some(Token::new(s.trim().to_owned()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// The value of the first top-level `name:` line of a template manifest: trimmed, an inline
+/// ` #` comment dropped, surrounding quotes stripped. A line scan is enough for one scalar key.
+fn manifest_name(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("name:"))
+        .map(|value| {
+            let value = value.split(" #").next().unwrap_or(value).trim();
+            value
+                .trim_matches(|c| c == '"' || c == '\'')
+                .trim()
+                .to_owned()
+        })
+        .find(|value| !value.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_apply_when_only_the_required_vars_are_set() {
+        let c = Config::from_lookup(lookup(&[
+            ("WORKSPACE_ID", "ws-1"),
+            ("PLATFORM_URL", "http://127.0.0.1:8080/"),
+        ]))
+        .unwrap();
+        assert_eq!(c.workspace_id, "ws-1");
+        assert_eq!(c.platform_url, "http://127.0.0.1:8080");
+        assert_eq!(c.port, 8000);
+        assert_eq!(c.host, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(c.agent_url, "http://127.0.0.1:8000");
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.token, None);
+        assert_eq!(c.name, "ws-1");
+    }
+
+    #[test]
+    fn required_vars_are_named_when_missing() {
+        let err = Config::from_lookup(lookup(&[("PLATFORM_URL", "http://x")])).unwrap_err();
+        assert!(err.to_string().contains("WORKSPACE_ID"), "{err}");
+        let err = Config::from_lookup(lookup(&[("WORKSPACE_ID", "w")])).unwrap_err();
+        assert!(err.to_string().contains("PLATFORM_URL"), "{err}");
+    }
+
+    #[test]
+    fn token_file_and_manifest_name_come_from_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".auth_token"), "  tok-123\n").unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "description: x\n  name: nested\nname: \"My Agent\" # shown\nruntime: r\n",
+        )
+        .unwrap();
+        let path = dir.path().to_str().unwrap();
+        let c = Config::from_lookup(lookup(&[
+            ("WORKSPACE_ID", "w"),
+            ("PLATFORM_URL", "http://p"),
+            ("WORKSPACE_CONFIG_PATH", path),
+            ("AGENT_PORT", "9123"),
+        ]))
+        .unwrap();
+        assert_eq!(c.token, Some(Token::new("tok-123".into())));
+        assert_eq!(c.name, "My Agent");
+        assert_eq!(c.agent_url, "http://127.0.0.1:9123");
+
+        let c = Config::from_lookup(lookup(&[
+            ("WORKSPACE_ID", "w"),
+            ("PLATFORM_URL", "http://p"),
+            ("WORKSPACE_CONFIG_PATH", path),
+            ("WORKSPACE_AUTH_TOKEN", "from-env"),
+            ("WORKSPACE_NAME", "Env Name"),
+            ("AGENT_URL", "http://agent.example:1/"),
+            ("AGENT_HOST", "127.0.0.1"),
+            ("HEARTBEAT_INTERVAL_SECS", "2"),
+        ]))
+        .unwrap();
+        assert_eq!(c.token, Some(Token::new("from-env".into())));
+        assert_eq!(c.name, "Env Name");
+        assert_eq!(c.agent_url, "http://agent.example:1");
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_numbers_are_refused() {
+        for (key, value) in [
+            ("AGENT_PORT", "http"),
+            ("AGENT_HOST", "localhost"),
+            ("HEARTBEAT_INTERVAL_SECS", "0"),
+            ("HEARTBEAT_INTERVAL_SECS", "soon"),
+        ] {
+            let r = Config::from_lookup(lookup(&[
+                ("WORKSPACE_ID", "w"),
+                ("PLATFORM_URL", "http://p"),
+                (key, value),
+            ]));
+            assert!(r.is_err(), "{key}={value}");
+        }
+    }
+
+    #[test]
+    fn token_debug_is_redacted() {
+        let c = Config::from_lookup(lookup(&[
+            ("WORKSPACE_ID", "w"),
+            ("PLATFORM_URL", "http://p"),
+            ("WORKSPACE_AUTH_TOKEN", "s3cret-value"),
+        ]))
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-value"), "{shown}");
+        assert!(shown.contains("redacted"));
+    }
+}

@@ -1,0 +1,140 @@
+//! `berth-agent`: a small reference agent runtime for berth (library part; the `berth-agent`
+//! binary and `berth agent` both run it).
+//!
+//! It starts an A2A server that echoes `message/send`, registers with the platform at
+//! `PLATFORM_URL` (retrying until accepted), heartbeats every `HEARTBEAT_INTERVAL_SECS`, and exits
+//! cleanly with status 0 on SIGTERM or SIGINT. It is the runtime of the bundled demo template and
+//! of the test container image, and depends on no berth crate: the registry protocol is the
+//! contract (REFERENCE.md §2.12, §2.13).
+//!
+//! Environment: `WORKSPACE_ID` and `PLATFORM_URL` (required), `WORKSPACE_AUTH_TOKEN` or
+//! `$WORKSPACE_CONFIG_PATH/.auth_token`, `AGENT_HOST`, `AGENT_PORT`, `AGENT_URL`,
+//! `HEARTBEAT_INTERVAL_SECS`, `WORKSPACE_NAME` or the `name:` of `$WORKSPACE_CONFIG_PATH/config.yaml`.
+
+mod a2a;
+mod config;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use crate::a2a::AgentState;
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// Sets up logging to stderr (`RUST_LOG`, default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Reads the configuration from the environment and runs the agent until SIGTERM or SIGINT.
+pub async fn run_from_env() -> anyhow::Result<()> {
+    let config = Config::from_lookup(|key| std::env::var(key).ok())?;
+    run(config).await
+}
+
+/// Serves A2A, registers and heartbeats until SIGTERM or SIGINT.
+async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    // Installed first, so a SIGTERM that arrives during start-up still ends in a clean exit.
+    let mut signals = Signals::install()?;
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let card = a2a::agent_card(&config.name);
+
+    // Serve before registering: the platform may call the agent as soon as it is registered.
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(
+        workspace.id = %config.workspace_id,
+        listen = %addr,
+        agent.url = %config.agent_url,
+        "A2A server listening"
+    );
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let app = a2a::router(AgentState::new(card.clone(), Arc::clone(&in_flight)));
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                // An error means the sender is gone, which is also a reason to stop.
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+
+    let registry = Registry::new(
+        config.platform_url.clone(),
+        config.workspace_id.clone(),
+        config.token.clone(),
+    )?;
+    let heartbeats = tokio::spawn(registry.run(
+        config.agent_url.clone(),
+        card,
+        config.heartbeat_interval,
+        in_flight,
+        started,
+    ));
+
+    let outcome = tokio::select! {
+        name = signals.recv() => {
+            tracing::info!(signal = name, "shutting down");
+            Ok(())
+        }
+        served = &mut server => {
+            // The server only ends by itself on an error.
+            served.context("A2A server task")?.context("A2A server")?;
+            Err(anyhow::anyhow!("A2A server stopped unexpectedly"))
+        }
+    };
+
+    heartbeats.abort();
+    let _ = stop_tx.send(true);
+    if !server.is_finished() {
+        match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+            Ok(served) => served.context("A2A server task")??,
+            Err(_) => tracing::warn!("open A2A connections did not finish in time; exiting anyway"),
+        }
+    }
+    outcome
+}
+
+/// How long open A2A requests may take to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SIGTERM and SIGINT handlers.
+struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT and names the one that came.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Integration tests of berth-provision's backends. The process provisioner is driven with
+//! `/bin/sh -c` scripts as runtimes, so every test runs real child processes.
+
+mod process;
