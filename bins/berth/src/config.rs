@@ -19,9 +19,21 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(StoreArgs),
+    /// Run the reference agent (`berth-agent`) from its environment: the runtime of the bundled
+    /// `echo` template under the process provisioner.
+    Agent,
+}
+
+/// Which provisioning backend runs container workspaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProvisionerChoice {
+    /// Local child processes (the embedded default).
+    Process,
+    /// None: container workspaces fail with `NO_BACKEND`; external workspaces work.
+    None,
 }
 
 /// Where the data lives.
@@ -87,6 +99,31 @@ pub struct ServeArgs {
     /// Request body limit in bytes.
     #[arg(long, env = "BERTH_BODY_LIMIT", default_value_t = berth_http::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+
+    /// Seconds without a heartbeat before a container workspace goes `offline`.
+    #[arg(long, env = "BERTH_LIVENESS_WINDOW_SECS", default_value_t = 180)]
+    pub liveness_window_secs: u64,
+
+    /// Seconds without a heartbeat before an external workspace goes `awaiting_agent`.
+    #[arg(long, env = "BERTH_REMOTE_STALE_AFTER_SECS", default_value_t = 90)]
+    pub remote_stale_after_secs: u64,
+
+    /// Seconds between liveness/health sweeps.
+    #[arg(long, env = "BERTH_SWEEP_INTERVAL_SECS", default_value_t = 15)]
+    pub sweep_interval_secs: u64,
+
+    /// Provisioning backend.
+    #[arg(long, env = "BERTH_PROVISIONER", default_value = "process")]
+    pub provisioner: ProvisionerChoice,
+
+    /// Extra runtime commands for the process provisioner: `runtime=program arg…` (repeatable;
+    /// the bundled `echo` runtime runs `berth agent`).
+    #[arg(
+        long = "runtime-command",
+        env = "BERTH_RUNTIME_COMMANDS",
+        value_delimiter = ';'
+    )]
+    pub runtime_commands: Vec<String>,
 
     /// Log format: `text` or `json`.
     #[arg(long, env = "BERTH_LOG_FORMAT", default_value = "text")]

@@ -10,11 +10,11 @@ use anyhow::{Context, Result, bail};
 use berth_core::{CoreConfig, HttpMemoryPlugin, SystemResolver, TemplateCatalog, WorkspaceService};
 use berth_domain::ssrf::SsrfPolicy;
 use berth_http::{AdminAuth, AppState, HttpConfig};
-use berth_provision::NoBackend;
+use berth_provision::{NoBackend, ProcessConfig, ProcessProvisioner, Provisioner};
 use clap::Parser as _;
 use secrecy::ExposeSecret as _;
 
-use crate::config::{Cli, Command, LogFormat, ServeArgs};
+use crate::config::{Cli, Command, LogFormat, ProvisionerChoice, ServeArgs};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -22,7 +22,11 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format);
-            serve(args).await
+            serve(*args).await
+        }
+        Command::Agent => {
+            berth_agent::init_tracing();
+            berth_agent::run_from_env().await
         }
         Command::Migrate(args) => {
             init_tracing(LogFormat::Text);
@@ -82,6 +86,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let templates = TemplateCatalog::load(&args.templates_dir);
     tracing::info!(dir = %templates.root().display(), runtimes = ?templates.runtimes(), "templates loaded");
     let core = CoreConfig {
+        dev: args.dev,
+        liveness_window: Duration::from_secs(args.liveness_window_secs),
+        remote_stale_after: Duration::from_secs(args.remote_stale_after_secs),
+        sweep_interval: Duration::from_secs(args.sweep_interval_secs.max(1)),
         ssrf: SsrfPolicy {
             allow_private: args.allow_private_agent_urls,
             allow_loopback: args.dev,
@@ -92,9 +100,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
     };
+    let process = match args.provisioner {
+        ProvisionerChoice::Process => Some(Arc::new(process_provisioner(&args)?)),
+        ProvisionerChoice::None => None,
+    };
+    let provisioner: Arc<dyn Provisioner> = match &process {
+        Some(p) => p.clone(),
+        None => {
+            tracing::warn!(
+                "no provisioning backend: container workspaces will be marked failed (NO_BACKEND)"
+            );
+            Arc::new(NoBackend)
+        }
+    };
+    tracing::info!(provisioner = ?provisioner.kind(), "provisioner ready");
     let mut service = WorkspaceService::new(
         store,
-        Arc::new(NoBackend),
+        provisioner,
         Arc::new(SystemResolver::default()),
         templates,
         core,
@@ -126,7 +148,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "berth listening");
     eprintln!("berth: listening on http://{addr}");
+    let (stop_sweeps, sweeps_stopped) = tokio::sync::watch::channel(false);
+    let sweeper = {
+        let service = service.clone();
+        tokio::spawn(async move { service.run_sweeps(sweeps_stopped).await })
+    };
     berth_http::serve(listener, berth_http::router(state), shutdown_signal()).await?;
+    let _ = stop_sweeps.send(true);
+    if let Err(e) = sweeper.await {
+        tracing::error!(error = %e, "sweeper task failed");
+    }
     tracing::info!("draining background work");
     if tokio::time::timeout(Duration::from_secs(30), service.drain())
         .await
@@ -134,8 +165,33 @@ async fn serve(args: ServeArgs) -> Result<()> {
     {
         tracing::warn!("background work did not finish within 30 s");
     }
+    if let Some(p) = process {
+        tracing::info!("stopping agent processes");
+        p.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The process provisioner: agents under `<data-dir>/workspaces`, the `echo` runtime as
+/// `berth agent` (this very binary), plus configured runtime commands.
+fn process_provisioner(args: &ServeArgs) -> Result<ProcessProvisioner> {
+    let exe = std::env::current_exe().context("locating the berth binary")?;
+    let mut config = ProcessConfig::new(args.store.data_dir.join("workspaces")).with_command(
+        "echo",
+        [exe.to_string_lossy().into_owned(), "agent".to_owned()],
+    );
+    for spec in &args.runtime_commands {
+        let (runtime, command) = spec
+            .split_once('=')
+            .with_context(|| format!("--runtime-command {spec:?} is not runtime=program args…"))?;
+        let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if runtime.trim().is_empty() || argv.is_empty() {
+            bail!("--runtime-command {spec:?} is not runtime=program args…");
+        }
+        config = config.with_command(runtime.trim(), argv);
+    }
+    Ok(ProcessProvisioner::new(config))
 }
 
 /// The address local agents dial: the listen address, with an unspecified IP replaced by loopback.

@@ -32,8 +32,9 @@ use crate::templates::ResolvedTemplate;
 
 /// Largest secret value accepted at create (a secret becomes an environment variable).
 const SECRET_VALUE_CAP: usize = 64 * 1024;
-/// How often a create retries when a concurrent create took its name between check and insert.
-const NAME_RACE_RETRIES: usize = 3;
+/// How often a create retries when a concurrent create took its name between check and insert:
+/// every lost race means one more candidate is taken, so 21 attempts exhaust the candidates.
+const NAME_RACE_RETRIES: usize = NAME_ATTEMPTS;
 
 /// One `initial_memories` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -426,7 +427,8 @@ impl WorkspaceService {
             template: req.template,
             template_path: resolved.filter(|t| t.exists).map(|t| t.path),
             external,
-            url: (!req.url.is_empty()).then_some(req.url),
+            // The reference validates a container workspace's URL but then ignores it (§2.1 step 14).
+            url: (external && !req.url.is_empty()).then_some(req.url),
             delivery_mode,
             workspace_dir: (!req.workspace_dir.is_empty()).then_some(req.workspace_dir),
             workspace_access: access.as_str().to_owned(),
@@ -436,7 +438,7 @@ impl WorkspaceService {
         })
     }
 
-    async fn check_url(&self, url: &str) -> Result<(), SsrfError> {
+    pub(crate) async fn check_url(&self, url: &str) -> Result<(), SsrfError> {
         match check_agent_url(&self.config.ssrf, url)? {
             UrlTarget::Safe => Ok(()),
             UrlTarget::Resolve { host } => {
@@ -566,6 +568,7 @@ impl WorkspaceService {
                 berth_store::Error::ParentNotFound => CreateError::ParentNotFound,
                 other => CreateError::Store(other),
             })?;
+        self.invalidate_hierarchy().await;
         tracing::info!(workspace.id = %id, workspace.runtime = %plan.runtime, workspace.status = %status, "workspace created");
 
         self.seed_memories(id, &req.initial_memories).await;

@@ -3,8 +3,10 @@
 mod create;
 mod memory;
 mod provisioning;
+pub mod registry;
 mod resolver;
 mod service;
+mod sweeps;
 mod templates;
 pub mod token;
 
@@ -12,6 +14,9 @@ pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
+pub use registry::{
+    Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
+};
 pub use resolver::{HostResolver, SystemResolver};
 pub use service::{CoreConfig, WorkspaceService, WorkspaceView};
 pub use templates::TemplateCatalog;
@@ -22,4 +27,4 @@ pub use memory::MockMemoryPlugin;
 pub use resolver::MockHostResolver;
 
 /// Store records the core's API hands out.
-pub use berth_store::{Page, Workspace};
+pub use berth_store::{Page, TokenInfo, Workspace};

@@ -7,8 +7,9 @@ use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
 use berth_domain::template::{DefaultConfig, generated_default_config};
 use berth_provision::{BackendKind, ProvisionRequest};
-use berth_store::StatusChange;
+use berth_store::{IssueToken, StatusChange};
 use panics::catch_unwind;
+use secrecy::SecretString;
 use serde_json::json;
 
 use crate::service::WorkspaceService;
@@ -37,16 +38,22 @@ impl WorkspaceService {
         self.spawn(async move {
             let id = plan.id;
             let no_backend = svc.provisioner.kind() == BackendKind::None;
-            let request = svc.provision_request(&plan);
-            let provisioner = svc.provisioner.clone();
-            let outcome = catch_unwind(async move { provisioner.start(request).await }).await;
-            let failure = match outcome {
-                Ok(Ok(started)) => {
-                    tracing::info!(workspace.id = %id, instance = ?started.instance_id, "provisioning started");
-                    None
+            let failure = match svc.prepare(&plan).await {
+                Err(message) => Some(("PREPARE_FAILED".to_owned(), message)),
+                Ok(request) => {
+                    let provisioner = svc.provisioner.clone();
+                    match catch_unwind(async move { provisioner.start(request).await }).await {
+                        Ok(Ok(started)) => {
+                            tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
+                            match svc.store.set_provisioned(id, started.url, started.instance_id).await {
+                                Ok(()) => None,
+                                Err(e) => Some(("BACKEND_ERROR".to_owned(), format!("could not record the started workspace: {e}"))),
+                            }
+                        }
+                        Ok(Err(e)) => Some((e.code().to_owned(), e.to_string())),
+                        Err(panic) => Some(("START_FAILED".to_owned(), format!("provision panic: {panic}"))),
+                    }
                 }
-                Ok(Err(e)) => Some((e.code().to_owned(), e.to_string())),
-                Err(panic) => Some(("START_FAILED".to_owned(), format!("provisioner panicked: {panic}"))),
             };
             let Some((code, message)) = failure else { return };
             tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
@@ -67,6 +74,56 @@ impl WorkspaceService {
             }
         })
         .await;
+    }
+
+    /// Shared preparation (REFERENCE.md §5.0, §5.3): the workspace's secrets become its
+    /// environment; a fresh token (all older ones revoked) and a fresh platform-inbound secret
+    /// go into the configs directory as files. With no backend nothing is minted.
+    async fn prepare(&self, plan: &ProvisionPlan) -> Result<ProvisionRequest, String> {
+        let mut request = self.provision_request(plan);
+        if self.provisioner.kind() == BackendKind::None {
+            return Ok(request);
+        }
+        let secrets = self
+            .store
+            .workspace_secrets(plan.id)
+            .await
+            .map_err(|e| format!("failed to decrypt workspace secret: {e}"))?;
+        let mut env: Vec<(String, SecretString)> = secrets;
+        if !plan.model.is_empty() {
+            env.retain(|(k, _)| k != "MODEL" && k != "MOLECULE_MODEL");
+            env.push(("MODEL".into(), SecretString::from(plan.model.clone())));
+            env.push((
+                "MOLECULE_MODEL".into(),
+                SecretString::from(plan.model.clone()),
+            ));
+        }
+        if !plan.role.is_empty() {
+            env.push((
+                "MOLECULE_AGENT_ROLE".into(),
+                SecretString::from(plan.role.clone()),
+            ));
+        }
+        request.env = env;
+        let minted = crate::token::mint();
+        let how = IssueToken {
+            revoke_existing: true,
+            ..Default::default()
+        };
+        self.store
+            .issue_token(plan.id, minted.stored.clone(), how)
+            .await
+            .map_err(|e| format!("failed to mint workspace token: {e}"))?;
+        let inbound = crate::token::mint().plaintext;
+        self.store
+            .set_inbound_secret(plan.id, inbound.clone())
+            .await
+            .map_err(|e| format!("failed to store platform inbound secret: {e}"))?;
+        request.secret_files = vec![
+            (".auth_token".into(), minted.plaintext),
+            (".platform_inbound_secret".into(), inbound),
+        ];
+        Ok(request)
     }
 
     fn provision_request(&self, plan: &ProvisionPlan) -> ProvisionRequest {

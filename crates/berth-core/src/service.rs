@@ -1,6 +1,9 @@
 //! [`WorkspaceService`]: the workspace core, generic over its ports through trait objects.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use berth_domain::access::Hierarchy;
 
 use berth_domain::WorkspaceId;
 use berth_domain::ssrf::SsrfPolicy;
@@ -14,14 +17,36 @@ use crate::resolver::HostResolver;
 use crate::templates::TemplateCatalog;
 
 /// Settings of the workspace core.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CoreConfig {
+    /// `--dev`: the registry's bootstrap without a token is allowed while a workspace has none.
+    pub dev: bool,
+    /// A container workspace with no heartbeat for this long goes `offline`.
+    pub liveness_window: Duration,
+    /// An external-like workspace with no heartbeat for this long goes `awaiting_agent`.
+    pub remote_stale_after: Duration,
+    /// How often the liveness and health sweeps run.
+    pub sweep_interval: Duration,
     /// Which agent URLs are acceptable (`--dev` allows loopback).
     pub ssrf: SsrfPolicy,
     /// When set, every workspace gets this tier (the reference's SaaS rule).
     pub forced_tier: Option<Tier>,
     /// The URL agents started by a provisioner use to reach this server (`PLATFORM_URL`).
     pub agent_platform_url: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            dev: false,
+            liveness_window: Duration::from_secs(180),
+            remote_stale_after: Duration::from_secs(90),
+            sweep_interval: Duration::from_secs(15),
+            ssrf: SsrfPolicy::default(),
+            forced_tier: None,
+            agent_platform_url: "http://127.0.0.1:8080".into(),
+        }
+    }
 }
 
 /// A workspace as List and Get show it: the stored row plus what the server derives.
@@ -43,6 +68,8 @@ pub struct WorkspaceService {
     pub(crate) templates: Arc<TemplateCatalog>,
     pub(crate) config: CoreConfig,
     pub(crate) tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    /// The workspace tree, cached for the access rule; dropped whenever a row is created.
+    pub(crate) tree: Arc<tokio::sync::RwLock<Option<Arc<Hierarchy>>>>,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -72,6 +99,7 @@ impl WorkspaceService {
             templates: Arc::new(templates),
             config,
             tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
+            tree: Arc::new(tokio::sync::RwLock::new(None)),
         }
     }
 
@@ -117,6 +145,21 @@ impl WorkspaceService {
             workspace,
             provision_timeout_ms,
         }
+    }
+
+    /// The workspace tree (cached until the next create).
+    pub(crate) async fn hierarchy(&self) -> Result<Arc<Hierarchy>, berth_store::Error> {
+        if let Some(h) = self.tree.read().await.as_ref() {
+            return Ok(h.clone());
+        }
+        let h = Arc::new(Hierarchy::new(self.store.hierarchy().await?));
+        *self.tree.write().await = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Forgets the cached tree (after a write that changes it).
+    pub(crate) async fn invalidate_hierarchy(&self) {
+        *self.tree.write().await = None;
     }
 
     /// Spawns background work tracked for graceful shutdown.

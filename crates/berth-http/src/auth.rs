@@ -16,7 +16,7 @@ pub struct AdminAuth {
     /// whatever the presented token's length).
     token_hash: [u8; 32],
     /// `--dev`: admin routes fail open.
-    dev: bool,
+    pub(crate) dev: bool,
 }
 
 impl std::fmt::Debug for AdminAuth {
@@ -69,5 +69,60 @@ impl FromRequestParts<AppState> for Admin {
             Some(t) if state.admin.is_admin_token(t) => Ok(Admin),
             Some(_) => Err(ApiError::Unauthorized("invalid admin auth token")),
         }
+    }
+}
+
+/// Extractor for `/workspaces/{id}/…` routes: the admin bearer, or a live token of that very
+/// workspace (no Referer/Origin bypass). Without a bearer only in `--dev`.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceAuth {
+    /// The path's workspace.
+    pub id: berth_domain::WorkspaceId,
+    /// Who called.
+    pub principal: berth_core::Principal,
+}
+
+impl FromRequestParts<AppState> for WorkspaceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::Path;
+        use berth_core::Principal;
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::BadRequest("invalid workspace id".into()))?;
+        let raw = params.get("id").map(String::as_str).unwrap_or_default();
+        if raw.is_empty() {
+            return Err(ApiError::Unauthorized("missing workspace ID"));
+        }
+        let id = berth_domain::WorkspaceId::parse(raw)
+            .map_err(|_| ApiError::BadRequest("invalid workspace id".into()))?;
+        let principal = match bearer(parts) {
+            Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
+            Some(t) => match state.service.authenticate_token(t).await {
+                Ok(Some(owner)) if owner == id => Principal::Workspace(id),
+                Ok(_) => return Err(ApiError::Unauthorized("invalid workspace auth token")),
+                Err(e) => return Err(ApiError::internal("auth check failed", e)),
+            },
+            None if state.admin.dev => Principal::Dev,
+            None => return Err(ApiError::Unauthorized("missing workspace auth token")),
+        };
+        Ok(WorkspaceAuth { id, principal })
+    }
+}
+
+/// The bearer of a request, if any (for handlers that run their own checks).
+#[derive(Debug, Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Bearer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Bearer(bearer(parts).map(str::to_owned)))
     }
 }

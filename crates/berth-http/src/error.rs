@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use berth_core::CreateError;
+use berth_core::{CreateError, RegistryError};
 use serde_json::{Value, json};
 
 /// An HTTP error response.
@@ -102,6 +102,44 @@ impl From<CreateError> for ApiError {
                 json!({"error": "Idempotency-Key was already used with a different request", "code": "IDEMPOTENCY_KEY_REUSED"}),
             ),
             E::Store(cause) => ApiError::internal("failed to create workspace", cause),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError as E;
+        match e {
+            E::InvalidBody => ApiError::BadRequest("invalid request body".into()),
+            E::InvalidDeliveryMode | E::UrlRequired | E::CardTooLarge => {
+                ApiError::BadRequest(e.to_string())
+            }
+            E::UnsafeUrl(reason) => ApiError::BadRequest(reason.to_string()),
+            E::MissingToken => ApiError::Unauthorized("missing workspace auth token"),
+            E::InvalidToken => ApiError::Unauthorized("invalid workspace auth token"),
+            E::NotFound => ApiError::NotFound("workspace not found"),
+            E::Removed => ApiError::Custom(StatusCode::GONE, json!({"error": "workspace removed"})),
+            E::InvalidState(status) => ApiError::Custom(
+                StatusCode::CONFLICT,
+                json!({"error": format!("workspace is {status}"), "status": status}),
+            ),
+            E::TooManyTokens => ApiError::Custom(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({"error": "maximum 50 active tokens per workspace"}),
+            ),
+            E::NotExternal { runtime } => ApiError::Custom(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "only valid for external/BYO-compute workspaces", "runtime": runtime}),
+            ),
+            E::Forbidden => ApiError::Custom(
+                StatusCode::FORBIDDEN,
+                json!({"error": "not authorized to discover this workspace"}),
+            ),
+            E::Unavailable { status } => ApiError::Custom(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "workspace not available", "status": status}),
+            ),
+            E::Store { context, source } => ApiError::internal(context, source),
         }
     }
 }

@@ -32,3 +32,45 @@ where
     use serde::Deserialize as _;
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
+
+/// `Query` whose rejection is the reference's JSON error shape.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|_| ApiError::BadRequest("invalid query string".into()))
+    }
+}
+
+/// `Path` whose rejection is a JSON 400 (every path parameter of the API is an id).
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))
+    }
+}

@@ -4,7 +4,9 @@ mod auth;
 mod error;
 mod extract;
 mod platform_url;
+mod registry;
 mod system;
+mod tokens;
 mod workspaces;
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,7 +18,7 @@ use berth_core::WorkspaceService;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-pub use auth::AdminAuth;
+pub use auth::{AdminAuth, WorkspaceAuth};
 pub use error::ApiError;
 
 /// Largest request body accepted (a create with secrets and memories is far smaller).
@@ -66,7 +68,15 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(system::router())
         .merge(workspaces::router())
+        .merge(registry::router())
+        .merge(tokens::router())
         .fallback(|| async { ApiError::NotFound("not found") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::Custom(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                serde_json::json!({"error": "method not allowed"}),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Admin;
-use crate::extract::{Body, nullable};
+use crate::extract::{ApiPath, ApiQuery, Body, nullable};
 use crate::platform_url::PlatformUrl;
 use crate::{ApiError, AppState};
 
@@ -160,7 +160,7 @@ struct ListQuery {
 async fn list(
     _: Admin,
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
     let limit = match q.limit.as_deref() {
         None => None,
@@ -215,8 +215,8 @@ struct GetQuery {
 /// `GET /workspaces/{id}` (open route): one query; 410 for removed rows; sensitive keys stripped.
 async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<GetQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<GetQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let id =
         WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;

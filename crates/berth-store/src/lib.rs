@@ -114,6 +114,14 @@ pub trait WorkspaceStore: Send + Sync {
     /// Stores (sealed) a new platform-inbound secret.
     async fn set_inbound_secret(&self, id: WorkspaceId, secret: SecretString) -> Result<()>;
 
+    /// Records where a provisioned workspace runs (its URL and backend instance id).
+    async fn set_provisioned(
+        &self,
+        id: WorkspaceId,
+        url: Option<String>,
+        instance_id: Option<String>,
+    ) -> Result<()>;
+
     /// Every workspace and its parent (removed ones included: the access rule ignores status).
     async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;
 

@@ -160,8 +160,8 @@ pub(crate) const WORKSPACE_STATUS_TASK: &str =
     "SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1";
 
 /// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
-/// statuses the `AgentRegistered` transition leaves from. The stored URL is kept when it is the
-/// host-published `http://127.0.0.1…` address of a container workspace.
+/// statuses the `AgentRegistered` transition leaves from. A provisioned (non-external) workspace
+/// keeps the URL its provisioner recorded: the platform knows how it reaches its own agents.
 pub(crate) fn register_sql() -> String {
     format!(
         "UPDATE workspaces SET \
@@ -198,6 +198,10 @@ pub(crate) const SELECT_INBOUND_SECRET: &str =
 
 pub(crate) const SET_INBOUND_SECRET: &str =
     "UPDATE workspaces SET inbound_secret = $1, inbound_secret_key_id = $2 WHERE id = $3";
+
+pub(crate) const SET_PROVISIONED: &str = "\
+UPDATE workspaces SET url = COALESCE($1, url), instance_id = COALESCE($2, instance_id), updated_at = $3 \
+WHERE id = $4 AND status <> 'removed'";
 
 pub(crate) const HIERARCHY: &str = "SELECT id, parent_id FROM workspaces";
 
@@ -925,6 +929,23 @@ macro_rules! impl_workspace_store {
                 let n = sqlx::query::<$db>($crate::sql::SET_INBOUND_SECRET)
                     .bind(sealed.bytes)
                     .bind(sealed.key_id)
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                if n == 0 { Err($crate::Error::NotFound) } else { Ok(()) }
+            }
+
+            async fn set_provisioned(
+                &self,
+                id: berth_domain::WorkspaceId,
+                url: Option<String>,
+                instance_id: Option<String>,
+            ) -> $crate::Result<()> {
+                let n = sqlx::query::<$db>($crate::sql::SET_PROVISIONED)
+                    .bind(url)
+                    .bind(instance_id)
+                    .bind($crate::model::now())
                     .bind(uuid::Uuid::from(id))
                     .execute(&self.pool)
                     .await?

@@ -1,0 +1,90 @@
+//! Background sweeps: liveness without Redis (DECISIONS.md §2.12) and the health check of
+//! container workspaces against their provisioner.
+
+use berth_domain::runtime::is_external_like;
+use berth_domain::status::{Transition, WorkspaceStatus};
+use berth_provision::BackendKind;
+use berth_store::{Lapsed, Page, StatusChange};
+use tokio::sync::watch;
+
+use crate::service::WorkspaceService;
+
+impl WorkspaceService {
+    /// One liveness pass: `online`/`degraded` workspaces whose last heartbeat is older than
+    /// their window go `offline` (container runtimes) or `awaiting_agent` (external-like). The
+    /// clock is the database's `last_heartbeat_at`, so a restarted server resumes where it was.
+    pub async fn sweep_liveness(&self) -> Result<Vec<Lapsed>, berth_store::Error> {
+        let now = berth_store::now();
+        let container_cutoff =
+            now - chrono::Duration::from_std(self.config.liveness_window).unwrap_or_default();
+        let external_cutoff =
+            now - chrono::Duration::from_std(self.config.remote_stale_after).unwrap_or_default();
+        let lapsed = self
+            .store
+            .mark_lapsed(container_cutoff, external_cutoff)
+            .await?;
+        for l in &lapsed {
+            tracing::info!(workspace.id = %l.id, status = %l.status, "liveness lapsed");
+        }
+        Ok(lapsed)
+    }
+
+    /// One health pass: asks the provisioner whether each `online`/`degraded` container
+    /// workspace still runs; a definite "no" moves it `offline`. A provisioner error is never
+    /// taken for death.
+    pub async fn sweep_health(&self) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
+        if self.provisioner.kind() == BackendKind::None {
+            return Ok(Vec::new());
+        }
+        let rows = self.store.list_workspaces(Page::default()).await?;
+        let mut dead = Vec::new();
+        for w in rows {
+            if !matches!(
+                w.status,
+                WorkspaceStatus::Online | WorkspaceStatus::Degraded
+            ) || is_external_like(&w.runtime)
+                || w.runtime == "mock"
+            {
+                continue;
+            }
+            match self.provisioner.is_running(w.id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if self
+                        .store
+                        .transition(w.id, StatusChange::new(Transition::WentOffline))
+                        .await?
+                    {
+                        tracing::warn!(workspace.id = %w.id, "agent process is gone; workspace offline");
+                        dead.push(w.id);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(workspace.id = %w.id, error = %e, "health check failed; not treated as death")
+                }
+            }
+        }
+        Ok(dead)
+    }
+
+    /// Runs both sweeps every `sweep_interval` until `stop` turns true.
+    pub async fn run_sweeps(&self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.sweep_liveness().await {
+                tracing::error!(error = %e, "liveness sweep failed");
+            }
+            if let Err(e) = self.sweep_health().await {
+                tracing::error!(error = %e, "health sweep failed");
+            }
+        }
+    }
+}

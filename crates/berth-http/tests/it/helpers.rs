@@ -1,0 +1,438 @@
+//! The test harness: an [`AppState`] wired exactly as `bins/berth` wires it, over a real store
+//! (a SQLite file in a tempdir, or a fresh PostgreSQL database), a templates tempdir, a scripted
+//! DNS resolver and a chosen provisioner; plus small request and assertion helpers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use berth_core::{CoreConfig, HostResolver, TemplateCatalog, WorkspaceService};
+use berth_domain::WorkspaceId;
+use berth_domain::ssrf::SsrfPolicy;
+use berth_http::{AdminAuth, AppState, HttpConfig};
+use berth_provision::{NoBackend, Provisioner};
+use berth_store::{KeyRing, PgStore, SqliteStore, WorkspaceStore};
+use http_body_util::BodyExt as _;
+use secrecy::SecretString;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// The admin credential every test app is configured with.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// The git sha `/buildinfo` reports in tests.
+pub const GIT_SHA: &str = "0123abcd";
+
+/// Tables a create writes to; after a rejected create all of them must be empty.
+pub const CREATE_TABLES: &[&str] = &[
+    "workspaces",
+    "workspace_secrets",
+    "structure_events",
+    "canvas_layouts",
+    "workspace_auth_tokens",
+    "workspace_config",
+    "idempotency_keys",
+];
+
+/// `echo/config.yaml`: a template that declares a runtime, a model and a provision timeout.
+const ECHO_MANIFEST: &str = "name: Echo\nruntime: echo\nruntime_config:\n  model: echo/echo-1\n  provision_timeout_seconds: 60\n";
+/// `plain/config.yaml`: a template with a model but no runtime.
+const PLAIN_MANIFEST: &str = "name: Plain\nruntime_config:\n  model: openai/gpt-4o\n";
+/// `broken/config.yaml`: not YAML at all.
+const BROKEN_MANIFEST: &str = "runtime: [unclosed\n  model: {\n";
+
+/// A DNS resolver answering from a fixed table; unknown names fail like NXDOMAIN.
+#[derive(Debug, Default)]
+pub struct TableResolver(HashMap<String, Vec<IpAddr>>);
+
+#[async_trait]
+impl HostResolver for TableResolver {
+    async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        self.0
+            .get(host)
+            .cloned()
+            .ok_or_else(|| "no such host".to_owned())
+    }
+}
+
+/// The names the test resolver knows.
+fn test_resolver() -> TableResolver {
+    let mut table = HashMap::new();
+    let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+    table.insert("agent.example.com".to_owned(), vec![ip("93.184.216.34")]);
+    table.insert("internal.example.com".to_owned(), vec![ip("10.1.2.3")]);
+    table.insert(
+        "mixed.example.com".to_owned(),
+        vec![ip("93.184.216.34"), ip("169.254.169.254")],
+    );
+    TableResolver(table)
+}
+
+/// The real store under test, kept concrete for raw SQL.
+pub enum Db {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl Db {
+    /// Runs raw SQL (fault injection).
+    pub async fn exec(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self {
+            Db::Sqlite(s) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await.expect("raw sql");
+            }
+            Db::Postgres(s) => {
+                sqlx::raw_sql(sql).execute(s.pool()).await.expect("raw sql");
+            }
+        }
+    }
+
+    /// `SELECT COUNT(*)` of one table.
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}"));
+        match self {
+            Db::Sqlite(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+            Db::Postgres(s) => sqlx::query_scalar(sql).fetch_one(s.pool()).await,
+        }
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+    }
+
+    /// Every stored secret blob, raw.
+    pub async fn raw_secret_blobs(&self) -> Vec<Vec<u8>> {
+        let sql = "SELECT encrypted_value FROM workspace_secrets";
+        match self {
+            Db::Sqlite(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+            Db::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+        }
+        .expect("secret blobs")
+    }
+}
+
+/// The admin URL of the test PostgreSQL cluster, or a panic that says how to get one.
+fn pg_admin_url() -> String {
+    std::env::var("BERTH_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "BERTH_TEST_PG_URL is not set: run the tests with `cargo xtask test`, which starts a \
+             throwaway PostgreSQL, or point BERTH_TEST_PG_URL at an admin URL of a PostgreSQL you own"
+        )
+    })
+}
+
+/// Creates an empty database on the test cluster and returns its URL.
+async fn fresh_pg_database() -> String {
+    use sqlx::Connection as _;
+    let admin = pg_admin_url();
+    let name = format!("berth_http_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to BERTH_TEST_PG_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
+/// How to build a [`TestApp`].
+pub struct Setup {
+    /// `--dev`: admin routes open, loopback agent URLs allowed.
+    pub dev: bool,
+    /// Request body limit.
+    pub body_limit: usize,
+    /// The provisioning backend.
+    pub provisioner: Arc<dyn Provisioner>,
+    /// PostgreSQL instead of SQLite.
+    pub postgres: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            dev: false,
+            body_limit: berth_http::DEFAULT_BODY_LIMIT,
+            provisioner: Arc::new(NoBackend),
+            postgres: false,
+        }
+    }
+}
+
+impl Setup {
+    /// Builds the app.
+    pub async fn start(self) -> TestApp {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let templates = dir.path().join("templates");
+        for (name, manifest) in [
+            ("echo", ECHO_MANIFEST),
+            ("plain", PLAIN_MANIFEST),
+            ("broken", BROKEN_MANIFEST),
+        ] {
+            std::fs::create_dir_all(templates.join(name)).expect("template dir");
+            std::fs::write(templates.join(name).join("config.yaml"), manifest)
+                .expect("template manifest");
+        }
+        let keys = KeyRing::parse(&KeyRing::generate_line("test")).expect("key ring");
+        let (db, store): (Db, Arc<dyn WorkspaceStore>) = if self.postgres {
+            let url = fresh_pg_database().await;
+            let s = PgStore::connect(&url, keys)
+                .await
+                .expect("connect postgres");
+            (Db::Postgres(s.clone()), Arc::new(s))
+        } else {
+            let s = SqliteStore::open(&dir.path().join("berth.db"), keys)
+                .await
+                .expect("open sqlite");
+            (Db::Sqlite(s.clone()), Arc::new(s))
+        };
+        let core = CoreConfig {
+            ssrf: SsrfPolicy {
+                allow_private: false,
+                allow_loopback: self.dev,
+            },
+            forced_tier: None,
+            agent_platform_url: "http://127.0.0.1:8080".to_owned(),
+            // Fields the binary takes from its flags (sweep timings, …) keep their defaults.
+            ..CoreConfig::default()
+        };
+        let service = WorkspaceService::new(
+            store.clone(),
+            self.provisioner,
+            Arc::new(test_resolver()),
+            TemplateCatalog::load(&templates),
+            core,
+        );
+        let token = SecretString::from(ADMIN_TOKEN.to_owned());
+        let state = AppState {
+            service: service.clone(),
+            admin: Arc::new(AdminAuth::new(&token, self.dev)),
+            config: Arc::new(HttpConfig {
+                dev: self.dev,
+                platform_url: None,
+                trusted_proxies: Vec::new(),
+                body_limit: self.body_limit,
+                git_sha: GIT_SHA.to_owned(),
+            }),
+        };
+        TestApp {
+            router: berth_http::router(state),
+            service,
+            store,
+            db,
+            _dir: dir,
+        }
+    }
+}
+
+/// A router over a real store, with handles for checking what it wrote.
+pub struct TestApp {
+    /// The whole API.
+    pub router: Router,
+    /// The core behind it (for `drain`).
+    pub service: WorkspaceService,
+    /// The store, through the port.
+    pub store: Arc<dyn WorkspaceStore>,
+    /// The store, concrete.
+    pub db: Db,
+    _dir: tempfile::TempDir,
+}
+
+/// A response, read fully.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub json: Value,
+    /// The body as text.
+    pub text: String,
+}
+
+impl Resp {
+    /// The value of a response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// SQLite, NoBackend, not dev.
+pub async fn app() -> TestApp {
+    Setup::default().start().await
+}
+
+/// PostgreSQL, NoBackend, not dev.
+pub async fn pg_app() -> TestApp {
+    Setup {
+        postgres: true,
+        ..Setup::default()
+    }
+    .start()
+    .await
+}
+
+/// A request builder preset with the admin bearer.
+pub fn admin(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+}
+
+/// A JSON `POST /workspaces` request with the admin bearer.
+pub fn create_request(body: &Value) -> Request<Body> {
+    admin(Method::POST, "/workspaces")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request")
+}
+
+/// Sends one request through `router`.
+pub async fn send(router: &Router, req: Request<Body>) -> Resp {
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("read body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        json,
+        text,
+    }
+}
+
+impl TestApp {
+    /// Sends one request.
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        send(&self.router, req).await
+    }
+
+    /// `POST /workspaces` with a JSON body, as admin.
+    pub async fn create(&self, body: Value) -> Resp {
+        self.send(create_request(&body)).await
+    }
+
+    /// `POST /workspaces` with a raw body, as admin.
+    pub async fn create_raw(&self, body: impl Into<Body>) -> Resp {
+        let req = admin(Method::POST, "/workspaces")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.into())
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// A create that must succeed; returns its 201 body.
+    pub async fn create_ok(&self, body: Value) -> Value {
+        let resp = self.create(body.clone()).await;
+        assert_eq!(
+            resp.status,
+            StatusCode::CREATED,
+            "create {body} answered {}",
+            resp.text
+        );
+        resp.json
+    }
+
+    /// A create that must succeed; returns the new id.
+    pub async fn create_id(&self, body: Value) -> WorkspaceId {
+        id_of(&self.create_ok(body).await)
+    }
+
+    /// `GET` as admin.
+    pub async fn get(&self, uri: &str) -> Resp {
+        self.send(
+            admin(Method::GET, uri)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// `GET` without any credential.
+    pub async fn get_anon(&self, uri: &str) -> Resp {
+        let req = Request::builder()
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// `GET /workspaces` as admin; must be 200 with an array.
+    pub async fn list(&self) -> Vec<Value> {
+        let resp = self.get("/workspaces").await;
+        assert_eq!(resp.status, StatusCode::OK, "list answered {}", resp.text);
+        resp.json.as_array().expect("list is an array").clone()
+    }
+
+    /// The list entry of one workspace.
+    pub async fn listed(&self, id: WorkspaceId) -> Value {
+        let id = id.to_string();
+        self.list()
+            .await
+            .into_iter()
+            .find(|w| w["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("workspace {id} not in the list"))
+    }
+
+    /// Asserts that nothing at all is stored: the list is `[]` and every create table is empty.
+    pub async fn assert_nothing_written(&self, context: &str) {
+        let resp = self.get("/workspaces").await;
+        assert_eq!(resp.status, StatusCode::OK, "{context}: list failed");
+        assert_eq!(resp.text, "[]", "{context}: list is not empty");
+        for table in CREATE_TABLES {
+            assert_eq!(
+                self.db.count(table).await,
+                0,
+                "{context}: rows left in {table}"
+            );
+        }
+    }
+
+    /// Posts `body`, expects exactly `status` and `expected` as the JSON body, and that nothing
+    /// was written.
+    pub async fn assert_rejected(&self, body: Value, status: StatusCode, expected: Value) {
+        let resp = self.create(body.clone()).await;
+        assert_eq!(resp.status, status, "status of {body}: {}", resp.text);
+        assert_eq!(resp.json, expected, "body of {body}");
+        self.assert_nothing_written(&body.to_string()).await;
+    }
+
+    /// Like [`Self::assert_rejected`] with a 400 `{"error": message}`.
+    pub async fn assert_bad_request(&self, body: Value, message: &str) {
+        self.assert_rejected(
+            body,
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": message }),
+        )
+        .await;
+    }
+}
+
+/// The `id` of a 201 body.
+pub fn id_of(body: &Value) -> WorkspaceId {
+    WorkspaceId::parse(body["id"].as_str().expect("id is a string")).expect("id is a uuid")
+}
+
+/// The sorted keys of a JSON object.
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().expect("object").keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// The sorted list of `strs`.
+pub fn sorted(strs: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = strs.iter().map(|s| (*s).to_owned()).collect();
+    v.sort();
+    v
+}
