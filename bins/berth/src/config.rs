@@ -108,6 +108,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_REMOTE_STALE_AFTER_SECS", default_value_t = 90)]
     pub remote_stale_after_secs: u64,
 
+    /// Default provisioning deadline in seconds (a template's `provision_timeout_seconds` wins).
+    #[arg(long, env = "BERTH_PROVISION_TIMEOUT_SECS", default_value_t = 600)]
+    pub provision_timeout_secs: u64,
+
     /// Seconds between liveness/health sweeps.
     #[arg(long, env = "BERTH_SWEEP_INTERVAL_SECS", default_value_t = 15)]
     pub sweep_interval_secs: u64,

@@ -90,6 +90,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         liveness_window: Duration::from_secs(args.liveness_window_secs),
         remote_stale_after: Duration::from_secs(args.remote_stale_after_secs),
         sweep_interval: Duration::from_secs(args.sweep_interval_secs.max(1)),
+        provision_timeout: Duration::from_secs(args.provision_timeout_secs),
         ssrf: SsrfPolicy {
             allow_private: args.allow_private_agent_urls,
             allow_loopback: args.dev,

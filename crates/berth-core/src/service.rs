@@ -27,6 +27,9 @@ pub struct CoreConfig {
     pub remote_stale_after: Duration,
     /// How often the liveness and health sweeps run.
     pub sweep_interval: Duration,
+    /// Provisioning deadline when the runtime's manifest declares none (reference: 10 min,
+    /// hermes 30 min).
+    pub provision_timeout: Duration,
     /// Which agent URLs are acceptable (`--dev` allows loopback).
     pub ssrf: SsrfPolicy,
     /// When set, every workspace gets this tier (the reference's SaaS rule).
@@ -42,6 +45,7 @@ impl Default for CoreConfig {
             liveness_window: Duration::from_secs(180),
             remote_stale_after: Duration::from_secs(90),
             sweep_interval: Duration::from_secs(15),
+            provision_timeout: Duration::from_secs(600),
             ssrf: SsrfPolicy::default(),
             forced_tier: None,
             agent_platform_url: "http://127.0.0.1:8080".into(),

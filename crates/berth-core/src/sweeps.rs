@@ -67,7 +67,50 @@ impl WorkspaceService {
         Ok(dead)
     }
 
-    /// Runs both sweeps every `sweep_interval` until `stop` turns true.
+    /// The provisioning deadline of a runtime: its manifest's `provision_timeout_seconds`, else
+    /// 30 min for hermes, else the configured default.
+    pub fn provision_timeout_for(&self, runtime: &str) -> std::time::Duration {
+        match self.templates.provision_timeout_secs(runtime) {
+            Some(s) if s > 0 => std::time::Duration::from_secs(s.unsigned_abs()),
+            _ if runtime == "hermes" => std::time::Duration::from_secs(1800),
+            _ => self.config.provision_timeout,
+        }
+    }
+
+    /// One provision-timeout pass (REFERENCE.md §11.4): a workspace still `provisioning` past
+    /// its runtime's deadline is marked `failed` with code `TIMEOUT`. The age counts from when
+    /// provisioning started, not from `updated_at` (DECISIONS.md §2.16).
+    pub async fn sweep_provision_timeouts(
+        &self,
+    ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
+        let now = berth_store::now();
+        let mut failed = Vec::new();
+        for (id, runtime, started) in self.store.provisioning().await? {
+            let Some(started) = started else { continue };
+            let limit = self.provision_timeout_for(&runtime);
+            let age = (now - started).to_std().unwrap_or_default();
+            if age < limit {
+                continue;
+            }
+            let secs = limit.as_secs();
+            let message = format!("provisioning timed out after {secs}s");
+            let change = StatusChange {
+                transition: Transition::ProvisionFailed,
+                payload: serde_json::json!({
+                    "error": message, "code": "TIMEOUT", "timeout_secs": secs, "runtime": runtime,
+                    "source": "provision_timeout_sweep",
+                }),
+                failure: Some(("TIMEOUT".to_owned(), message)),
+            };
+            if self.store.transition(id, change).await? {
+                tracing::warn!(workspace.id = %id, timeout_secs = secs, "provisioning timed out");
+                failed.push(id);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Runs the sweeps every `sweep_interval` until `stop` turns true.
     pub async fn run_sweeps(&self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -84,6 +127,9 @@ impl WorkspaceService {
             }
             if let Err(e) = self.sweep_health().await {
                 tracing::error!(error = %e, "health sweep failed");
+            }
+            if let Err(e) = self.sweep_provision_timeouts().await {
+                tracing::error!(error = %e, "provision-timeout sweep failed");
             }
         }
     }

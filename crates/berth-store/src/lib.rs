@@ -122,6 +122,11 @@ pub trait WorkspaceStore: Send + Sync {
         instance_id: Option<String>,
     ) -> Result<()>;
 
+    /// Workspaces in `provisioning` with their runtime and when provisioning started.
+    async fn provisioning(
+        &self,
+    ) -> Result<Vec<(WorkspaceId, String, Option<chrono::DateTime<chrono::Utc>>)>>;
+
     /// Every workspace and its parent (removed ones included: the access rule ignores status).
     async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;
 

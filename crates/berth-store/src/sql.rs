@@ -203,6 +203,9 @@ pub(crate) const SET_PROVISIONED: &str = "\
 UPDATE workspaces SET url = COALESCE($1, url), instance_id = COALESCE($2, instance_id), updated_at = $3 \
 WHERE id = $4 AND status <> 'removed'";
 
+pub(crate) const PROVISIONING: &str =
+    "SELECT id, runtime, provisioning_started_at FROM workspaces WHERE status = 'provisioning'";
+
 pub(crate) const HIERARCHY: &str = "SELECT id, parent_id FROM workspaces";
 
 /// Lapsed liveness. `$1` container cutoff, `$2` external cutoff, `$3` now.
@@ -951,6 +954,16 @@ macro_rules! impl_workspace_store {
                     .await?
                     .rows_affected();
                 if n == 0 { Err($crate::Error::NotFound) } else { Ok(()) }
+            }
+
+            async fn provisioning(
+                &self,
+            ) -> $crate::Result<Vec<(berth_domain::WorkspaceId, String, Option<chrono::DateTime<chrono::Utc>>)>> {
+                let rows: Vec<(uuid::Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> =
+                    sqlx::query_as::<$db, (uuid::Uuid, String, Option<chrono::DateTime<chrono::Utc>>)>($crate::sql::PROVISIONING)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(|(i, r, t)| (i.into(), r, t)).collect())
             }
 
             async fn hierarchy(&self) -> $crate::Result<Vec<(berth_domain::WorkspaceId, Option<berth_domain::WorkspaceId>)>> {

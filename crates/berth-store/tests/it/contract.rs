@@ -76,6 +76,7 @@ contract!(
     heartbeats_apply_the_domain_rule,
     lapsed_liveness_moves_by_kind,
     inbound_secret_is_sealed_and_card_updates_record_events,
+    provisioned_rows_record_url_and_start_time,
 );
 
 async fn create_round_trips_every_field(b: Backend) {
@@ -804,4 +805,36 @@ async fn inbound_secret_is_sealed_and_card_updates_record_events(b: Backend) {
     ));
     let h = s.hierarchy().await.unwrap();
     assert_eq!(h, vec![(id, None)]);
+}
+
+async fn provisioned_rows_record_url_and_start_time(b: Backend) {
+    let s = b.store();
+    let n = new_ws("prov");
+    let (id, started) = (n.id, n.provisioning_started_at);
+    s.create_workspace(n).await.unwrap();
+    let rows = s.provisioning().await.unwrap();
+    assert_eq!(rows, vec![(id, "claude-code".to_owned(), started)]);
+    s.set_provisioned(
+        id,
+        Some("http://127.0.0.1:4000".into()),
+        Some("pid-1".into()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_workspace(id).await.unwrap().unwrap().url.as_deref(),
+        Some("http://127.0.0.1:4000")
+    );
+    // A later None keeps what is stored.
+    s.set_provisioned(id, None, None).await.unwrap();
+    assert_eq!(
+        s.get_workspace(id).await.unwrap().unwrap().url.as_deref(),
+        Some("http://127.0.0.1:4000")
+    );
+    assert!(matches!(
+        s.set_provisioned(WorkspaceId::new_v4(), None, None).await,
+        Err(Error::NotFound)
+    ));
+    s.heartbeat(id, hb(0.0, "", "")).await.unwrap();
+    assert!(s.provisioning().await.unwrap().is_empty());
 }

@@ -1,0 +1,295 @@
+//! The workspace core against mocks of its ports (mockall): one layer at a time. The same flows
+//! run against the real stores in `berth-http`'s and `berth-store`'s integration suites.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use berth_core::{
+    CoreConfig, CreateContext, CreateError, CreateRequest, MockHostResolver, TemplateCatalog,
+    WorkspaceService,
+};
+use berth_domain::WorkspaceId;
+use berth_domain::status::{Transition, WorkspaceStatus};
+use berth_provision::{BackendKind, MockProvisioner, NoBackend};
+use berth_store::{Error as StoreError, MockWorkspaceStore};
+
+fn service(
+    store: MockWorkspaceStore,
+    provisioner: Arc<dyn berth_provision::Provisioner>,
+    resolver: MockHostResolver,
+) -> WorkspaceService {
+    let dir = std::env::temp_dir();
+    WorkspaceService::new(
+        Arc::new(store),
+        provisioner,
+        Arc::new(resolver),
+        TemplateCatalog::empty(dir),
+        CoreConfig::default(),
+    )
+}
+
+fn request(name: &str) -> CreateRequest {
+    CreateRequest {
+        name: name.into(),
+        model: "openai/gpt-4o".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn invalid_requests_never_reach_the_store() {
+    // A mock with no expectations panics on any call.
+    let svc = service(
+        MockWorkspaceStore::new(),
+        Arc::new(NoBackend),
+        MockHostResolver::new(),
+    );
+    let cases: Vec<(CreateRequest, fn(&CreateError) -> bool)> = vec![
+        (CreateRequest::default(), |e| {
+            matches!(e, CreateError::InvalidPayload)
+        }),
+        (request("a\nb"), |e| {
+            matches!(e, CreateError::InvalidFields(_))
+        }),
+        (
+            CreateRequest {
+                tier: 9,
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::InvalidTier),
+        ),
+        (
+            CreateRequest {
+                model: String::new(),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::ModelRequired { .. }),
+        ),
+        (
+            CreateRequest {
+                runtime: "nope".into(),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::UnknownRuntime { .. }),
+        ),
+        (
+            CreateRequest {
+                template: "../etc".into(),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::InvalidTemplate(_)),
+        ),
+        (
+            CreateRequest {
+                parent_id: Some("not-a-uuid".into()),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::InvalidParentId),
+        ),
+        (
+            CreateRequest {
+                budget_limit: Some(-1),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::InvalidBudget),
+        ),
+        (
+            CreateRequest {
+                delivery_mode: "fax".into(),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::InvalidDeliveryMode),
+        ),
+        (
+            CreateRequest {
+                url: "http://169.254.169.254/".into(),
+                ..request("x")
+            },
+            |e| matches!(e, CreateError::UnsafeUrl(_)),
+        ),
+    ];
+    for (req, expected) in cases {
+        let err = svc
+            .create(req.clone(), CreateContext::default())
+            .await
+            .unwrap_err();
+        assert!(expected(&err), "{req:?} gave {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn dns_answers_decide_the_ssrf_check() {
+    let mut resolver = MockHostResolver::new();
+    resolver
+        .expect_resolve()
+        .withf(|h| h == "internal.example")
+        .returning(|_| Ok(vec!["10.1.2.3".parse().unwrap()]));
+    resolver
+        .expect_resolve()
+        .withf(|h| h == "gone.example")
+        .returning(|_| Err("no such host".into()));
+    let svc = service(MockWorkspaceStore::new(), Arc::new(NoBackend), resolver);
+    let ext = |url: &str| CreateRequest {
+        external: true,
+        url: url.into(),
+        ..request("e")
+    };
+    let e = svc
+        .create(
+            ext("https://internal.example/a2a"),
+            CreateContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsafe workspace URL: hostname \"internal.example\" resolves to forbidden address: url targets a blocked address: RFC-1918 private address"
+    );
+    let e = svc
+        .create(ext("https://gone.example/a2a"), CreateContext::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unsafe workspace URL: hostname \"gone.example\" cannot be resolved (DNS error): no such host"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_name_race_retries_with_the_next_free_name() {
+    let mut store = MockWorkspaceStore::new();
+    let reads = Arc::new(AtomicUsize::new(0));
+    let r = reads.clone();
+    // First read: nothing taken; after the lost race the base name shows up as taken.
+    store.expect_taken_names().returning(move |_, _| {
+        Ok(if r.fetch_add(1, Ordering::SeqCst) == 0 {
+            vec![]
+        } else {
+            vec!["dup".to_owned()]
+        })
+    });
+    let writes = Arc::new(AtomicUsize::new(0));
+    let w = writes.clone();
+    store.expect_create_workspace().returning(move |new| {
+        if w.fetch_add(1, Ordering::SeqCst) == 0 {
+            assert_eq!(new.name, "dup");
+            Err(StoreError::NameTaken)
+        } else {
+            assert_eq!(new.name, "dup (2)");
+            assert_eq!(new.status, WorkspaceStatus::AwaitingAgent);
+            assert!(
+                new.token.is_some(),
+                "an external workspace without url gets a token"
+            );
+            Ok(())
+        }
+    });
+    let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
+    let req = CreateRequest {
+        external: true,
+        ..request("dup")
+    };
+    let created = svc
+        .create(
+            req,
+            CreateContext {
+                platform_url: "http://p".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.response.status, WorkspaceStatus::AwaitingAgent);
+    assert_eq!(writes.load(Ordering::SeqCst), 2);
+    let conn = created.response.connection.expect("connection payload");
+    assert_eq!(conn["auth_token"].as_str().map(str::len), Some(43));
+}
+
+#[tokio::test]
+async fn store_failures_surface_as_store_errors() {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_taken_names().returning(|_, _| Ok(vec![]));
+    store
+        .expect_create_workspace()
+        .returning(|_| Err(StoreError::Backend("disk full".into())));
+    let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
+    let e = svc
+        .create(request("x"), CreateContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, CreateError::Store(StoreError::Backend(_))),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_provisioner_error_marks_the_workspace_failed_with_its_code() {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_taken_names().returning(|_, _| Ok(vec![]));
+    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_workspace_secrets().returning(|_| Ok(vec![]));
+    store.expect_issue_token().returning(|_, _, _| Ok(()));
+    store.expect_set_inbound_secret().returning(|_, _| Ok(()));
+    store
+        .expect_transition()
+        .withf(|_, c| {
+            c.transition == Transition::ProvisionFailed
+                && c.failure.as_ref().is_some_and(|(code, msg)| {
+                    code == "IMAGE_NOT_FOUND" && msg.contains("claude-code")
+                })
+                && c.payload["code"] == "IMAGE_NOT_FOUND"
+        })
+        .times(1)
+        .returning(|_, _| Ok(true));
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    prov.expect_start()
+        .withf(|r| {
+            r.secret_files.iter().any(|(n, _)| n == ".auth_token")
+                && r.env.iter().any(|(k, _)| k == "MODEL")
+        })
+        .returning(|r| Err(berth_provision::Error::ImageNotFound(r.runtime)));
+    let svc = service(store, Arc::new(prov), MockHostResolver::new());
+    svc.create(request("p"), CreateContext::default())
+        .await
+        .unwrap();
+    svc.drain().await;
+}
+
+#[tokio::test]
+async fn provision_timeouts_count_from_the_start_of_provisioning() {
+    let (old, fresh) = (WorkspaceId::new_v4(), WorkspaceId::new_v4());
+    let mut store = MockWorkspaceStore::new();
+    store.expect_provisioning().returning(move || {
+        let now = berth_store::now();
+        Ok(vec![
+            (
+                old,
+                "claude-code".into(),
+                Some(now - chrono::Duration::seconds(601)),
+            ),
+            (
+                fresh,
+                "claude-code".into(),
+                Some(now - chrono::Duration::seconds(30)),
+            ),
+            (WorkspaceId::new_v4(), "claude-code".into(), None),
+        ])
+    });
+    store
+        .expect_transition()
+        .withf(move |id, c| {
+            *id == old
+                && c.failure
+                    .as_ref()
+                    .is_some_and(|(code, _)| code == "TIMEOUT")
+                && c.payload["source"] == "provision_timeout_sweep"
+        })
+        .times(1)
+        .returning(|_, _| Ok(true));
+    let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
+    assert_eq!(svc.sweep_provision_timeouts().await.unwrap(), vec![old]);
+    assert_eq!(svc.provision_timeout_for("hermes").as_secs(), 1800);
+    assert_eq!(svc.provision_timeout_for("claude-code").as_secs(), 600);
+}
