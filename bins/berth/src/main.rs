@@ -128,9 +128,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .context("memory plugin client")?;
         service = service.with_memory_plugin(Arc::new(plugin));
     }
-    tracing::warn!(
-        "no provisioning backend configured: container workspaces will be marked failed (NO_BACKEND)"
-    );
 
     let state = AppState {
         service: service.clone(),

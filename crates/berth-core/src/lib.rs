@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod create;
+pub mod lifecycle;
 mod memory;
 mod provisioning;
 pub mod registry;
@@ -13,6 +14,7 @@ pub mod token;
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
+pub use lifecycle::{LifecycleError, RestartOutcome, WorkspaceState};
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,

@@ -35,45 +35,61 @@ impl WorkspaceService {
     /// the backend — marks the workspace `failed` with a code; it never stays `provisioning`.
     pub(crate) async fn start_provisioning(&self, plan: ProvisionPlan) {
         let svc = self.clone();
-        self.spawn(async move {
-            let id = plan.id;
-            let no_backend = svc.provisioner.kind() == BackendKind::None;
-            let failure = match svc.prepare(&plan).await {
-                Err(message) => Some(("PREPARE_FAILED".to_owned(), message)),
-                Ok(request) => {
-                    let provisioner = svc.provisioner.clone();
-                    match catch_unwind(async move { provisioner.start(request).await }).await {
-                        Ok(Ok(started)) => {
-                            tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
-                            match svc.store.set_provisioned(id, started.url, started.instance_id).await {
-                                Ok(()) => None,
-                                Err(e) => Some(("BACKEND_ERROR".to_owned(), format!("could not record the started workspace: {e}"))),
-                            }
+        self.spawn(async move { svc.provision_now(plan).await })
+            .await;
+    }
+
+    /// Prepares and starts one workspace, recording the outcome (URL, or `failed` with a code).
+    pub(crate) async fn provision_now(&self, plan: ProvisionPlan) {
+        let svc = self;
+        let id = plan.id;
+        let no_backend = svc.provisioner.kind() == BackendKind::None;
+        let failure = match svc.prepare(&plan).await {
+            Err(message) => Some(("PREPARE_FAILED".to_owned(), message)),
+            Ok(request) => {
+                let provisioner = svc.provisioner.clone();
+                match catch_unwind(async move { provisioner.start(request).await }).await {
+                    Ok(Ok(started)) => {
+                        tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
+                        match svc
+                            .store
+                            .set_provisioned(id, started.url, started.instance_id)
+                            .await
+                        {
+                            Ok(()) => None,
+                            Err(e) => Some((
+                                "BACKEND_ERROR".to_owned(),
+                                format!("could not record the started workspace: {e}"),
+                            )),
                         }
-                        Ok(Err(e)) => Some((e.code().to_owned(), e.to_string())),
-                        Err(panic) => Some(("START_FAILED".to_owned(), format!("provision panic: {panic}"))),
                     }
-                }
-            };
-            let Some((code, message)) = failure else { return };
-            tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
-            let change = StatusChange {
-                transition: Transition::ProvisionFailed,
-                payload: json!({"error": message, "code": code}),
-                failure: Some((code, message)),
-            };
-            if let Err(e) = svc.store.transition(id, change).await {
-                tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
-            }
-            if no_backend {
-                // The Config tab renders from workspace_config even for failed workspaces.
-                let data = json!({"name": plan.name, "runtime": plan.runtime, "tier": plan.tier, "template": plan.template});
-                if let Err(e) = svc.store.put_workspace_config(id, data).await {
-                    tracing::error!(workspace.id = %id, error = %e, "workspace_config write failed");
+                    Ok(Err(e)) => Some((e.code().to_owned(), e.to_string())),
+                    Err(panic) => Some((
+                        "START_FAILED".to_owned(),
+                        format!("provision panic: {panic}"),
+                    )),
                 }
             }
-        })
-        .await;
+        };
+        let Some((code, message)) = failure else {
+            return;
+        };
+        tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
+        let change = StatusChange {
+            transition: Transition::ProvisionFailed,
+            payload: json!({"error": message, "code": code}),
+            failure: Some((code, message)),
+        };
+        if let Err(e) = svc.store.transition(id, change).await {
+            tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
+        }
+        if no_backend {
+            // The Config tab renders from workspace_config even for failed workspaces.
+            let data = json!({"name": plan.name, "runtime": plan.runtime, "tier": plan.tier, "template": plan.template});
+            if let Err(e) = svc.store.put_workspace_config(id, data).await {
+                tracing::error!(workspace.id = %id, error = %e, "workspace_config write failed");
+            }
+        }
     }
 
     /// Shared preparation (REFERENCE.md §5.0, §5.3): the workspace's secrets become its

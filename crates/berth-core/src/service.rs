@@ -74,6 +74,8 @@ pub struct WorkspaceService {
     pub(crate) tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     /// The workspace tree, cached for the access rule; dropped whenever a row is created.
     pub(crate) tree: Arc<tokio::sync::RwLock<Option<Arc<Hierarchy>>>>,
+    /// Restart coalescing state.
+    pub(crate) restarts: Arc<tokio::sync::Mutex<crate::lifecycle::RestartMap>>,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -104,6 +106,7 @@ impl WorkspaceService {
             config,
             tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
             tree: Arc::new(tokio::sync::RwLock::new(None)),
+            restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
         }
     }
 

@@ -25,6 +25,9 @@ impl WorkspaceService {
             .await?;
         for l in &lapsed {
             tracing::info!(workspace.id = %l.id, status = %l.status, "liveness lapsed");
+            if l.status == WorkspaceStatus::Offline {
+                self.request_restart(l.id).await;
+            }
         }
         Ok(lapsed)
     }
@@ -57,6 +60,7 @@ impl WorkspaceService {
                     {
                         tracing::warn!(workspace.id = %w.id, "agent process is gone; workspace offline");
                         dead.push(w.id);
+                        self.request_restart(w.id).await;
                     }
                 }
                 Err(e) => {

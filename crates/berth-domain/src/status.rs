@@ -118,6 +118,8 @@ pub enum Transition {
     Paused,
     /// An operator resumed a paused workspace.
     Resumed,
+    /// An operator resumed a paused external-like workspace: it waits for its agent again.
+    ResumedExternal,
     /// Hibernation claimed an idle workspace.
     HibernateStarted,
     /// The hibernating workspace was stopped.
@@ -132,7 +134,7 @@ use WorkspaceStatus as S;
 
 impl Transition {
     /// Every transition (for exhaustive tests and documentation).
-    pub const ALL: [Transition; 16] = [
+    pub const ALL: [Transition; 17] = [
         Self::ExternalConnected,
         Self::ExternalAwaiting,
         Self::ProvisionFailed,
@@ -145,6 +147,7 @@ impl Transition {
         Self::Reprovision,
         Self::Paused,
         Self::Resumed,
+        Self::ResumedExternal,
         Self::HibernateStarted,
         Self::Hibernated,
         Self::Woken,
@@ -186,7 +189,7 @@ impl Transition {
                 S::Hibernated,
                 S::AwaitingAgent,
             ],
-            Self::Resumed => &[S::Paused],
+            Self::Resumed | Self::ResumedExternal => &[S::Paused],
             Self::HibernateStarted => &[S::Online, S::Degraded],
             Self::Hibernated => &[S::Hibernating],
             Self::Woken => &[S::Hibernated],
@@ -211,7 +214,7 @@ impl Transition {
             | Self::AgentRegistered
             | Self::HeartbeatRecovered
             | Self::Recovered => S::Online,
-            Self::ExternalAwaiting | Self::AgentLost => S::AwaitingAgent,
+            Self::ExternalAwaiting | Self::AgentLost | Self::ResumedExternal => S::AwaitingAgent,
             Self::ProvisionFailed => S::Failed,
             Self::Degraded => S::Degraded,
             Self::WentOffline => S::Offline,
@@ -230,7 +233,9 @@ impl Transition {
             | Self::AgentRegistered
             | Self::HeartbeatRecovered
             | Self::Recovered => EventType::WorkspaceOnline,
-            Self::ExternalAwaiting | Self::AgentLost => EventType::WorkspaceAwaitingAgent,
+            Self::ExternalAwaiting | Self::AgentLost | Self::ResumedExternal => {
+                EventType::WorkspaceAwaitingAgent
+            }
             Self::ProvisionFailed => EventType::WorkspaceProvisionFailed,
             Self::Degraded => EventType::WorkspaceDegraded,
             Self::WentOffline => EventType::WorkspaceOffline,

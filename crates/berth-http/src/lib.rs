@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod extract;
+mod lifecycle;
 mod platform_url;
 mod registry;
 mod system;

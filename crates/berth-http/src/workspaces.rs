@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use base64_lite::{decode_cursor, encode_cursor};
 use berth_core::Page;
 use berth_core::{CreateContext, CreateRequest, InitialMemory, WorkspaceView};
@@ -27,7 +27,19 @@ use crate::{ApiError, AppState};
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/workspaces", get(list).post(create))
-        .route("/workspaces/{id}", get(get_one))
+        .route(
+            "/workspaces/{id}",
+            get(get_one)
+                .patch(crate::lifecycle::update)
+                .delete(crate::lifecycle::delete),
+        )
+        .route(
+            "/workspaces/{id}/state",
+            get(crate::lifecycle::workspace_state),
+        )
+        .route("/workspaces/{id}/restart", post(crate::lifecycle::restart))
+        .route("/workspaces/{id}/pause", post(crate::lifecycle::pause))
+        .route("/workspaces/{id}/resume", post(crate::lifecycle::resume))
 }
 
 /// Longest accepted `Idempotency-Key`.

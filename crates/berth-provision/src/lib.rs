@@ -7,6 +7,8 @@ use async_trait::async_trait;
 use berth_domain::WorkspaceId;
 use secrecy::SecretString;
 
+pub mod control_plane;
+pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
 pub mod process;
 pub use process::{ProcessConfig, ProcessProvisioner};
 
@@ -117,6 +119,12 @@ pub trait Provisioner: Send + Sync {
     async fn stop(&self, id: WorkspaceId) -> Result<(), Error>;
     /// Whether the workspace runs. A backend error is an error, never "not running".
     async fn is_running(&self, id: WorkspaceId) -> Result<bool, Error>;
+
+    /// Removes everything the backend keeps for a stopped workspace (volumes, directories), for
+    /// `DELETE …?purge=true`. Nothing to remove is not an error.
+    async fn purge(&self, _id: WorkspaceId) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The provisioner used when no backend is configured.

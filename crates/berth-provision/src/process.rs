@@ -296,6 +296,17 @@ impl Provisioner for ProcessProvisioner {
             None => Ok(false),
         }
     }
+
+    /// Stops the agent if it still runs, then deletes `<root>/<uuid>` (configs, log, workspace).
+    async fn purge(&self, id: WorkspaceId) -> Result<(), Error> {
+        self.stop(id).await?;
+        let dir = self.workspace_root(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Backend(format!("removing {}: {e}", dir.display()))),
+        }
+    }
 }
 
 /// What `prepare` hands back to `start`: the request's remaining parts and the opened log.

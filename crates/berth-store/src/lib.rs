@@ -123,9 +123,27 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> Result<()>;
 
     /// Workspaces in `provisioning` with their runtime and when provisioning started.
-    async fn provisioning(
+    async fn provisioning(&self) -> Result<Vec<ProvisioningRow>>;
+
+    /// Live (non-removed) descendants of `id` at any depth, children first.
+    async fn live_descendants(&self, id: WorkspaceId) -> Result<Vec<WorkspaceId>>;
+
+    /// Marks `root` and `descendants` removed, deletes their layouts and revokes their tokens, and
+    /// records `WORKSPACE_REMOVED` (`{"cascade_deleted": N}` for the root, `{}` for the others),
+    /// in one transaction. Returns how many rows changed.
+    async fn remove_workspaces(
         &self,
-    ) -> Result<Vec<(WorkspaceId, String, Option<chrono::DateTime<chrono::Utc>>)>>;
+        root: WorkspaceId,
+        descendants: Vec<WorkspaceId>,
+    ) -> Result<u64>;
+
+    /// Deletes every row the workspaces own and the workspaces themselves (the event log keeps
+    /// its history), in one transaction.
+    async fn purge_workspaces(&self, ids: Vec<WorkspaceId>) -> Result<()>;
+
+    /// Applies a settings change in one transaction ([`Error::NameTaken`] on a sibling's name,
+    /// [`Error::ParentNotFound`] for a missing parent, [`Error::NotFound`] for a missing row).
+    async fn update_workspace(&self, id: WorkspaceId, patch: WorkspacePatch) -> Result<()>;
 
     /// Every workspace and its parent (removed ones included: the access rule ignores status).
     async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;

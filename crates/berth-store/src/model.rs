@@ -293,3 +293,30 @@ pub struct Lapsed {
     /// `offline` or `awaiting_agent`.
     pub status: WorkspaceStatus,
 }
+
+/// A change to a workspace's settings (`PATCH /workspaces/{id}`); `None` leaves a field alone,
+/// `Some(None)` clears a nullable one. Applied in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkspacePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New role (`Some(None)` clears).
+    pub role: Option<Option<String>>,
+    /// New tier.
+    pub tier: Option<i64>,
+    /// New parent (`Some(None)` makes it a root).
+    pub parent_id: Option<Option<WorkspaceId>>,
+    /// New runtime.
+    pub runtime: Option<String>,
+    /// New host directory (`Some(None)` clears).
+    pub workspace_dir: Option<Option<String>>,
+    /// Hibernation idle minutes (`Some(None)` disables).
+    pub hibernation_idle_minutes: Option<Option<i64>>,
+    /// Canvas position.
+    pub position: Option<(f64, f64)>,
+    /// Canvas collapsed flag.
+    pub collapsed: Option<bool>,
+}
+
+/// A workspace in `provisioning`: its id, runtime, and when provisioning started.
+pub type ProvisioningRow = (WorkspaceId, String, Option<DateTime<Utc>>);

@@ -206,6 +206,43 @@ WHERE id = $4 AND status <> 'removed'";
 pub(crate) const PROVISIONING: &str =
     "SELECT id, runtime, provisioning_started_at FROM workspaces WHERE status = 'provisioning'";
 
+pub(crate) const LIVE_DESCENDANTS: &str = "\
+WITH RECURSIVE d(id, depth) AS ( \
+  SELECT id, 1 FROM workspaces WHERE parent_id = $1 AND status <> 'removed' \
+  UNION ALL \
+  SELECT w.id, d.depth + 1 FROM workspaces w JOIN d ON w.parent_id = d.id \
+  WHERE w.status <> 'removed' AND d.depth < 64 \
+) SELECT id FROM d ORDER BY depth";
+
+pub(crate) const TOUCH_WORKSPACE: &str =
+    "UPDATE workspaces SET updated_at = $1 WHERE id = $2 AND status <> 'removed'";
+
+pub(crate) const DELETE_LAYOUT: &str = "DELETE FROM canvas_layouts WHERE workspace_id = $1";
+pub(crate) const DELETE_SECRETS: &str = "DELETE FROM workspace_secrets WHERE workspace_id = $1";
+pub(crate) const DELETE_TOKENS: &str = "DELETE FROM workspace_auth_tokens WHERE workspace_id = $1";
+pub(crate) const DELETE_CONFIG: &str = "DELETE FROM workspace_config WHERE workspace_id = $1";
+pub(crate) const DELETE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE workspace_id = $1";
+pub(crate) const UNLINK_CHILDREN: &str =
+    "UPDATE workspaces SET parent_id = NULL WHERE parent_id = $1";
+pub(crate) const UNLINK_FORWARDS: &str =
+    "UPDATE workspaces SET forwarded_to = NULL WHERE forwarded_to = $1";
+pub(crate) const DELETE_WORKSPACE: &str = "DELETE FROM workspaces WHERE id = $1";
+
+pub(crate) const UPSERT_POSITION: &str = "\
+INSERT INTO canvas_layouts (workspace_id, x, y) VALUES ($1, $2, $3) \
+ON CONFLICT (workspace_id) DO UPDATE SET x = excluded.x, y = excluded.y";
+
+pub(crate) const UPSERT_COLLAPSED: &str = "\
+INSERT INTO canvas_layouts (workspace_id, collapsed) VALUES ($1, $2) \
+ON CONFLICT (workspace_id) DO UPDATE SET collapsed = excluded.collapsed";
+
+/// One settings column update: `$1` value, `$2` now, `$3` id.
+pub(crate) fn update_column_sql(column: &str) -> String {
+    format!(
+        "UPDATE workspaces SET {column} = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'"
+    )
+}
+
 pub(crate) const HIERARCHY: &str = "SELECT id, parent_id FROM workspaces";
 
 /// Lapsed liveness. `$1` container cutoff, `$2` external cutoff, `$3` now.
@@ -958,12 +995,163 @@ macro_rules! impl_workspace_store {
 
             async fn provisioning(
                 &self,
-            ) -> $crate::Result<Vec<(berth_domain::WorkspaceId, String, Option<chrono::DateTime<chrono::Utc>>)>> {
+            ) -> $crate::Result<Vec<$crate::ProvisioningRow>> {
                 let rows: Vec<(uuid::Uuid, String, Option<chrono::DateTime<chrono::Utc>>)> =
                     sqlx::query_as::<$db, (uuid::Uuid, String, Option<chrono::DateTime<chrono::Utc>>)>($crate::sql::PROVISIONING)
                         .fetch_all(&self.pool)
                         .await?;
                 Ok(rows.into_iter().map(|(i, r, t)| (i.into(), r, t)).collect())
+            }
+
+            async fn live_descendants(&self, id: berth_domain::WorkspaceId) -> $crate::Result<Vec<berth_domain::WorkspaceId>> {
+                let rows: Vec<uuid::Uuid> = sqlx::query_scalar::<$db, uuid::Uuid>($crate::sql::LIVE_DESCENDANTS)
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut seen = std::collections::HashSet::new();
+                Ok(rows.into_iter().filter(|u| seen.insert(*u)).map(Into::into).collect())
+            }
+
+            async fn remove_workspaces(
+                &self,
+                root: berth_domain::WorkspaceId,
+                descendants: Vec<berth_domain::WorkspaceId>,
+            ) -> $crate::Result<u64> {
+                use sqlx::types::Json;
+                let t = berth_domain::status::Transition::Removed;
+                let now = $crate::model::now();
+                let sql = $crate::sql::transition_sql(t.from().len());
+                let mut tx = self.begin().await?;
+                let mut changed = 0u64;
+                let total = descendants.len();
+                for (id, payload) in descendants
+                    .into_iter()
+                    .map(|d| (d, serde_json::json!({})))
+                    .chain(std::iter::once((root, serde_json::json!({"cascade_deleted": total}))))
+                {
+                    let uid = uuid::Uuid::from(id);
+                    let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(t.to().as_str())
+                        .bind(now)
+                        .bind(Option::<&str>::None)
+                        .bind(Option::<&str>::None)
+                        .bind(uid);
+                    for st in t.from() {
+                        q = q.bind(st.as_str());
+                    }
+                    if q.execute(&mut *tx).await?.rows_affected() == 1 {
+                        changed += 1;
+                        sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                            .bind(uuid::Uuid::new_v4())
+                            .bind(berth_domain::event::EventType::WorkspaceRemoved.as_str())
+                            .bind(uid)
+                            .bind(Json(&payload))
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query::<$db>($crate::sql::DELETE_LAYOUT).bind(uid).execute(&mut *tx).await?;
+                    sqlx::query::<$db>($crate::sql::REVOKE_TOKENS).bind(now).bind(uid).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
+            async fn purge_workspaces(&self, ids: Vec<berth_domain::WorkspaceId>) -> $crate::Result<()> {
+                let mut tx = self.begin().await?;
+                for id in &ids {
+                    let uid = uuid::Uuid::from(*id);
+                    for sql in [
+                        $crate::sql::DELETE_SECRETS,
+                        $crate::sql::DELETE_TOKENS,
+                        $crate::sql::DELETE_CONFIG,
+                        $crate::sql::DELETE_LAYOUT,
+                        $crate::sql::DELETE_IDEMPOTENCY,
+                        $crate::sql::UNLINK_CHILDREN,
+                        $crate::sql::UNLINK_FORWARDS,
+                    ] {
+                        sqlx::query::<$db>(sql).bind(uid).execute(&mut *tx).await?;
+                    }
+                }
+                for id in &ids {
+                    sqlx::query::<$db>($crate::sql::DELETE_WORKSPACE).bind(uuid::Uuid::from(*id)).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_workspace(&self, id: berth_domain::WorkspaceId, patch: $crate::WorkspacePatch) -> $crate::Result<()> {
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                // Write first (SQLite lock order): touch the row, then check it exists.
+                let exists = sqlx::query::<$db>($crate::sql::TOUCH_WORKSPACE)
+                    .bind(now)
+                    .bind(uid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if exists == 0 {
+                    return Err($crate::Error::NotFound);
+                }
+                macro_rules! set {
+                    ($col:literal, $val:expr) => {
+                        sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::sql::update_column_sql($col)))
+                            .bind($val)
+                            .bind(now)
+                            .bind(uid)
+                            .execute(&mut *tx)
+                            .await
+                    };
+                }
+                if let Some(name) = &patch.name {
+                    if let Err(e) = set!("name", name) {
+                        return Err(match $crate::Error::from(e) {
+                            $crate::Error::Conflict { .. } => $crate::Error::NameTaken,
+                            other => other,
+                        });
+                    }
+                }
+                if let Some(role) = &patch.role {
+                    set!("role", role)?;
+                }
+                if let Some(tier) = patch.tier {
+                    set!("tier", tier)?;
+                }
+                if let Some(runtime) = &patch.runtime {
+                    set!("runtime", runtime)?;
+                }
+                if let Some(dir) = &patch.workspace_dir {
+                    set!("workspace_dir", dir)?;
+                }
+                if let Some(minutes) = patch.hibernation_idle_minutes {
+                    set!("hibernation_idle_minutes", minutes)?;
+                }
+                if let Some(parent) = patch.parent_id {
+                    if let Some(p) = parent {
+                        let live: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::PARENT_IS_LIVE)
+                            .bind(uuid::Uuid::from(p))
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if live == 0 {
+                            return Err($crate::Error::ParentNotFound);
+                        }
+                    }
+                    if let Err(e) = set!("parent_id", parent.map(uuid::Uuid::from)) {
+                        return Err(match $crate::Error::from(e) {
+                            $crate::Error::Conflict { .. } => $crate::Error::NameTaken,
+                            other => other,
+                        });
+                    }
+                }
+                if let Some((x, y)) = patch.position {
+                    sqlx::query::<$db>($crate::sql::UPSERT_POSITION).bind(uid).bind(x).bind(y).execute(&mut *tx).await?;
+                }
+                if let Some(c) = patch.collapsed {
+                    sqlx::query::<$db>($crate::sql::UPSERT_COLLAPSED).bind(uid).bind(c).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn hierarchy(&self) -> $crate::Result<Vec<(berth_domain::WorkspaceId, Option<berth_domain::WorkspaceId>)>> {

@@ -28,6 +28,9 @@ fn service(
     )
 }
 
+/// A predicate over the expected error.
+type Check = fn(&CreateError) -> bool;
+
 fn request(name: &str) -> CreateRequest {
     CreateRequest {
         name: name.into(),
@@ -44,7 +47,7 @@ async fn invalid_requests_never_reach_the_store() {
         Arc::new(NoBackend),
         MockHostResolver::new(),
     );
-    let cases: Vec<(CreateRequest, fn(&CreateError) -> bool)> = vec![
+    let cases: Vec<(CreateRequest, Check)> = vec![
         (CreateRequest::default(), |e| {
             matches!(e, CreateError::InvalidPayload)
         }),

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::Router;
@@ -149,6 +150,8 @@ pub struct Setup {
     pub provisioner: Arc<dyn Provisioner>,
     /// PostgreSQL instead of SQLite.
     pub postgres: bool,
+    /// `(liveness_window, remote_stale_after)` instead of the binary's defaults.
+    pub windows: Option<(Duration, Duration)>,
 }
 
 impl Default for Setup {
@@ -158,6 +161,7 @@ impl Default for Setup {
             body_limit: berth_http::DEFAULT_BODY_LIMIT,
             provisioner: Arc::new(NoBackend),
             postgres: false,
+            windows: None,
         }
     }
 }
@@ -189,15 +193,22 @@ impl Setup {
                 .expect("open sqlite");
             (Db::Sqlite(s.clone()), Arc::new(s))
         };
+        let defaults = CoreConfig::default();
+        let (liveness_window, remote_stale_after) = self
+            .windows
+            .unwrap_or((defaults.liveness_window, defaults.remote_stale_after));
         let core = CoreConfig {
+            dev: self.dev,
+            liveness_window,
+            remote_stale_after,
             ssrf: SsrfPolicy {
                 allow_private: false,
                 allow_loopback: self.dev,
             },
             forced_tier: None,
             agent_platform_url: "http://127.0.0.1:8080".to_owned(),
-            // Fields the binary takes from its flags (sweep timings, …) keep their defaults.
-            ..CoreConfig::default()
+            // Fields the binary takes from its flags (sweep interval, …) keep their defaults.
+            ..defaults
         };
         let service = WorkspaceService::new(
             store.clone(),
@@ -435,4 +446,190 @@ pub fn sorted(strs: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = strs.iter().map(|s| (*s).to_owned()).collect();
     v.sort();
     v
+}
+
+// ---- Registry, token and liveness helpers -------------------------------------------------
+
+/// A request with an optional bearer and an optional JSON body.
+pub fn request(
+    method: Method,
+    uri: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = bearer {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string())),
+        None => b.body(Body::empty()),
+    }
+    .expect("request")
+}
+
+/// A mock provisioner of kind `Process` whose starts succeed (without a URL) and whose
+/// `is_running` answers with `running`.
+pub fn started_provisioner(
+    running: impl Fn(WorkspaceId) -> Result<bool, berth_provision::Error> + Send + Sync + 'static,
+) -> berth_provision::MockProvisioner {
+    let mut mock = berth_provision::MockProvisioner::new();
+    mock.expect_kind()
+        .return_const(berth_provision::BackendKind::Process);
+    mock.expect_start().returning(|_| {
+        Ok(berth_provision::Started {
+            url: None,
+            instance_id: Some("proc-1".into()),
+        })
+    });
+    mock.expect_stop().returning(|_| Ok(()));
+    mock.expect_is_running().returning(running);
+    mock
+}
+
+impl TestApp {
+    /// `POST uri` with a JSON body and an optional bearer.
+    pub async fn post(&self, uri: &str, bearer: Option<&str>, body: &Value) -> Resp {
+        self.send(request(Method::POST, uri, bearer, Some(body)))
+            .await
+    }
+
+    /// `POST uri` with a raw body and an optional bearer.
+    pub async fn post_raw(&self, uri: &str, bearer: Option<&str>, body: &'static str) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = bearer {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        self.send(b.body(Body::from(body)).expect("request")).await
+    }
+
+    /// A body-less request with an optional bearer.
+    pub async fn call(&self, method: Method, uri: &str, bearer: Option<&str>) -> Resp {
+        self.send(request(method, uri, bearer, None)).await
+    }
+
+    /// The status `GET /workspaces/{id}` shows (`removed` for its 410).
+    pub async fn status_of(&self, id: WorkspaceId) -> String {
+        let resp = self.get(&format!("/workspaces/{id}")).await;
+        if resp.status == StatusCode::GONE {
+            assert_eq!(resp.json["error"], "workspace removed");
+            return "removed".to_owned();
+        }
+        assert_eq!(resp.status, StatusCode::OK, "get {id}: {}", resp.text);
+        resp.json["status"]
+            .as_str()
+            .expect("status is a string")
+            .to_owned()
+    }
+
+    /// Events of one workspace as `(type, payload)`, oldest first.
+    pub async fn events_of(&self, id: WorkspaceId) -> Vec<(String, Value)> {
+        self.store
+            .events(berth_store::EventFilter {
+                workspace_id: Some(id),
+                ..berth_store::EventFilter::default()
+            })
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| (e.event_type, e.payload))
+            .collect()
+    }
+
+    /// The payloads of one workspace's events of one type.
+    pub async fn events_named(&self, id: WorkspaceId, event_type: &str) -> Vec<Value> {
+        self.events_of(id)
+            .await
+            .into_iter()
+            .filter(|(t, _)| t == event_type)
+            .map(|(_, p)| p)
+            .collect()
+    }
+
+    /// Creates an external workspace without a URL (`awaiting_agent`); returns its id and the
+    /// token of its connection payload.
+    pub async fn external(&self, body: Value) -> (WorkspaceId, String) {
+        let created = self.create_ok(body).await;
+        assert_eq!(created["status"], "awaiting_agent", "{created}");
+        let token = created["connection"]["auth_token"]
+            .as_str()
+            .expect("connection token")
+            .to_owned();
+        assert!(!token.is_empty());
+        (id_of(&created), token)
+    }
+
+    /// Creates a container workspace, waits for its (mock) provisioning and mints a token for
+    /// it with the admin credential.
+    pub async fn container(&self, name: &str) -> (WorkspaceId, String) {
+        let id = self
+            .create_id(serde_json::json!({"name": name, "model": "openai/gpt-4o"}))
+            .await;
+        self.service.drain().await;
+        let token = self.admin_mint(id).await;
+        (id, token)
+    }
+
+    /// `POST /admin/workspaces/{id}/tokens`; must be 201.
+    pub async fn admin_mint(&self, id: WorkspaceId) -> String {
+        let resp = self
+            .call(
+                Method::POST,
+                &format!("/admin/workspaces/{id}/tokens"),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(
+            resp.status,
+            StatusCode::CREATED,
+            "admin mint: {}",
+            resp.text
+        );
+        resp.json["auth_token"]
+            .as_str()
+            .expect("auth_token")
+            .to_owned()
+    }
+
+    /// `POST /registry/register` for `id` with a minimal card, in `mode` (when given).
+    pub async fn register(&self, id: WorkspaceId, token: Option<&str>, mode: Option<&str>) -> Resp {
+        let mut body = serde_json::json!({"id": id.to_string(), "agent_card": {"name": "agent"}});
+        if let Some(m) = mode {
+            body["delivery_mode"] = Value::from(m);
+        }
+        self.post("/registry/register", token, &body).await
+    }
+
+    /// `POST /registry/heartbeat` for `id` with `extra` merged into the body.
+    pub async fn heartbeat(&self, id: WorkspaceId, token: Option<&str>, extra: Value) -> Resp {
+        let mut body = serde_json::json!({"workspace_id": id.to_string()});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        self.post("/registry/heartbeat", token, &body).await
+    }
+
+    /// A heartbeat that must answer 200.
+    pub async fn heartbeat_ok(&self, id: WorkspaceId, token: &str, extra: Value) -> Value {
+        let resp = self.heartbeat(id, Some(token), extra).await;
+        assert_eq!(resp.status, StatusCode::OK, "heartbeat: {}", resp.text);
+        resp.json
+    }
+
+    /// Applies transitions through the store, each of which must change the row.
+    pub async fn force(&self, id: WorkspaceId, transitions: &[berth_domain::status::Transition]) {
+        for t in transitions {
+            let changed = self
+                .store
+                .transition(id, berth_store::StatusChange::new(*t))
+                .await
+                .expect("transition");
+            assert!(changed, "{t:?} did not apply to {id}");
+        }
+    }
 }

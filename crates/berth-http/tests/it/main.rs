@@ -8,9 +8,13 @@
 mod atomicity;
 mod auth;
 mod create;
+mod discovery;
 mod e2e;
 mod helpers;
 mod idempotency;
+mod liveness;
 mod read;
+mod registry;
 mod system;
+mod tokens;
 mod validation;

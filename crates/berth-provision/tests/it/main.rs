@@ -1,4 +1,5 @@
 //! Integration tests of berth-provision's backends. The process provisioner is driven with
 //! `/bin/sh -c` scripts as runtimes, so every test runs real child processes.
 
+mod control_plane;
 mod process;

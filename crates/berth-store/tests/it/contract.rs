@@ -7,7 +7,7 @@ use berth_domain::runtime::{KNOWN_RUNTIMES, is_external_like};
 use berth_domain::status::{Transition, WorkspaceStatus};
 use berth_store::{
     Error, EventFilter, Heartbeat, IssueToken, NewEvent, NewIdempotency, NewToken, NewWorkspace,
-    Page, Registration, StatusChange,
+    Page, Registration, StatusChange, WorkspacePatch,
 };
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -77,6 +77,8 @@ contract!(
     lapsed_liveness_moves_by_kind,
     inbound_secret_is_sealed_and_card_updates_record_events,
     provisioned_rows_record_url_and_start_time,
+    cascade_remove_and_purge,
+    patches_apply_in_one_transaction,
 );
 
 async fn create_round_trips_every_field(b: Backend) {
@@ -837,4 +839,125 @@ async fn provisioned_rows_record_url_and_start_time(b: Backend) {
     ));
     s.heartbeat(id, hb(0.0, "", "")).await.unwrap();
     assert!(s.provisioning().await.unwrap().is_empty());
+}
+
+async fn cascade_remove_and_purge(b: Backend) {
+    let s = b.store();
+    let root = new_ws("root");
+    let rid = root.id;
+    s.create_workspace(root).await.unwrap();
+    let mut child = new_ws("child");
+    child.parent_id = Some(rid);
+    let cid = child.id;
+    s.create_workspace(child).await.unwrap();
+    let mut grandchild = new_ws("grandchild");
+    grandchild.parent_id = Some(cid);
+    grandchild.secrets = vec![("K".into(), secret("v"))];
+    let gid = grandchild.id;
+    s.create_workspace(grandchild).await.unwrap();
+    s.issue_token(gid, token(7), IssueToken::default())
+        .await
+        .unwrap();
+    assert_eq!(s.live_descendants(rid).await.unwrap(), vec![cid, gid]);
+    assert_eq!(s.remove_workspaces(rid, vec![cid, gid]).await.unwrap(), 3);
+    for id in [rid, cid, gid] {
+        assert_eq!(
+            s.get_workspace(id).await.unwrap().unwrap().status,
+            WorkspaceStatus::Removed
+        );
+    }
+    assert_eq!(s.validate_token([7; 32]).await.unwrap(), None);
+    assert_eq!(b.count("canvas_layouts").await, 0);
+    assert!(s.live_descendants(rid).await.unwrap().is_empty());
+    let removed: Vec<serde_json::Value> = s
+        .events(EventFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "WORKSPACE_REMOVED")
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(
+        removed,
+        vec![json!({}), json!({}), json!({"cascade_deleted": 2})]
+    );
+    // Removing again changes nothing and records nothing.
+    assert_eq!(s.remove_workspaces(rid, vec![]).await.unwrap(), 0);
+    s.purge_workspaces(vec![gid, cid, rid]).await.unwrap();
+    for table in [
+        "workspaces",
+        "workspace_secrets",
+        "workspace_auth_tokens",
+        "canvas_layouts",
+    ] {
+        assert_eq!(b.count(table).await, 0, "{table}");
+    }
+    assert!(
+        b.count("structure_events").await > 0,
+        "the event log keeps its history"
+    );
+}
+
+async fn patches_apply_in_one_transaction(b: Backend) {
+    let s = b.store();
+    let a = new_ws("a");
+    let other = new_ws("b");
+    let (aid, bid) = (a.id, other.id);
+    s.create_workspace(a).await.unwrap();
+    s.create_workspace(other).await.unwrap();
+    let patch = WorkspacePatch {
+        name: Some("renamed".into()),
+        role: Some(None),
+        tier: Some(4),
+        runtime: Some("hermes".into()),
+        workspace_dir: Some(Some("/srv/x".into())),
+        hibernation_idle_minutes: Some(Some(30)),
+        position: Some((10.0, 20.0)),
+        collapsed: Some(true),
+        parent_id: Some(Some(bid)),
+    };
+    s.update_workspace(aid, patch).await.unwrap();
+    let w = s.get_workspace(aid).await.unwrap().unwrap();
+    assert_eq!(
+        (w.name.as_str(), w.role.clone(), w.tier, w.runtime.as_str()),
+        ("renamed", None, 4, "hermes")
+    );
+    assert_eq!(
+        (w.x, w.y, w.collapsed, w.parent_id),
+        (10.0, 20.0, true, Some(bid))
+    );
+    assert_eq!(w.workspace_dir.as_deref(), Some("/srv/x"));
+    // A sibling's name: refused, and nothing of the patch applies.
+    let mut c = new_ws("taken");
+    c.parent_id = Some(bid);
+    s.create_workspace(c).await.unwrap();
+    let clash = WorkspacePatch {
+        tier: Some(1),
+        name: Some("taken".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_workspace(aid, clash).await,
+        Err(Error::NameTaken)
+    ));
+    assert_eq!(s.get_workspace(aid).await.unwrap().unwrap().tier, 4);
+    let orphan = WorkspacePatch {
+        parent_id: Some(Some(WorkspaceId::new_v4())),
+        ..Default::default()
+    };
+    assert!(matches!(
+        s.update_workspace(aid, orphan).await,
+        Err(Error::ParentNotFound)
+    ));
+    let root = WorkspacePatch {
+        parent_id: Some(None),
+        ..Default::default()
+    };
+    s.update_workspace(aid, root).await.unwrap();
+    assert_eq!(s.get_workspace(aid).await.unwrap().unwrap().parent_id, None);
+    assert!(matches!(
+        s.update_workspace(WorkspaceId::new_v4(), WorkspacePatch::default())
+            .await,
+        Err(Error::NotFound)
+    ));
 }

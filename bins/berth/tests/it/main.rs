@@ -1,0 +1,8 @@
+//! End-to-end tests of the real `berth` binary: each test spawns `berth serve` on a free loopback
+//! port over a data directory of its own and talks to it over HTTP, as a user or an agent would.
+
+mod cli;
+mod demo;
+mod external;
+mod restart;
+mod server;

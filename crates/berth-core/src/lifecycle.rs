@@ -1,0 +1,644 @@
+//! Lifecycle operations: update, delete (cascade, purge), restart (coalesced), pause, resume,
+//! state (REFERENCE.md §2.4, §2.5, §2.8–2.10, §5.6; DECISIONS.md §2 items 4, 10, 14, 15).
+
+use std::collections::HashMap;
+
+use berth_domain::WorkspaceId;
+use berth_domain::runtime::{KNOWN_RUNTIMES, is_external_like};
+use berth_domain::status::{Transition, WorkspaceStatus};
+use berth_domain::validation::{Tier, validate_workspace_dir, validate_workspace_fields};
+use berth_provision::BackendKind;
+use berth_store::{StatusChange, Workspace, WorkspacePatch};
+use secrecy::ExposeSecret as _;
+use serde_json::{Map, Value, json};
+
+use crate::provisioning::ProvisionPlan;
+use crate::service::WorkspaceService;
+
+/// Keys of `PATCH /workspaces/{id}` only the admin credential may change (DECISIONS.md §2.4).
+const ADMIN_ONLY_KEYS: &[&str] = &[
+    "tier",
+    "runtime",
+    "parent_id",
+    "workspace_dir",
+    "hibernation_idle_minutes",
+];
+
+/// Why a lifecycle operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// Unknown (or removed, where that matters) workspace.
+    #[error("workspace not found")]
+    NotFound,
+    /// A field has the wrong type or breaks a rule; the message says which.
+    #[error("{0}")]
+    Invalid(String),
+    /// A workspace token tried to change an admin-only field.
+    #[error("{0} can only be changed with the admin credential")]
+    AdminOnly(String),
+    /// The new name is taken by a live sibling.
+    #[error("workspace name already in use; please pick a different name")]
+    NameTaken,
+    /// Children exist and the delete was not confirmed.
+    #[error("confirmation required")]
+    ConfirmationRequired {
+        /// Live direct children `(id, name)`.
+        children: Vec<(WorkspaceId, String)>,
+    },
+    /// The rows were marked removed but some stops failed.
+    #[error("workspace marked removed, but {} stop call(s) failed — please retry: {}", failures.len(), failures.join("; "))]
+    StopFailures {
+        /// Rows marked removed.
+        removed: u64,
+        /// The failures.
+        failures: Vec<String>,
+    },
+    /// An ancestor is paused.
+    #[error("parent workspace \"{0}\" is paused — resume it first")]
+    ParentPaused(String),
+    /// No provisioning backend.
+    #[error("provisioner not available")]
+    NoBackend,
+    /// The status does not allow it.
+    #[error("workspace is {0}")]
+    InvalidState(WorkspaceStatus),
+    /// Pause of a missing or paused workspace.
+    #[error("workspace not found or already paused")]
+    NotPausable,
+    /// Resume of a workspace that is not paused.
+    #[error("workspace not found or not paused")]
+    NotPaused,
+    /// The store failed.
+    #[error("{context}")]
+    Store {
+        /// The public message.
+        context: &'static str,
+        /// The cause.
+        #[source]
+        source: berth_store::Error,
+    },
+}
+
+fn store_err(context: &'static str) -> impl FnOnce(berth_store::Error) -> LifecycleError {
+    move |source| LifecycleError::Store { context, source }
+}
+
+/// What a restart request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// A restart cycle was queued (coalesced with any running one).
+    Provisioning {
+        /// Which configuration the cycle uses.
+        config_dir: String,
+    },
+    /// Nothing to restart (external-like or mock runtime).
+    Noop {
+        /// The runtime.
+        runtime: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The `/state` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkspaceState {
+    /// No such row.
+    Deleted,
+    /// Removed tombstone.
+    Removed,
+    /// A live workspace and its status.
+    Live(WorkspaceStatus),
+}
+
+fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>, LifecycleError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(LifecycleError::Invalid(format!("{key} must be a string"))),
+    }
+}
+
+fn nullable_string(
+    body: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Option<String>>, LifecycleError> {
+    match body.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(s)) if s.is_empty() => Ok(Some(None)),
+        Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
+        Some(_) => Err(LifecycleError::Invalid(format!(
+            "{key} must be a string or null"
+        ))),
+    }
+}
+
+impl WorkspaceService {
+    async fn live_row(
+        &self,
+        id: WorkspaceId,
+        context: &'static str,
+    ) -> Result<Workspace, LifecycleError> {
+        self.store
+            .get_workspace(id)
+            .await
+            .map_err(store_err(context))?
+            .filter(|w| w.status != WorkspaceStatus::Removed)
+            .ok_or(LifecycleError::NotFound)
+    }
+
+    /// The name of the nearest paused ancestor, if any.
+    async fn paused_ancestor(&self, id: WorkspaceId) -> Result<Option<String>, LifecycleError> {
+        let tree = self.hierarchy().await.map_err(store_err("lookup failed"))?;
+        let mut current = tree.parent(id).flatten();
+        for _ in 0..berth_domain::access::MAX_ANCESTOR_WALK {
+            let Some(p) = current else { return Ok(None) };
+            if let Some(row) = self
+                .store
+                .get_workspace(p)
+                .await
+                .map_err(store_err("lookup failed"))?
+                && row.status == WorkspaceStatus::Paused
+            {
+                return Ok(Some(row.name));
+            }
+            current = tree.parent(p).flatten();
+        }
+        Ok(None)
+    }
+
+    /// `PATCH /workspaces/{id}`: validated, then applied in one transaction. Returns whether the
+    /// change needs a restart (`workspace_dir` was present).
+    pub async fn update(
+        &self,
+        id: WorkspaceId,
+        body: Map<String, Value>,
+        admin: bool,
+    ) -> Result<bool, LifecycleError> {
+        if !admin && let Some(key) = ADMIN_ONLY_KEYS.iter().find(|k| body.contains_key(**k)) {
+            return Err(LifecycleError::AdminOnly((*key).to_owned()));
+        }
+        let name = string_field(&body, "name")?;
+        let role = nullable_string(&body, "role")?;
+        let runtime = string_field(&body, "runtime")?;
+        validate_workspace_fields(
+            name.as_deref().unwrap_or(""),
+            role.clone().flatten().as_deref().unwrap_or(""),
+            "",
+            runtime.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| LifecycleError::Invalid(e.to_string()))?;
+        if name.as_deref() == Some("") {
+            return Err(LifecycleError::Invalid("name must not be empty".into()));
+        }
+        let tier = match body.get("tier") {
+            None => None,
+            Some(v) => match v.as_i64().map(Tier::resolve) {
+                Some(Ok(t)) if v.as_i64() != Some(0) => Some(i64::from(t.get())),
+                _ => {
+                    return Err(LifecycleError::Invalid(
+                        "tier must be between 1 and 4".into(),
+                    ));
+                }
+            },
+        };
+        if let Some(rt) = &runtime
+            && !self.templates.is_known_runtime(rt)
+        {
+            return Err(LifecycleError::Invalid(format!(
+                "unknown runtime {rt:?} (known: {}, or a template's runtime)",
+                KNOWN_RUNTIMES.join(", ")
+            )));
+        }
+        let workspace_dir = nullable_string(&body, "workspace_dir")?;
+        if let Some(Some(dir)) = &workspace_dir {
+            validate_workspace_dir(dir)
+                .map_err(|_| LifecycleError::Invalid("invalid workspace directory".into()))?;
+        }
+        let parent_id = match nullable_string(&body, "parent_id")? {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(p)) => {
+                let p = WorkspaceId::parse(&p)
+                    .map_err(|_| LifecycleError::Invalid("invalid parent_id".into()))?;
+                let tree = self.hierarchy().await.map_err(store_err("lookup failed"))?;
+                if p == id || tree.is_ancestor(id, p) {
+                    return Err(LifecycleError::Invalid(
+                        "parent_id would create a cycle".into(),
+                    ));
+                }
+                Some(Some(p))
+            }
+        };
+        let hibernation_idle_minutes = match body.get("hibernation_idle_minutes") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => match v.as_i64() {
+                Some(m) if m > 0 => Some(Some(m)),
+                _ => {
+                    return Err(LifecycleError::Invalid(
+                        "hibernation_idle_minutes must be a positive integer or null".into(),
+                    ));
+                }
+            },
+        };
+        let number = |key: &str| match body.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| LifecycleError::Invalid(format!("{key} must be a number"))),
+        };
+        let position = match (number("x")?, number("y")?) {
+            (Some(x), Some(y)) => Some((x, y)),
+            _ => None,
+        };
+        let collapsed = match body.get("collapsed") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return Err(LifecycleError::Invalid(
+                    "collapsed must be a boolean".into(),
+                ));
+            }
+        };
+        let needs_restart = body.contains_key("workspace_dir");
+        let parent_changed = parent_id.is_some();
+        let patch = WorkspacePatch {
+            name,
+            role,
+            tier,
+            parent_id,
+            runtime,
+            workspace_dir,
+            hibernation_idle_minutes,
+            position,
+            collapsed,
+        };
+        self.store
+            .update_workspace(id, patch)
+            .await
+            .map_err(|e| match e {
+                berth_store::Error::NotFound => LifecycleError::NotFound,
+                berth_store::Error::NameTaken => LifecycleError::NameTaken,
+                berth_store::Error::ParentNotFound => {
+                    LifecycleError::Invalid("parent workspace not found".into())
+                }
+                other => LifecycleError::Store {
+                    context: "update failed",
+                    source: other,
+                },
+            })?;
+        if parent_changed {
+            self.invalidate_hierarchy().await;
+        }
+        Ok(needs_restart)
+    }
+
+    /// `DELETE /workspaces/{id}`: marks the workspace and its live descendants removed (one
+    /// transaction), stops them, and with `purge` deletes every row and backend resource they own.
+    /// Returns how many descendants were cascaded.
+    pub async fn delete(
+        &self,
+        id: WorkspaceId,
+        confirm: bool,
+        purge: bool,
+    ) -> Result<usize, LifecycleError> {
+        let row = self
+            .store
+            .get_workspace(id)
+            .await
+            .map_err(store_err("internal error processing delete request"))?
+            .ok_or(LifecycleError::NotFound)?;
+        let descendants = self
+            .store
+            .live_descendants(id)
+            .await
+            .map_err(store_err("failed to check children"))?;
+        if !descendants.is_empty() && !confirm {
+            let tree = self
+                .hierarchy()
+                .await
+                .map_err(store_err("failed to check children"))?;
+            let mut children = Vec::new();
+            for d in descendants
+                .iter()
+                .filter(|d| tree.parent(**d) == Some(Some(id)))
+            {
+                if let Some(w) = self
+                    .store
+                    .get_workspace(*d)
+                    .await
+                    .map_err(store_err("failed to check children"))?
+                {
+                    children.push((w.id, w.name));
+                }
+            }
+            if !children.is_empty() {
+                return Err(LifecycleError::ConfirmationRequired { children });
+            }
+        }
+        let removed = self
+            .store
+            .remove_workspaces(id, descendants.clone())
+            .await
+            .map_err(store_err("internal error processing delete request"))?;
+        self.invalidate_hierarchy().await;
+        let mut failures = Vec::new();
+        let mut all: Vec<WorkspaceId> = descendants.iter().rev().copied().collect();
+        all.push(id);
+        if self.provisioner.kind() != BackendKind::None {
+            for w in &all {
+                if let Err(e) = self.provisioner.stop(*w).await {
+                    failures.push(format!("{w}: {e}"));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            return Err(LifecycleError::StopFailures { removed, failures });
+        }
+        if purge {
+            for w in &all {
+                if let Err(e) = self.provisioner.purge(*w).await {
+                    tracing::warn!(workspace.id = %w, error = %e, "purging backend resources failed");
+                }
+            }
+            self.store
+                .purge_workspaces(all)
+                .await
+                .map_err(store_err("purge failed"))?;
+        }
+        tracing::info!(workspace.id = %id, workspace.status = %row.status, cascade = descendants.len(), purge, "workspace deleted");
+        Ok(descendants.len())
+    }
+
+    /// `GET /workspaces/{id}/state`.
+    pub async fn state(&self, id: WorkspaceId) -> Result<WorkspaceState, LifecycleError> {
+        Ok(
+            match self
+                .store
+                .get_workspace(id)
+                .await
+                .map_err(store_err("query failed"))?
+            {
+                None => WorkspaceState::Deleted,
+                Some(w) if w.status == WorkspaceStatus::Removed => WorkspaceState::Removed,
+                Some(w) => WorkspaceState::Live(w.status),
+            },
+        )
+    }
+
+    /// `POST /workspaces/{id}/restart`: checks, then queues a coalesced restart cycle.
+    pub async fn restart(&self, id: WorkspaceId) -> Result<RestartOutcome, LifecycleError> {
+        let row = self.live_row(id, "lookup failed").await?;
+        if let Some(name) = self.paused_ancestor(id).await? {
+            return Err(LifecycleError::ParentPaused(name));
+        }
+        if is_external_like(&row.runtime) {
+            return Ok(RestartOutcome::Noop {
+                message: format!(
+                    "{} workspaces are operator-driven — restart your local agent; platform has nothing to restart",
+                    row.runtime
+                ),
+                runtime: row.runtime,
+            });
+        }
+        if row.runtime == "mock" {
+            return Ok(RestartOutcome::Noop {
+                runtime: row.runtime,
+                message: "mock workspaces have no container — restart is a no-op".into(),
+            });
+        }
+        if self.provisioner.kind() == BackendKind::None {
+            return Err(LifecycleError::NoBackend);
+        }
+        if Transition::Reprovision.apply(row.status).is_none() {
+            return Err(LifecycleError::InvalidState(row.status));
+        }
+        self.request_restart(id).await;
+        let config_dir = match self.templates.runtime_default(&row.runtime) {
+            Some(_) => format!("{}-default", row.runtime),
+            None => "generated".to_owned(),
+        };
+        Ok(RestartOutcome::Provisioning { config_dir })
+    }
+
+    /// Asks for a restart cycle. Requests are coalesced, never dropped (DECISIONS.md §2.14): a
+    /// request that arrives while a cycle runs causes exactly one more cycle after it.
+    pub async fn request_restart(&self, id: WorkspaceId) {
+        if self.provisioner.kind() == BackendKind::None {
+            return;
+        }
+        {
+            let mut restarts = self.restarts.lock().await;
+            if let Some(pending) = restarts.get_mut(&id) {
+                *pending = true;
+                return;
+            }
+            restarts.insert(id, false);
+        }
+        let svc = self.clone();
+        self.spawn(async move {
+            loop {
+                svc.restart_cycle(id).await;
+                let mut restarts = svc.restarts.lock().await;
+                match restarts.get_mut(&id) {
+                    Some(pending) if *pending => *pending = false,
+                    _ => {
+                        restarts.remove(&id);
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Number of restart cycles running (for tests and metrics).
+    pub async fn restarts_in_flight(&self) -> usize {
+        self.restarts.lock().await.len()
+    }
+
+    /// One restart cycle: stop, mark `provisioning`, provision again from the row.
+    async fn restart_cycle(&self, id: WorkspaceId) {
+        let row = match self.store.get_workspace(id).await {
+            Ok(Some(w)) => w,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(workspace.id = %id, error = %e, "restart: lookup failed");
+                return;
+            }
+        };
+        if is_external_like(&row.runtime)
+            || row.runtime == "mock"
+            || Transition::Reprovision.apply(row.status).is_none()
+        {
+            return;
+        }
+        if let Ok(Some(_)) = self.paused_ancestor(id).await {
+            return;
+        }
+        if let Err(e) = self.provisioner.stop(id).await {
+            tracing::warn!(workspace.id = %id, error = %e, "restart: stop failed; provisioning anyway");
+        }
+        let change = StatusChange {
+            transition: Transition::Reprovision,
+            payload: json!({"name": row.name, "tier": row.tier, "runtime": row.runtime}),
+            failure: None,
+        };
+        match self.store.transition(id, change).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(workspace.id = %id, error = %e, "restart: could not mark provisioning");
+                return;
+            }
+        }
+        let plan = self.plan_from_row(&row).await;
+        self.provision_now(plan).await;
+    }
+
+    async fn plan_from_row(&self, row: &Workspace) -> ProvisionPlan {
+        let model = match self.store.workspace_secrets(row.id).await {
+            Ok(secrets) => secrets
+                .into_iter()
+                .find(|(k, _)| k == "MODEL")
+                .map(|(_, v)| v.expose_secret().to_owned())
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        ProvisionPlan {
+            id: row.id,
+            name: row.name.clone(),
+            runtime: row.runtime.clone(),
+            tier: u8::try_from(row.tier).unwrap_or(Tier::DEFAULT.get()),
+            role: row.role.clone().unwrap_or_default(),
+            model,
+            template: String::new(),
+            template_path: None,
+            workspace_dir: row.workspace_dir.clone(),
+            workspace_access: row.workspace_access.clone(),
+            compute: row.compute.clone(),
+        }
+    }
+
+    /// `POST /workspaces/{id}/pause`: stops the workspace and its live descendants and marks
+    /// them `paused`. Returns how many were paused.
+    pub async fn pause(&self, id: WorkspaceId) -> Result<usize, LifecycleError> {
+        let row = self
+            .live_row(id, "lookup failed")
+            .await
+            .map_err(|_| LifecycleError::NotPausable)?;
+        if row.status == WorkspaceStatus::Paused {
+            return Err(LifecycleError::NotPausable);
+        }
+        let mut targets = vec![id];
+        targets.extend(
+            self.store
+                .live_descendants(id)
+                .await
+                .map_err(store_err("lookup failed"))?,
+        );
+        let mut paused = 0;
+        for w in targets {
+            let Some(row) = self
+                .store
+                .get_workspace(w)
+                .await
+                .map_err(store_err("lookup failed"))?
+            else {
+                continue;
+            };
+            if self.provisioner.kind() != BackendKind::None
+                && !is_external_like(&row.runtime)
+                && let Err(e) = self.provisioner.stop(w).await
+            {
+                tracing::warn!(workspace.id = %w, error = %e, "pause: stop failed");
+            }
+            let change = StatusChange {
+                transition: Transition::Paused,
+                payload: json!({"name": row.name}),
+                failure: None,
+            };
+            if self
+                .store
+                .transition(w, change)
+                .await
+                .map_err(store_err("pause failed"))?
+            {
+                paused += 1;
+            }
+        }
+        Ok(paused)
+    }
+
+    /// `POST /workspaces/{id}/resume`: provisions the workspace and its paused descendants again
+    /// (external-like ones go back to waiting for their agent). Returns how many resumed.
+    pub async fn resume(&self, id: WorkspaceId) -> Result<usize, LifecycleError> {
+        let row = self
+            .live_row(id, "lookup failed")
+            .await
+            .map_err(|_| LifecycleError::NotPaused)?;
+        if row.status != WorkspaceStatus::Paused {
+            return Err(LifecycleError::NotPaused);
+        }
+        if let Some(name) = self.paused_ancestor(id).await? {
+            return Err(LifecycleError::ParentPaused(name));
+        }
+        let mut targets = vec![row];
+        for d in self
+            .store
+            .live_descendants(id)
+            .await
+            .map_err(store_err("lookup failed"))?
+        {
+            if let Some(w) = self
+                .store
+                .get_workspace(d)
+                .await
+                .map_err(store_err("lookup failed"))?
+                && w.status == WorkspaceStatus::Paused
+            {
+                targets.push(w);
+            }
+        }
+        let needs_backend = targets.iter().any(|w| !is_external_like(&w.runtime));
+        if needs_backend && self.provisioner.kind() == BackendKind::None {
+            return Err(LifecycleError::NoBackend);
+        }
+        let mut resumed = 0;
+        for w in targets {
+            let external = is_external_like(&w.runtime);
+            let change = StatusChange {
+                transition: if external {
+                    Transition::ResumedExternal
+                } else {
+                    Transition::Resumed
+                },
+                payload: if external {
+                    json!({"name": w.name, "external": true})
+                } else {
+                    json!({"name": w.name, "tier": w.tier, "runtime": w.runtime})
+                },
+                failure: None,
+            };
+            if self
+                .store
+                .transition(w.id, change)
+                .await
+                .map_err(store_err("resume failed"))?
+            {
+                resumed += 1;
+                if !external {
+                    let plan = self.plan_from_row(&w).await;
+                    self.start_provisioning(plan).await;
+                }
+            }
+        }
+        Ok(resumed)
+    }
+}
+
+/// Per-workspace restart state: present while a cycle runs; `true` when another is pending.
+pub(crate) type RestartMap = HashMap<WorkspaceId, bool>;
