@@ -46,6 +46,24 @@ impl Hierarchy {
         false
     }
 
+    /// Every descendant of `id` at any depth (whatever its status), children first.
+    pub fn descendants(&self, id: WorkspaceId) -> Vec<WorkspaceId> {
+        let mut out = Vec::new();
+        let mut frontier = vec![id];
+        while let Some(current) = frontier.pop() {
+            let mut children: Vec<WorkspaceId> = self
+                .parents
+                .iter()
+                .filter(|(c, p)| **p == Some(current) && **c != id && !out.contains(*c))
+                .map(|(c, _)| *c)
+                .collect();
+            children.sort();
+            out.extend(children.iter().copied());
+            frontier.extend(children);
+        }
+        out
+    }
+
     /// The rule, first hit wins: same workspace; both known and siblings (same parent, or both
     /// roots); parent ↔ child; any ancestor ↔ descendant. Status is ignored, as in the reference.
     pub fn can_communicate(&self, caller: WorkspaceId, target: WorkspaceId) -> bool {
@@ -109,6 +127,21 @@ mod tests {
             !h.can_communicate(a, unknown) && !h.can_communicate(unknown, a),
             "unknown denied"
         );
+    }
+
+    #[test]
+    fn descendants_at_any_depth() {
+        let v = ids(4);
+        let h = Hierarchy::new([
+            (v[0], None),
+            (v[1], Some(v[0])),
+            (v[2], Some(v[1])),
+            (v[3], None),
+        ]);
+        assert_eq!(h.descendants(v[0]), vec![v[1], v[2]]);
+        assert!(h.descendants(v[3]).is_empty());
+        let cyc = Hierarchy::new([(v[0], Some(v[1])), (v[1], Some(v[0]))]);
+        assert_eq!(cyc.descendants(v[0]), vec![v[1]]);
     }
 
     #[test]

@@ -69,6 +69,58 @@ pub trait WorkspaceStore: Send + Sync {
     /// The workspace's secrets, decrypted, ordered by key.
     async fn workspace_secrets(&self, id: WorkspaceId) -> Result<Vec<(String, SecretString)>>;
 
+    /// Secrets of one scope, without values, ordered by key.
+    async fn list_secrets(&self, scope: SecretScope) -> Result<Vec<SecretInfo>>;
+
+    /// Secrets of one scope, each opened on its own (a row sealed with an unknown key is
+    /// reported in its [`OpenedSecret::value`], never returned as garbage), ordered by key.
+    async fn open_secrets(&self, scope: SecretScope) -> Result<Vec<OpenedSecret>>;
+
+    /// Upserts one secret (sealed with the active key) and records the `secret.set` audit event
+    /// with `audit` as its payload, in one transaction. [`Error::NotFound`] for a workspace that
+    /// is missing or removed.
+    async fn set_secret(
+        &self,
+        scope: SecretScope,
+        key: String,
+        value: SecretString,
+        audit: serde_json::Value,
+    ) -> Result<()>;
+
+    /// Deletes one secret and records the `secret.delete` audit event, in one transaction;
+    /// `false` (and no event) when there was no such secret.
+    async fn delete_secret(
+        &self,
+        scope: SecretScope,
+        key: String,
+        audit: serde_json::Value,
+    ) -> Result<bool>;
+
+    /// Workspaces a change of the global secret `key` affects: not removed or paused, not
+    /// external-like, and without a workspace secret of that key overriding it.
+    async fn global_secret_dependents(&self, key: String) -> Result<Vec<WorkspaceId>>;
+
+    /// Re-seals with the active key every sealed value under another key (workspace and global
+    /// secrets, idempotent responses, inbound secrets), `batch_size` rows per transaction, so an
+    /// interrupted pass loses nothing and a later one continues. Each row is updated only if it
+    /// did not change meanwhile. Rows under a key this server lacks are skipped and reported.
+    /// `max_batches` stops early (tests, throttled tools); `None` runs to the end.
+    async fn reencrypt(&self, batch_size: u32, max_batches: Option<u32>)
+    -> Result<ReencryptReport>;
+
+    /// The newest events first, optionally of one workspace, at most `limit`.
+    async fn latest_events(
+        &self,
+        workspace_id: Option<WorkspaceId>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>>;
+
+    /// The largest sequence id in the log (`None` when it is empty).
+    async fn last_event_seq(&self) -> Result<Option<i64>>;
+
+    /// Deletes events recorded before `older_than`; returns how many went.
+    async fn prune_events(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
     /// Events in sequence order, optionally for one workspace, after a sequence id.
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRecord>>;
 

@@ -320,3 +320,59 @@ pub struct WorkspacePatch {
 
 /// A workspace in `provisioning`: its id, runtime, and when provisioning started.
 pub type ProvisioningRow = (WorkspaceId, String, Option<DateTime<Utc>>);
+
+/// Whose secret: one workspace's, or the global set every workspace inherits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretScope {
+    /// A workspace secret (overrides a global one of the same key).
+    Workspace(WorkspaceId),
+    /// A global secret.
+    Global,
+}
+
+impl SecretScope {
+    /// The workspace, for a workspace secret.
+    pub fn workspace_id(self) -> Option<WorkspaceId> {
+        match self {
+            Self::Workspace(id) => Some(id),
+            Self::Global => None,
+        }
+    }
+}
+
+/// A stored secret as listed: never its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretInfo {
+    /// The key (an environment variable name).
+    pub key: String,
+    /// Id of the key ring key that sealed the value.
+    pub key_id: String,
+    /// First written.
+    pub created_at: DateTime<Utc>,
+    /// Last written.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored secret, opened: the value, or why it could not be opened (e.g. sealed with a key
+/// this server does not have). One bad row never hides the others.
+#[derive(Debug)]
+pub struct OpenedSecret {
+    /// The key.
+    pub key: String,
+    /// Id of the key ring key that sealed the value.
+    pub key_id: String,
+    /// The plaintext, or the cipher error.
+    pub value: std::result::Result<SecretString, crate::CipherError>,
+}
+
+/// What a re-encryption pass did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ReencryptReport {
+    /// The key every re-sealed row now uses.
+    pub active_key_id: String,
+    /// Rows re-sealed by this pass.
+    pub rows: u64,
+    /// Sealed rows still under another key afterwards, by key id (rows sealed with a key this
+    /// server does not have, or a pass stopped early). Empty when the rotation is complete.
+    pub remaining_by_key_id: std::collections::BTreeMap<String, u64>,
+}

@@ -70,6 +70,147 @@ pub(crate) const SELECT_CONFIG: &str = "SELECT data FROM workspace_config WHERE 
 pub(crate) const SELECT_SECRETS: &str = "\
 SELECT key, encrypted_value, key_id FROM workspace_secrets WHERE workspace_id = $1 ORDER BY key";
 
+pub(crate) const SELECT_WORKSPACE_SECRET_INFO: &str = "\
+SELECT key, key_id, created_at, updated_at FROM workspace_secrets WHERE workspace_id = $1 ORDER BY key";
+
+pub(crate) const SELECT_GLOBAL_SECRET_INFO: &str =
+    "SELECT key, key_id, created_at, updated_at FROM global_secrets ORDER BY key";
+
+pub(crate) const SELECT_GLOBAL_SECRETS: &str =
+    "SELECT key, encrypted_value, key_id FROM global_secrets ORDER BY key";
+
+pub(crate) const UPSERT_GLOBAL_SECRET: &str = "\
+INSERT INTO global_secrets (id, key, encrypted_value, key_id, created_at, updated_at) \
+VALUES ($1, $2, $3, $4, $5, $5) \
+ON CONFLICT (key) DO UPDATE SET encrypted_value = excluded.encrypted_value, \
+key_id = excluded.key_id, updated_at = excluded.updated_at";
+
+pub(crate) const DELETE_WORKSPACE_SECRET: &str =
+    "DELETE FROM workspace_secrets WHERE workspace_id = $1 AND key = $2";
+
+pub(crate) const DELETE_GLOBAL_SECRET: &str = "DELETE FROM global_secrets WHERE key = $1";
+
+/// Workspaces a global secret change restarts (REFERENCE.md §2.18, with the external-like
+/// predicate instead of the literal `'external'`, §12 #48).
+pub(crate) const GLOBAL_SECRET_DEPENDENTS: &str = "\
+SELECT w.id FROM workspaces w \
+WHERE w.status NOT IN ('removed', 'paused') AND NOT w.external_like \
+AND NOT EXISTS (SELECT 1 FROM workspace_secrets s WHERE s.workspace_id = w.id AND s.key = $1) \
+ORDER BY w.created_at, w.id";
+
+pub(crate) const LATEST_EVENTS: &str = "\
+SELECT seq, id, event_type, workspace_id, payload, created_at FROM structure_events \
+ORDER BY seq DESC LIMIT $1";
+
+pub(crate) const LATEST_EVENTS_OF: &str = "\
+SELECT seq, id, event_type, workspace_id, payload, created_at FROM structure_events \
+WHERE workspace_id = $1 ORDER BY seq DESC LIMIT $2";
+
+pub(crate) const LAST_EVENT_SEQ: &str = "SELECT MAX(seq) FROM structure_events";
+
+pub(crate) const PRUNE_EVENTS: &str = "DELETE FROM structure_events WHERE created_at < $1";
+
+/// Event name of the audit record of a secret write.
+pub(crate) const SECRET_SET_EVENT: &str = "secret.set";
+/// Event name of the audit record of a secret delete.
+pub(crate) const SECRET_DELETE_EVENT: &str = "secret.delete";
+
+/// Associated data binding a sealed global secret to its key.
+pub(crate) fn global_secret_aad(key: &str) -> Vec<u8> {
+    format!("global_secrets/{key}").into_bytes()
+}
+
+/// Which associated data a sealed column uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AadKind {
+    WorkspaceSecret,
+    GlobalSecret,
+    Idempotency,
+    Inbound,
+}
+
+/// One table holding sealed values, as the re-encryption pass walks it. Every select returns
+/// `(cursor, owner workspace, key, sealed bytes, key id)`; `$1` is the active key id.
+pub(crate) struct SealedTable {
+    pub(crate) name: &'static str,
+    pub(crate) aad: AadKind,
+    /// `$2` limit.
+    pub(crate) select_first: &'static str,
+    /// `$2` cursor, `$3` limit.
+    pub(crate) select_after: &'static str,
+    /// `$1` new bytes, `$2` new key id, `$3` cursor, `$4` old key id, `$5` old bytes: a
+    /// compare-and-set, so a value rewritten meanwhile is left alone.
+    pub(crate) update: &'static str,
+    /// `(key id, rows)` not under `$1`.
+    pub(crate) count: &'static str,
+}
+
+impl SealedTable {
+    pub(crate) fn aad(&self, owner: Option<Uuid>, key: &str) -> Vec<u8> {
+        let owner = owner.map(WorkspaceId::from);
+        match (self.aad, owner) {
+            (AadKind::WorkspaceSecret, Some(id)) => secret_aad(id, key),
+            (AadKind::Inbound, Some(id)) => inbound_aad(id),
+            (AadKind::GlobalSecret, _) => global_secret_aad(key),
+            (AadKind::Idempotency, _) => idempotency_aad(key),
+            // Never produced by the selects below (the owner column is NOT NULL there).
+            (AadKind::WorkspaceSecret | AadKind::Inbound, None) => Vec::new(),
+        }
+    }
+}
+
+pub(crate) const WORKSPACE_SECRETS_TABLE: SealedTable = SealedTable {
+    name: "workspace_secrets",
+    aad: AadKind::WorkspaceSecret,
+    select_first: "SELECT id, workspace_id, key, encrypted_value, key_id FROM workspace_secrets \
+                   WHERE key_id <> $1 ORDER BY id LIMIT $2",
+    select_after: "SELECT id, workspace_id, key, encrypted_value, key_id FROM workspace_secrets \
+                   WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+    update: "UPDATE workspace_secrets SET encrypted_value = $1, key_id = $2 \
+             WHERE id = $3 AND key_id = $4 AND encrypted_value = $5",
+    count: "SELECT key_id, COUNT(*) FROM workspace_secrets WHERE key_id <> $1 GROUP BY key_id",
+};
+
+pub(crate) const GLOBAL_SECRETS_TABLE: SealedTable = SealedTable {
+    name: "global_secrets",
+    aad: AadKind::GlobalSecret,
+    select_first: "SELECT id, id, key, encrypted_value, key_id FROM global_secrets \
+                   WHERE key_id <> $1 ORDER BY id LIMIT $2",
+    select_after: "SELECT id, id, key, encrypted_value, key_id FROM global_secrets \
+                   WHERE key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+    update: "UPDATE global_secrets SET encrypted_value = $1, key_id = $2 \
+             WHERE id = $3 AND key_id = $4 AND encrypted_value = $5",
+    count: "SELECT key_id, COUNT(*) FROM global_secrets WHERE key_id <> $1 GROUP BY key_id",
+};
+
+pub(crate) const IDEMPOTENCY_TABLE: SealedTable = SealedTable {
+    name: "idempotency_keys",
+    aad: AadKind::Idempotency,
+    select_first: "SELECT key, workspace_id, key, response_body, key_id FROM idempotency_keys \
+                   WHERE key_id <> $1 ORDER BY key LIMIT $2",
+    select_after: "SELECT key, workspace_id, key, response_body, key_id FROM idempotency_keys \
+                   WHERE key_id <> $1 AND key > $2 ORDER BY key LIMIT $3",
+    update: "UPDATE idempotency_keys SET response_body = $1, key_id = $2 \
+             WHERE key = $3 AND key_id = $4 AND response_body = $5",
+    count: "SELECT key_id, COUNT(*) FROM idempotency_keys WHERE key_id <> $1 GROUP BY key_id",
+};
+
+pub(crate) const INBOUND_TABLE: SealedTable = SealedTable {
+    name: "workspaces.inbound_secret",
+    aad: AadKind::Inbound,
+    select_first: "SELECT id, id, name, inbound_secret, inbound_secret_key_id FROM workspaces \
+                   WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id <> $1 \
+                   ORDER BY id LIMIT $2",
+    select_after: "SELECT id, id, name, inbound_secret, inbound_secret_key_id FROM workspaces \
+                   WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id <> $1 AND id > $2 \
+                   ORDER BY id LIMIT $3",
+    update: "UPDATE workspaces SET inbound_secret = $1, inbound_secret_key_id = $2 \
+             WHERE id = $3 AND inbound_secret_key_id = $4 AND inbound_secret = $5",
+    count: "SELECT inbound_secret_key_id, COUNT(*) FROM workspaces \
+            WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id <> $1 \
+            GROUP BY inbound_secret_key_id",
+};
+
 /// `UPDATE … WHERE status IN (…)` for a transition leaving from `n_from` statuses. Placeholders:
 /// `$1` new status, `$2` now, `$3` failure message, `$4` failure code, `$5` id, `$6…` statuses.
 pub(crate) fn transition_sql(n_from: usize) -> String {
@@ -347,6 +488,19 @@ pub(crate) struct EventRow {
     pub(crate) workspace_id: Option<Uuid>,
     pub(crate) payload: Json<serde_json::Value>,
     pub(crate) created_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for crate::EventRecord {
+    fn from(r: EventRow) -> Self {
+        crate::EventRecord {
+            seq: r.seq,
+            id: r.id,
+            event_type: r.event_type,
+            workspace_id: r.workspace_id.map(WorkspaceId::from),
+            payload: r.payload.0,
+            created_at: r.created_at,
+        }
+    }
 }
 
 /// The raw idempotency row.
@@ -885,6 +1039,18 @@ macro_rules! impl_workspace_store {
                     .execute(&mut *tx)
                     .await?;
                 let task_changed = previous_task.unwrap_or_default() != hb.current_task;
+                if task_changed {
+                    // Recorded (the reference only broadcast it) so subscribers can resume it;
+                    // plain heartbeats are not events: liveness lives in the row.
+                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(berth_domain::event::EventType::TaskUpdated.as_str())
+                        .bind(uid)
+                        .bind(Json(serde_json::json!({"current_task": hb.current_task, "active_tasks": hb.active_tasks})))
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let previous_status: berth_domain::status::WorkspaceStatus = status
                     .parse()
                     .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
@@ -1198,6 +1364,332 @@ macro_rules! impl_workspace_store {
                 }
                 tx.commit().await?;
                 Ok(lapsed)
+            }
+
+            async fn list_secrets(
+                &self,
+                scope: $crate::SecretScope,
+            ) -> $crate::Result<Vec<$crate::SecretInfo>> {
+                type Row = (String, String, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+                let rows: Vec<Row> = match scope {
+                    $crate::SecretScope::Workspace(id) => {
+                        sqlx::query_as::<$db, Row>($crate::sql::SELECT_WORKSPACE_SECRET_INFO)
+                            .bind(uuid::Uuid::from(id))
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    $crate::SecretScope::Global => {
+                        sqlx::query_as::<$db, Row>($crate::sql::SELECT_GLOBAL_SECRET_INFO)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                // Byte order, whatever the database's collation.
+                let mut list: Vec<$crate::SecretInfo> = rows
+                    .into_iter()
+                    .map(|(key, key_id, created_at, updated_at)| $crate::SecretInfo {
+                        key,
+                        key_id,
+                        created_at,
+                        updated_at,
+                    })
+                    .collect();
+                list.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(list)
+            }
+
+            async fn open_secrets(
+                &self,
+                scope: $crate::SecretScope,
+            ) -> $crate::Result<Vec<$crate::OpenedSecret>> {
+                type Row = (String, Vec<u8>, String);
+                let rows: Vec<Row> = match scope {
+                    $crate::SecretScope::Workspace(id) => {
+                        sqlx::query_as::<$db, Row>($crate::sql::SELECT_SECRETS)
+                            .bind(uuid::Uuid::from(id))
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    $crate::SecretScope::Global => {
+                        sqlx::query_as::<$db, Row>($crate::sql::SELECT_GLOBAL_SECRETS)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                let mut opened: Vec<$crate::OpenedSecret> = rows
+                    .into_iter()
+                    .map(|(key, bytes, key_id)| {
+                        let aad = match scope {
+                            $crate::SecretScope::Workspace(id) => $crate::sql::secret_aad(id, &key),
+                            $crate::SecretScope::Global => $crate::sql::global_secret_aad(&key),
+                        };
+                        let value = self.keys.open_str(&key_id, &bytes, &aad);
+                        $crate::OpenedSecret { key, key_id, value }
+                    })
+                    .collect();
+                opened.sort_by(|a, b| a.key.cmp(&b.key));
+                Ok(opened)
+            }
+
+            async fn set_secret(
+                &self,
+                scope: $crate::SecretScope,
+                key: String,
+                value: secrecy::SecretString,
+                audit: serde_json::Value,
+            ) -> $crate::Result<()> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let mut tx = self.begin().await?;
+                match scope {
+                    $crate::SecretScope::Workspace(id) => {
+                        let uid = uuid::Uuid::from(id);
+                        // SQLite: BEGIN IMMEDIATE already holds the write lock, so reading first
+                        // cannot deadlock a lock upgrade.
+                        let status: Option<String> =
+                            sqlx::query_scalar::<$db, String>($crate::sql::WORKSPACE_STATUS)
+                                .bind(uid)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if matches!(status.as_deref(), None | Some("removed")) {
+                            return Err($crate::Error::NotFound);
+                        }
+                        let sealed = self.keys.seal_str(&value, &$crate::sql::secret_aad(id, &key));
+                        sqlx::query::<$db>($crate::sql::UPSERT_WORKSPACE_SECRET)
+                            .bind(uuid::Uuid::new_v4())
+                            .bind(uid)
+                            .bind(&key)
+                            .bind(sealed.bytes)
+                            .bind(sealed.key_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    $crate::SecretScope::Global => {
+                        let sealed = self.keys.seal_str(&value, &$crate::sql::global_secret_aad(&key));
+                        sqlx::query::<$db>($crate::sql::UPSERT_GLOBAL_SECRET)
+                            .bind(uuid::Uuid::new_v4())
+                            .bind(&key)
+                            .bind(sealed.bytes)
+                            .bind(sealed.key_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind($crate::sql::SECRET_SET_EVENT)
+                    .bind(scope.workspace_id().map(uuid::Uuid::from))
+                    .bind(Json(&audit))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_secret(
+                &self,
+                scope: $crate::SecretScope,
+                key: String,
+                audit: serde_json::Value,
+            ) -> $crate::Result<bool> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let mut tx = self.begin().await?;
+                let n = match scope {
+                    $crate::SecretScope::Workspace(id) => {
+                        sqlx::query::<$db>($crate::sql::DELETE_WORKSPACE_SECRET)
+                            .bind(uuid::Uuid::from(id))
+                            .bind(&key)
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    $crate::SecretScope::Global => {
+                        sqlx::query::<$db>($crate::sql::DELETE_GLOBAL_SECRET)
+                            .bind(&key)
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                }
+                .rows_affected();
+                if n == 0 {
+                    return Ok(false);
+                }
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind($crate::sql::SECRET_DELETE_EVENT)
+                    .bind(scope.workspace_id().map(uuid::Uuid::from))
+                    .bind(Json(&audit))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn global_secret_dependents(
+                &self,
+                key: String,
+            ) -> $crate::Result<Vec<berth_domain::WorkspaceId>> {
+                let rows: Vec<uuid::Uuid> =
+                    sqlx::query_scalar::<$db, uuid::Uuid>($crate::sql::GLOBAL_SECRET_DEPENDENTS)
+                        .bind(key)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn reencrypt(
+                &self,
+                batch_size: u32,
+                max_batches: Option<u32>,
+            ) -> $crate::Result<$crate::ReencryptReport> {
+                let active = self.keys.active_key_id().to_owned();
+                let limit = i64::from(batch_size.max(1));
+                let mut resealed = 0u64;
+                let mut batches = 0u32;
+                // One table, in keyset pages; each page is its own transaction.
+                macro_rules! pass {
+                    ($table:expr, $cur:ty) => {{
+                        let table: &$crate::sql::SealedTable = &$table;
+                        type Row = ($cur, Option<uuid::Uuid>, String, Vec<u8>, String);
+                        let mut cursor: Option<$cur> = None;
+                        loop {
+                            if max_batches.is_some_and(|m| batches >= m) {
+                                break;
+                            }
+                            let mut tx = self.begin().await?;
+                            let found: Vec<Row> = match &cursor {
+                                None => sqlx::query_as::<$db, Row>(table.select_first)
+                                    .bind(&active)
+                                    .bind(limit)
+                                    .fetch_all(&mut *tx)
+                                    .await?,
+                                Some(c) => sqlx::query_as::<$db, Row>(table.select_after)
+                                    .bind(&active)
+                                    .bind(c)
+                                    .bind(limit)
+                                    .fetch_all(&mut *tx)
+                                    .await?,
+                            };
+                            if found.is_empty() {
+                                tx.commit().await?;
+                                break;
+                            }
+                            batches += 1;
+                            for (cur, owner, key, bytes, key_id) in &found {
+                                let aad = table.aad(*owner, key);
+                                match self.keys.open(key_id, bytes, &aad) {
+                                    Ok(plain) => {
+                                        let sealed = self.keys.seal(&plain, &aad);
+                                        resealed += sqlx::query::<$db>(table.update)
+                                            .bind(sealed.bytes)
+                                            .bind(sealed.key_id)
+                                            .bind(cur)
+                                            .bind(key_id)
+                                            .bind(bytes)
+                                            .execute(&mut *tx)
+                                            .await?
+                                            .rows_affected();
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(
+                                            table = table.name,
+                                            key_id = %key_id,
+                                            error = %e,
+                                            "cannot re-seal a value; left under its old key"
+                                        );
+                                    }
+                                }
+                            }
+                            tx.commit().await?;
+                            let full = i64::try_from(found.len()).unwrap_or(i64::MAX) >= limit;
+                            cursor = found.into_iter().last().map(|r| r.0);
+                            if !full {
+                                break;
+                            }
+                        }
+                    }};
+                }
+                pass!($crate::sql::WORKSPACE_SECRETS_TABLE, uuid::Uuid);
+                pass!($crate::sql::GLOBAL_SECRETS_TABLE, uuid::Uuid);
+                pass!($crate::sql::IDEMPOTENCY_TABLE, String);
+                pass!($crate::sql::INBOUND_TABLE, uuid::Uuid);
+                let mut remaining = std::collections::BTreeMap::new();
+                for table in [
+                    &$crate::sql::WORKSPACE_SECRETS_TABLE,
+                    &$crate::sql::GLOBAL_SECRETS_TABLE,
+                    &$crate::sql::IDEMPOTENCY_TABLE,
+                    &$crate::sql::INBOUND_TABLE,
+                ] {
+                    let counts: Vec<(String, i64)> =
+                        sqlx::query_as::<$db, (String, i64)>(table.count)
+                            .bind(&active)
+                            .fetch_all(&self.pool)
+                            .await?;
+                    for (key_id, n) in counts {
+                        *remaining.entry(key_id).or_insert(0u64) += u64::try_from(n).unwrap_or(0);
+                    }
+                }
+                Ok($crate::ReencryptReport {
+                    active_key_id: active,
+                    rows: resealed,
+                    remaining_by_key_id: remaining,
+                })
+            }
+
+            async fn latest_events(
+                &self,
+                workspace_id: Option<berth_domain::WorkspaceId>,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::EventRecord>> {
+                let limit = limit.clamp(1, 10_000);
+                let rows = match workspace_id {
+                    Some(ws) => {
+                        sqlx::query_as::<$db, $crate::sql::EventRow>($crate::sql::LATEST_EVENTS_OF)
+                            .bind(uuid::Uuid::from(ws))
+                            .bind(limit)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query_as::<$db, $crate::sql::EventRow>($crate::sql::LATEST_EVENTS)
+                            .bind(limit)
+                            .fetch_all(&self.pool)
+                            .await?
+                    }
+                };
+                Ok(rows.into_iter().map($crate::EventRecord::from).collect())
+            }
+
+            async fn last_event_seq(&self) -> $crate::Result<Option<i64>> {
+                Ok(sqlx::query_scalar::<$db, Option<i64>>($crate::sql::LAST_EVENT_SEQ)
+                    .fetch_one(&self.pool)
+                    .await?)
+            }
+
+            async fn prune_events(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                Ok(sqlx::query::<$db>($crate::sql::PRUNE_EVENTS)
+                    .bind(older_than)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+        }
+
+        impl $store {
+            /// The same database with another key ring (a rotation: the new active key first,
+            /// the old ones after it).
+            pub fn with_key_ring(&self, keys: $crate::KeyRing) -> Self {
+                Self {
+                    pool: self.pool.clone(),
+                    keys,
+                }
             }
         }
     };

@@ -700,6 +700,7 @@ async fn heartbeats_apply_the_domain_rule(b: Backend) {
         names,
         [
             "WORKSPACE_PROVISIONING",
+            "TASK_UPDATED",
             "WORKSPACE_ONLINE",
             "WORKSPACE_DEGRADED",
             "WORKSPACE_ONLINE",
@@ -960,4 +961,475 @@ async fn patches_apply_in_one_transaction(b: Backend) {
             .await,
         Err(Error::NotFound)
     ));
+}
+
+/// Secrets (workspace and global), the re-encryption pass, and the event log's reads and
+/// retention.
+mod secrets_and_events {
+    use berth_domain::status::Transition;
+    use berth_store::{
+        CipherError, Error, EventFilter, KeyRing, NewIdempotency, SecretScope, StatusChange,
+        WorkspaceStore,
+    };
+    use secrecy::{ExposeSecret, SecretString};
+    use serde_json::json;
+
+    use super::new_ws;
+    use crate::harness::{Backend, secret};
+
+    contract!(
+        workspace_secrets_upsert_list_delete_with_audit_events,
+        global_secrets_and_their_dependents,
+        reencrypt_moves_every_sealed_value_to_the_active_key,
+        reencrypt_interrupted_halfway_resumes_without_loss,
+        reencrypt_fault_inside_a_batch_loses_nothing,
+        values_under_an_unknown_key_are_reported_by_key_id,
+        latest_events_last_seq_and_retention,
+    );
+
+    fn ring(lines: &[&SecretString]) -> KeyRing {
+        let text: Vec<&str> = lines.iter().map(|l| l.expose_secret()).collect();
+        KeyRing::parse(&SecretString::from(text.join("\n"))).expect("key ring")
+    }
+
+    /// The same database under another key ring.
+    fn rekeyed(b: &Backend, keys: KeyRing) -> Box<dyn WorkspaceStore> {
+        match b {
+            Backend::Sqlite(s, _) => Box::new(s.with_key_ring(keys)),
+            Backend::Postgres(s) => Box::new(s.with_key_ring(keys)),
+        }
+    }
+
+    /// Every key id a sealed value is stored under, across the four sealed columns, sorted.
+    async fn stored_key_ids(b: &Backend) -> Vec<String> {
+        let sql = "SELECT key_id FROM workspace_secrets UNION ALL SELECT key_id FROM global_secrets \
+                   UNION ALL SELECT key_id FROM idempotency_keys UNION ALL \
+                   SELECT inbound_secret_key_id FROM workspaces WHERE inbound_secret IS NOT NULL";
+        let mut ids: Vec<String> = match b {
+            Backend::Sqlite(s, _) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+            Backend::Postgres(s) => sqlx::query_scalar(sql).fetch_all(s.pool()).await,
+        }
+        .expect("key ids");
+        ids.sort();
+        ids
+    }
+
+    fn opened(list: Vec<berth_store::OpenedSecret>) -> Vec<(String, String)> {
+        list.into_iter()
+            .map(|s| {
+                let v = s.value.expect("opens");
+                (s.key, v.expose_secret().to_owned())
+            })
+            .collect()
+    }
+
+    async fn workspace_secrets_upsert_list_delete_with_audit_events(b: Backend) {
+        let s = b.store();
+        let n = new_ws("holder");
+        let id = n.id;
+        s.create_workspace(n).await.unwrap();
+        let scope = SecretScope::Workspace(id);
+        s.set_secret(
+            scope,
+            "API_KEY".into(),
+            secret("sk-first-value"),
+            json!({"key": "API_KEY", "n": 1}),
+        )
+        .await
+        .unwrap();
+        s.set_secret(
+            scope,
+            "API_KEY".into(),
+            secret("sk-second-value"),
+            json!({"key": "API_KEY", "n": 2}),
+        )
+        .await
+        .unwrap();
+        s.set_secret(
+            scope,
+            "A_FIRST".into(),
+            secret("a"),
+            json!({"key": "A_FIRST"}),
+        )
+        .await
+        .unwrap();
+        let list = s.list_secrets(scope).await.unwrap();
+        let keys: Vec<&str> = list.iter().map(|i| i.key.as_str()).collect();
+        // Byte order, whatever the database's collation.
+        assert_eq!(keys, vec!["API_KEY", "A_FIRST"]);
+        assert!(list.iter().all(|i| i.key_id == "test"));
+        let api = &list[0];
+        assert!(api.updated_at >= api.created_at);
+        assert_eq!(
+            opened(s.open_secrets(scope).await.unwrap()),
+            vec![
+                ("API_KEY".to_owned(), "sk-second-value".to_owned()),
+                ("A_FIRST".to_owned(), "a".to_owned())
+            ]
+        );
+        // Sealed at rest: no blob contains a value.
+        for blob in b.raw_secret_blobs().await {
+            assert!(!blob.windows(6).any(|w| w == b"sk-sec"));
+        }
+        // The global scope is separate.
+        assert!(
+            s.list_secrets(SecretScope::Global)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            s.delete_secret(scope, "API_KEY".into(), json!({"key": "API_KEY"}))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.delete_secret(scope, "API_KEY".into(), json!({"key": "API_KEY"}))
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.list_secrets(scope).await.unwrap().len(), 1);
+        // The audit trail: exactly the payloads given, in the workspace's log.
+        let audit: Vec<(String, serde_json::Value)> = s
+            .events(EventFilter {
+                workspace_id: Some(id),
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type.starts_with("secret."))
+            .map(|e| (e.event_type, e.payload))
+            .collect();
+        assert_eq!(
+            audit,
+            vec![
+                ("secret.set".to_owned(), json!({"key": "API_KEY", "n": 1})),
+                ("secret.set".to_owned(), json!({"key": "API_KEY", "n": 2})),
+                ("secret.set".to_owned(), json!({"key": "A_FIRST"})),
+                ("secret.delete".to_owned(), json!({"key": "API_KEY"})),
+            ]
+        );
+        // Missing and removed workspaces take no secrets (and record nothing).
+        let before = b.count("structure_events").await;
+        let missing = SecretScope::Workspace(berth_domain::WorkspaceId::new_v4());
+        assert!(matches!(
+            s.set_secret(missing, "K".into(), secret("v"), json!({}))
+                .await,
+            Err(Error::NotFound)
+        ));
+        s.remove_workspaces(id, vec![]).await.unwrap();
+        let after_remove = b.count("structure_events").await;
+        assert_eq!(after_remove, before + 1);
+        assert!(matches!(
+            s.set_secret(scope, "K".into(), secret("v"), json!({}))
+                .await,
+            Err(Error::NotFound)
+        ));
+        assert_eq!(b.count("structure_events").await, after_remove);
+    }
+
+    async fn global_secrets_and_their_dependents(b: Backend) {
+        let s = b.store();
+        s.set_secret(
+            SecretScope::Global,
+            "SHARED".into(),
+            secret("g-value"),
+            json!({"key": "SHARED"}),
+        )
+        .await
+        .unwrap();
+        s.set_secret(
+            SecretScope::Global,
+            "SHARED".into(),
+            secret("g-value-2"),
+            json!({"key": "SHARED"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            opened(s.open_secrets(SecretScope::Global).await.unwrap()),
+            vec![("SHARED".to_owned(), "g-value-2".to_owned())]
+        );
+        let global_events: Vec<_> = s
+            .events(EventFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == "secret.set")
+            .collect();
+        assert_eq!(global_events.len(), 2);
+        assert!(global_events.iter().all(|e| e.workspace_id.is_none()));
+
+        let plain = new_ws("plain");
+        let plain_id = plain.id;
+        s.create_workspace(plain).await.unwrap();
+        let mut overriding = new_ws("overriding");
+        overriding.secrets = vec![("SHARED".into(), secret("own"))];
+        s.create_workspace(overriding).await.unwrap();
+        let paused = new_ws("paused");
+        let paused_id = paused.id;
+        s.create_workspace(paused).await.unwrap();
+        s.transition(paused_id, StatusChange::new(Transition::Paused))
+            .await
+            .unwrap();
+        let mut external = new_ws("external");
+        external.runtime = "kimi".into();
+        s.create_workspace(external).await.unwrap();
+        let removed = new_ws("removed");
+        let removed_id = removed.id;
+        s.create_workspace(removed).await.unwrap();
+        s.remove_workspaces(removed_id, vec![]).await.unwrap();
+        assert_eq!(
+            s.global_secret_dependents("SHARED".into()).await.unwrap(),
+            vec![plain_id]
+        );
+        assert!(
+            s.delete_secret(
+                SecretScope::Global,
+                "SHARED".into(),
+                json!({"key": "SHARED"})
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            s.open_secrets(SecretScope::Global)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    /// Writes one value into each of the four sealed columns with `store`; returns the workspace.
+    async fn write_everything(store: &dyn WorkspaceStore) -> berth_domain::WorkspaceId {
+        let mut n = new_ws("sealed");
+        n.secrets = vec![("A".into(), secret("alpha")), ("B".into(), secret("beta"))];
+        n.idempotency = Some(NewIdempotency {
+            key: "idem-rotate".into(),
+            request_hash: [9; 32],
+            status: 201,
+            body: secret(r#"{"auth_token":"tok"}"#),
+        });
+        let id = n.id;
+        store.create_workspace(n).await.unwrap();
+        store
+            .set_secret(SecretScope::Global, "G".into(), secret("gamma"), json!({}))
+            .await
+            .unwrap();
+        store
+            .set_inbound_secret(id, secret("inbound-secret"))
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn assert_everything_readable(store: &dyn WorkspaceStore, id: berth_domain::WorkspaceId) {
+        let ws: Vec<(String, String)> = store
+            .workspace_secrets(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.expose_secret().to_owned()))
+            .collect();
+        assert_eq!(
+            ws,
+            vec![("A".into(), "alpha".into()), ("B".into(), "beta".into())]
+        );
+        assert_eq!(
+            opened(store.open_secrets(SecretScope::Global).await.unwrap()),
+            vec![("G".to_owned(), "gamma".to_owned())]
+        );
+        let idem = store
+            .idempotent_create("idem-rotate")
+            .await
+            .unwrap()
+            .expect("record");
+        assert_eq!(idem.body.expose_secret(), r#"{"auth_token":"tok"}"#);
+        assert_eq!(
+            store
+                .inbound_secret(id)
+                .await
+                .unwrap()
+                .expect("inbound")
+                .expose_secret(),
+            "inbound-secret"
+        );
+    }
+
+    async fn reencrypt_moves_every_sealed_value_to_the_active_key(b: Backend) {
+        let (k1, k2) = (KeyRing::generate_line("k1"), KeyRing::generate_line("k2"));
+        let id = write_everything(rekeyed(&b, ring(&[&k1])).as_ref()).await;
+        assert_eq!(stored_key_ids(&b).await, vec!["k1"; 5]);
+        let both = rekeyed(&b, ring(&[&k2, &k1]));
+        let report = both.reencrypt(2, None).await.unwrap();
+        assert_eq!(report.active_key_id, "k2");
+        assert_eq!(report.rows, 5);
+        assert!(report.remaining_by_key_id.is_empty(), "{report:?}");
+        assert_eq!(stored_key_ids(&b).await, vec!["k2"; 5]);
+        // Nothing left to do.
+        assert_eq!(both.reencrypt(2, None).await.unwrap().rows, 0);
+        // Readable with the new key alone; the old key alone opens nothing.
+        assert_everything_readable(rekeyed(&b, ring(&[&k2])).as_ref(), id).await;
+        let old_only = rekeyed(&b, ring(&[&k1]));
+        assert!(matches!(
+            old_only.workspace_secrets(id).await,
+            Err(Error::Cipher(CipherError::UnknownKey(k))) if k == "k2"
+        ));
+    }
+
+    async fn reencrypt_interrupted_halfway_resumes_without_loss(b: Backend) {
+        let (k1, k2) = (KeyRing::generate_line("k1"), KeyRing::generate_line("k2"));
+        let id = write_everything(rekeyed(&b, ring(&[&k1])).as_ref()).await;
+        let both = rekeyed(&b, ring(&[&k2, &k1]));
+        // Stopped after two batches of one row.
+        let first = both.reencrypt(1, Some(2)).await.unwrap();
+        assert_eq!(first.rows, 2);
+        assert_eq!(first.remaining_by_key_id.get("k1"), Some(&3));
+        let mut ids = stored_key_ids(&b).await;
+        ids.dedup();
+        assert_eq!(ids, vec!["k1", "k2"]);
+        // Meanwhile everything stays readable, and a write during the rotation uses the new key.
+        assert_everything_readable(both.as_ref(), id).await;
+        both.set_secret(
+            SecretScope::Workspace(id),
+            "C".into(),
+            secret("gamma-c"),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        // The re-run continues where the first stopped.
+        let second = both.reencrypt(1, None).await.unwrap();
+        assert_eq!(second.rows, 3);
+        assert!(second.remaining_by_key_id.is_empty());
+        assert_eq!(stored_key_ids(&b).await, vec!["k2"; 6]);
+        let new_only = rekeyed(&b, ring(&[&k2]));
+        assert!(
+            new_only
+                .delete_secret(SecretScope::Workspace(id), "C".into(), json!({}))
+                .await
+                .unwrap()
+        );
+        assert_everything_readable(new_only.as_ref(), id).await;
+    }
+
+    async fn reencrypt_fault_inside_a_batch_loses_nothing(b: Backend) {
+        let (k1, k2) = (KeyRing::generate_line("k1"), KeyRing::generate_line("k2"));
+        let id = write_everything(rekeyed(&b, ring(&[&k1])).as_ref()).await;
+        if b.is_postgres() {
+            b.exec(
+                "CREATE FUNCTION fail_rotate() RETURNS trigger AS $$ BEGIN \
+                 RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER fail_rotate BEFORE UPDATE ON global_secrets \
+                 FOR EACH ROW EXECUTE FUNCTION fail_rotate();",
+            )
+            .await;
+        } else {
+            b.exec(
+                "CREATE TRIGGER fail_rotate BEFORE UPDATE ON global_secrets \
+                 BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+            )
+            .await;
+        }
+        let both = rekeyed(&b, ring(&[&k2, &k1]));
+        assert!(matches!(
+            both.reencrypt(10, None).await,
+            Err(Error::Backend(_))
+        ));
+        // The workspace-secrets batch committed before the fault; the failed batch rolled back.
+        let mut ids = stored_key_ids(&b).await;
+        ids.dedup();
+        assert_eq!(ids, vec!["k1", "k2"]);
+        assert_everything_readable(both.as_ref(), id).await;
+        if b.is_postgres() {
+            b.exec("DROP TRIGGER fail_rotate ON global_secrets").await;
+        } else {
+            b.exec("DROP TRIGGER fail_rotate").await;
+        }
+        let report = both.reencrypt(10, None).await.unwrap();
+        assert_eq!(report.rows, 3);
+        assert!(report.remaining_by_key_id.is_empty());
+        assert_everything_readable(rekeyed(&b, ring(&[&k2])).as_ref(), id).await;
+    }
+
+    async fn values_under_an_unknown_key_are_reported_by_key_id(b: Backend) {
+        let (old, new) = (KeyRing::generate_line("old"), KeyRing::generate_line("new"));
+        let id = write_everything(rekeyed(&b, ring(&[&old])).as_ref()).await;
+        let stranger = rekeyed(&b, ring(&[&new]));
+        let ws = stranger
+            .open_secrets(SecretScope::Workspace(id))
+            .await
+            .unwrap();
+        assert_eq!(ws.len(), 2);
+        for s in &ws {
+            assert_eq!(s.key_id, "old");
+            assert!(matches!(&s.value, Err(CipherError::UnknownKey(k)) if k == "old"));
+        }
+        assert!(matches!(
+            stranger.inbound_secret(id).await,
+            Err(Error::Cipher(CipherError::UnknownKey(k))) if k == "old"
+        ));
+        // A pass with a ring that lacks the key re-seals nothing and reports what is left.
+        let report = stranger.reencrypt(10, None).await.unwrap();
+        assert_eq!(report.rows, 0);
+        assert_eq!(report.remaining_by_key_id.get("old"), Some(&5));
+        assert_eq!(stored_key_ids(&b).await, vec!["old"; 5]);
+    }
+
+    async fn latest_events_last_seq_and_retention(b: Backend) {
+        let s = b.store();
+        assert_eq!(s.last_event_seq().await.unwrap(), None);
+        let one = new_ws("one");
+        let one_id = one.id;
+        s.create_workspace(one).await.unwrap();
+        let two = new_ws("two");
+        let two_id = two.id;
+        s.create_workspace(two).await.unwrap();
+        s.set_secret(
+            SecretScope::Workspace(one_id),
+            "K".into(),
+            secret("v"),
+            json!({"key": "K"}),
+        )
+        .await
+        .unwrap();
+        let all = s.events(EventFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 3);
+        let last = all.last().unwrap().seq;
+        assert_eq!(s.last_event_seq().await.unwrap(), Some(last));
+        let newest: Vec<i64> = s
+            .latest_events(None, 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(newest, vec![all[2].seq, all[1].seq]);
+        let of_one = s.latest_events(Some(one_id), 100).await.unwrap();
+        assert_eq!(
+            of_one
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+            vec!["secret.set", "WORKSPACE_PROVISIONING"]
+        );
+        assert!(of_one.iter().all(|e| e.workspace_id == Some(one_id)));
+        assert_eq!(s.latest_events(Some(two_id), 100).await.unwrap().len(), 1);
+        // Retention: nothing is older than an hour ago; everything is older than the future.
+        let hour = chrono::Duration::hours(1);
+        assert_eq!(s.prune_events(berth_store::now() - hour).await.unwrap(), 0);
+        assert_eq!(s.prune_events(berth_store::now() + hour).await.unwrap(), 3);
+        assert!(s.events(EventFilter::default()).await.unwrap().is_empty());
+        // Sequence ids are never reused after a prune.
+        s.set_secret(
+            SecretScope::Workspace(one_id),
+            "K".into(),
+            secret("w"),
+            json!({}),
+        )
+        .await
+        .unwrap();
+        assert!(s.last_event_seq().await.unwrap().unwrap() > last);
+    }
 }
