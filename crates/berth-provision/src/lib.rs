@@ -9,6 +9,8 @@ use secrecy::SecretString;
 
 pub mod control_plane;
 pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
+pub mod docker;
+pub use docker::{DockerConfig, DockerProvisioner};
 pub mod process;
 pub use process::{ProcessConfig, ProcessProvisioner};
 
@@ -124,6 +126,12 @@ pub trait Provisioner: Send + Sync {
     /// `DELETE …?purge=true`. Nothing to remove is not an error.
     async fn purge(&self, _id: WorkspaceId) -> Result<(), Error> {
         Ok(())
+    }
+
+    /// Every workspace the backend currently holds resources for (for the orphan sweeper).
+    /// Backends whose resources die with the server (child processes) report none.
+    async fn managed(&self) -> Result<Vec<WorkspaceId>, Error> {
+        Ok(Vec::new())
     }
 }
 

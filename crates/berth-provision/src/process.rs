@@ -59,7 +59,7 @@ pub struct ProcessConfig {
 
 impl ProcessConfig {
     /// Default for [`ProcessConfig::start_grace`].
-    pub const DEFAULT_START_GRACE: Duration = Duration::from_millis(500);
+    pub const DEFAULT_START_GRACE: Duration = Duration::from_millis(200);
     /// Default for [`ProcessConfig::stop_grace`].
     pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 

@@ -2,4 +2,5 @@
 //! `/bin/sh -c` scripts as runtimes, so every test runs real child processes.
 
 mod control_plane;
+mod docker;
 mod process;
