@@ -215,6 +215,7 @@ struct Plan {
     model: String,
     template: String,
     template_path: Option<std::path::PathBuf>,
+    required_env: Vec<String>,
     external: bool,
     url: Option<String>,
     delivery_mode: DeliveryMode,
@@ -425,6 +426,10 @@ impl WorkspaceService {
             runtime,
             model: req.model,
             template: req.template,
+            required_env: resolved
+                .as_ref()
+                .map(|t| t.manifest.required_env.clone())
+                .unwrap_or_default(),
             template_path: resolved.filter(|t| t.exists).map(|t| t.path),
             external,
             // The reference validates a container workspace's URL but then ignores it (§2.1 step 14).
@@ -585,6 +590,7 @@ impl WorkspaceService {
                 workspace_dir: plan.workspace_dir.clone(),
                 workspace_access: plan.workspace_access.clone(),
                 compute: plan.compute.canonical_json(),
+                required_env: plan.required_env.clone(),
             };
             self.start_provisioning(provision).await;
         }

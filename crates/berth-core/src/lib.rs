@@ -1,11 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 mod create;
+mod events;
 pub mod lifecycle;
 mod memory;
 mod provisioning;
 pub mod registry;
 mod resolver;
+mod secrets;
 mod service;
 mod sweeps;
 mod templates;
@@ -14,12 +16,17 @@ pub mod token;
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
+pub use events::{EventConfig, EventReceiver};
 pub use lifecycle::{LifecycleError, RestartOutcome, WorkspaceState};
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
 };
 pub use resolver::{HostResolver, SystemResolver};
+pub use secrets::{
+    DEFAULT_REENCRYPT_BATCH, GLOBAL_RESTART_CONCURRENCY, MODEL_KEY, PROVIDER_KEY, SECRET_KEY_CAP,
+    SECRET_VALUE_CAP, SecretEntry, SecretError, is_secret_key,
+};
 pub use service::{CoreConfig, WorkspaceService, WorkspaceView};
 pub use templates::TemplateCatalog;
 
@@ -29,4 +36,4 @@ pub use memory::MockMemoryPlugin;
 pub use resolver::MockHostResolver;
 
 /// Store records the core's API hands out.
-pub use berth_store::{Page, TokenInfo, Workspace};
+pub use berth_store::{EventRecord, Page, ReencryptReport, TokenInfo, Workspace};

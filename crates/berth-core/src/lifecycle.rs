@@ -348,6 +348,14 @@ impl WorkspaceService {
         let mut failures = Vec::new();
         let mut all: Vec<WorkspaceId> = descendants.iter().rev().copied().collect();
         all.push(id);
+        if purge {
+            // A purge takes the whole subtree, also parts removed by an earlier delete.
+            let tree = self.hierarchy().await.map_err(store_err("purge failed"))?;
+            let mut subtree = tree.descendants(id);
+            subtree.reverse();
+            subtree.push(id);
+            all = subtree;
+        }
         if self.provisioner.kind() != BackendKind::None {
             for w in &all {
                 if let Err(e) = self.provisioner.stop(*w).await {
@@ -391,7 +399,15 @@ impl WorkspaceService {
 
     /// `POST /workspaces/{id}/restart`: checks, then queues a coalesced restart cycle.
     pub async fn restart(&self, id: WorkspaceId) -> Result<RestartOutcome, LifecycleError> {
-        let row = self.live_row(id, "lookup failed").await?;
+        let row = self
+            .store
+            .get_workspace(id)
+            .await
+            .map_err(store_err("lookup failed"))?
+            .ok_or(LifecycleError::NotFound)?;
+        if row.status == WorkspaceStatus::Removed {
+            return Err(LifecycleError::InvalidState(row.status));
+        }
         if let Some(name) = self.paused_ancestor(id).await? {
             return Err(LifecycleError::ParentPaused(name));
         }
@@ -520,6 +536,16 @@ impl WorkspaceService {
             workspace_dir: row.workspace_dir.clone(),
             workspace_access: row.workspace_access.clone(),
             compute: row.compute.clone(),
+            required_env: self
+                .templates
+                .runtime_default(&row.runtime)
+                .and_then(|_| {
+                    self.templates
+                        .resolve(&format!("{}-default", row.runtime))
+                        .ok()
+                })
+                .map(|t| t.manifest.required_env)
+                .unwrap_or_default(),
         }
     }
 

@@ -7,7 +7,7 @@ use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
 use berth_domain::template::{DefaultConfig, generated_default_config};
 use berth_provision::{BackendKind, ProvisionRequest};
-use berth_store::{IssueToken, StatusChange};
+use berth_store::{IssueToken, SecretScope, StatusChange};
 use panics::catch_unwind;
 use secrecy::SecretString;
 use serde_json::json;
@@ -28,6 +28,34 @@ pub(crate) struct ProvisionPlan {
     pub(crate) workspace_dir: Option<String>,
     pub(crate) workspace_access: String,
     pub(crate) compute: serde_json::Value,
+    /// Environment variables the template requires (`runtime_config.required_env`).
+    pub(crate) required_env: Vec<String>,
+}
+
+/// Operator credentials that a global secret must never hand to a workspace (REFERENCE.md §5.0
+/// step 2); a workspace secret of the same name is the user's own and allowed.
+fn is_forbidden_operator_key(key: &str) -> bool {
+    const KEYS: &[&str] = &[
+        "GITEA_TOKEN",
+        "GITEA_PAT",
+        "GITHUB_TOKEN",
+        "GITHUB_PAT",
+        "GH_TOKEN",
+        "GITLAB_TOKEN",
+        "GL_TOKEN",
+        "BITBUCKET_TOKEN",
+        "CP_ADMIN_API_TOKEN",
+        "CP_ADMIN_TOKEN",
+        "INFISICAL_OPERATOR_TOKEN",
+        "INFISICAL_BOOTSTRAP_TOKEN",
+        "RAILWAY_TOKEN",
+        "RAILWAY_PERSONAL_API_TOKEN",
+        "HETZNER_TOKEN",
+        "HETZNER_API_TOKEN",
+    ];
+    KEYS.contains(&key)
+        || key.starts_with("MOLECULE_OPERATOR_")
+        || key.starts_with("BERTH_OPERATOR_")
 }
 
 impl WorkspaceService {
@@ -45,7 +73,7 @@ impl WorkspaceService {
         let id = plan.id;
         let no_backend = svc.provisioner.kind() == BackendKind::None;
         let failure = match svc.prepare(&plan).await {
-            Err(message) => Some(("PREPARE_FAILED".to_owned(), message)),
+            Err((code, message)) => Some((code.to_owned(), message)),
             Ok(request) => {
                 let provisioner = svc.provisioner.clone();
                 match catch_unwind(async move { provisioner.start(request).await }).await {
@@ -95,17 +123,49 @@ impl WorkspaceService {
     /// Shared preparation (REFERENCE.md §5.0, §5.3): the workspace's secrets become its
     /// environment; a fresh token (all older ones revoked) and a fresh platform-inbound secret
     /// go into the configs directory as files. With no backend nothing is minted.
-    async fn prepare(&self, plan: &ProvisionPlan) -> Result<ProvisionRequest, String> {
+    async fn prepare(
+        &self,
+        plan: &ProvisionPlan,
+    ) -> Result<ProvisionRequest, (&'static str, String)> {
+        let fail = |code: &'static str| move |message: String| (code, message);
         let mut request = self.provision_request(plan);
         if self.provisioner.kind() == BackendKind::None {
             return Ok(request);
         }
-        let secrets = self
+        // Global secrets first, then the workspace's (which win on the same key).
+        let global = self
             .store
-            .workspace_secrets(plan.id)
+            .open_secrets(SecretScope::Global)
             .await
-            .map_err(|e| format!("failed to decrypt workspace secret: {e}"))?;
-        let mut env: Vec<(String, SecretString)> = secrets;
+            .map_err(|e| fail("PREPARE_FAILED")(format!("failed to read global secrets: {e}")))?;
+        let workspace = self.store.workspace_secrets(plan.id).await.map_err(|e| {
+            fail("PREPARE_FAILED")(format!("failed to decrypt workspace secret: {e}"))
+        })?;
+        let mut merged: BTreeMap<String, SecretString> = BTreeMap::new();
+        for g in global {
+            let value = g.value.map_err(|e| {
+                fail("PREPARE_FAILED")(format!("failed to decrypt global secret {}: {e}", g.key))
+            })?;
+            merged.insert(g.key, value);
+        }
+        let forbidden: Vec<String> = merged
+            .keys()
+            .filter(|k| is_forbidden_operator_key(k) && !workspace.iter().any(|(wk, _)| wk == *k))
+            .cloned()
+            .collect();
+        if !forbidden.is_empty() {
+            return Err((
+                "FORBIDDEN_ENV",
+                format!(
+                    "global secrets hold operator credentials that are never handed to workspaces: {}",
+                    forbidden.join(", ")
+                ),
+            ));
+        }
+        for (k, v) in workspace {
+            merged.insert(k, v);
+        }
+        let mut env: Vec<(String, SecretString)> = merged.into_iter().collect();
         if !plan.model.is_empty() {
             env.retain(|(k, _)| k != "MODEL" && k != "MOLECULE_MODEL");
             env.push(("MODEL".into(), SecretString::from(plan.model.clone())));
@@ -120,6 +180,27 @@ impl WorkspaceService {
                 SecretString::from(plan.role.clone()),
             ));
         }
+        // `required_env` preflight (REFERENCE.md §4.4; the reference never ran it for Create).
+        let missing: Vec<String> = plan
+            .required_env
+            .iter()
+            .filter(|k| !env.iter().any(|(e, _)| e == *k))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let names = missing
+                .iter()
+                .map(|k| format!("{k:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let plural = if missing.len() == 1 { "" } else { "s" };
+            return Err((
+                "MISSING_ENV",
+                format!(
+                    "missing required env var{plural} {names} — add it under Config → Env Vars (or as a Global secret) and retry"
+                ),
+            ));
+        }
         request.env = env;
         let minted = crate::token::mint();
         let how = IssueToken {
@@ -129,12 +210,22 @@ impl WorkspaceService {
         self.store
             .issue_token(plan.id, minted.stored.clone(), how)
             .await
-            .map_err(|e| format!("failed to mint workspace token: {e}"))?;
+            .map_err(|e| {
+                (
+                    "PREPARE_FAILED",
+                    format!("failed to mint workspace token: {e}"),
+                )
+            })?;
         let inbound = crate::token::mint().plaintext;
         self.store
             .set_inbound_secret(plan.id, inbound.clone())
             .await
-            .map_err(|e| format!("failed to store platform inbound secret: {e}"))?;
+            .map_err(|e| {
+                (
+                    "PREPARE_FAILED",
+                    format!("failed to store platform inbound secret: {e}"),
+                )
+            })?;
         request.secret_files = vec![
             (".auth_token".into(), minted.plaintext),
             (".platform_inbound_secret".into(), inbound),

@@ -286,12 +286,12 @@ impl WorkspaceService {
                 DeliveryMode::parse(&row.delivery_mode).unwrap_or_default()
             }
         });
-        // A workspace berth provisioned keeps the URL its provisioner recorded (the store does
-        // not overwrite it), so the agent's self-reported URL needs no SSRF check; every other
-        // workspace's URL is user-controlled and must pass the policy.
-        let provisioned_url =
-            !is_external_like(&row.runtime) && row.url.as_deref().is_some_and(|u| !u.is_empty());
-        if mode == DeliveryMode::Push && !provisioned_url {
+        // A container workspace is provisioned by berth, whose provisioner records how the
+        // platform reaches it; the agent's self-reported URL is never stored for it (so it needs
+        // no SSRF check, and an early register — before the provisioner has returned — is not
+        // refused). Every other workspace's URL is user-controlled and must pass the policy.
+        let provisioned = !is_external_like(&row.runtime);
+        if mode == DeliveryMode::Push && !provisioned {
             if req.url.is_empty() {
                 return Err(RegistryError::UrlRequired);
             }
@@ -313,7 +313,7 @@ impl WorkspaceService {
             .await
             .map_err(store_err("registration failed"))?;
         let registration = Registration {
-            url: (!req.url.is_empty()).then(|| req.url.clone()),
+            url: (!req.url.is_empty() && !provisioned).then(|| req.url.clone()),
             event_payload: json!({"url": req.url, "agent_card": card, "delivery_mode": mode.as_str()}),
             agent_card: card,
             delivery_mode: mode.as_str().to_owned(),

@@ -76,6 +76,8 @@ pub struct WorkspaceService {
     pub(crate) tree: Arc<tokio::sync::RwLock<Option<Arc<Hierarchy>>>>,
     /// Restart coalescing state.
     pub(crate) restarts: Arc<tokio::sync::Mutex<crate::lifecycle::RestartMap>>,
+    /// The live event bus and its log tailer (`events.rs`).
+    pub(crate) events: Arc<crate::events::EventBus>,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -107,6 +109,9 @@ impl WorkspaceService {
             tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
             tree: Arc::new(tokio::sync::RwLock::new(None)),
             restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
+            events: Arc::new(crate::events::EventBus::new(
+                crate::events::EventConfig::default(),
+            )),
         }
     }
 

@@ -114,8 +114,46 @@ impl WorkspaceService {
         Ok(failed)
     }
 
-    /// Runs the sweeps every `sweep_interval` until `stop` turns true.
+    /// One orphan pass (REFERENCE.md §11.5, DECISIONS.md §2.15): backend resources of
+    /// workspaces that no longer exist, or are removed, are purged. Runs at start and
+    /// periodically; a backend error skips the pass.
+    pub async fn sweep_orphans(
+        &self,
+    ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
+        let managed = match self.provisioner.managed().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "orphan sweep skipped: backend error");
+                return Ok(Vec::new());
+            }
+        };
+        let mut purged = Vec::new();
+        for id in managed {
+            let orphan = match self.store.get_workspace(id).await? {
+                None => true,
+                Some(w) => w.status == WorkspaceStatus::Removed,
+            };
+            if !orphan {
+                continue;
+            }
+            match self.provisioner.purge(id).await {
+                Ok(()) => {
+                    tracing::info!(workspace.id = %id, "orphaned backend resources removed");
+                    purged.push(id);
+                }
+                Err(e) => tracing::warn!(workspace.id = %id, error = %e, "orphan purge failed"),
+            }
+        }
+        Ok(purged)
+    }
+
+    /// Runs the sweeps every `sweep_interval` until `stop` turns true (the orphan sweep at
+    /// start and then every minute).
     pub async fn run_sweeps(&self, mut stop: watch::Receiver<bool>) {
+        if let Err(e) = self.sweep_orphans().await {
+            tracing::error!(error = %e, "orphan sweep failed");
+        }
+        let mut last_orphan_sweep = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.config.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -134,6 +172,15 @@ impl WorkspaceService {
             }
             if let Err(e) = self.sweep_provision_timeouts().await {
                 tracing::error!(error = %e, "provision-timeout sweep failed");
+            }
+            if let Err(e) = self.prune_events_if_due().await {
+                tracing::error!(error = %e, "event retention sweep failed");
+            }
+            if last_orphan_sweep.elapsed() >= std::time::Duration::from_secs(60) {
+                last_orphan_sweep = tokio::time::Instant::now();
+                if let Err(e) = self.sweep_orphans().await {
+                    tracing::error!(error = %e, "orphan sweep failed");
+                }
             }
         }
     }

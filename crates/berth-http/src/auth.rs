@@ -94,13 +94,23 @@ impl FromRequestParts<AppState> for WorkspaceAuth {
         let Path(params) =
             Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
                 .await
-                .map_err(|_| ApiError::BadRequest("invalid workspace id".into()))?;
+                .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
         let raw = params.get("id").map(String::as_str).unwrap_or_default();
         if raw.is_empty() {
             return Err(ApiError::Unauthorized("missing workspace ID"));
         }
+        // The reference spells this error two ways: token routes say "id", the others "ID".
+        let token_route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .is_some_and(|p| p.as_str().contains("/tokens"));
+        let message = if token_route {
+            "invalid workspace id"
+        } else {
+            "invalid workspace ID"
+        };
         let id = berth_domain::WorkspaceId::parse(raw)
-            .map_err(|_| ApiError::BadRequest("invalid workspace id".into()))?;
+            .map_err(|_| ApiError::BadRequest(message.into()))?;
         let principal = match bearer(parts) {
             Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
             Some(t) => match state.service.authenticate_token(t).await {

@@ -2,10 +2,12 @@
 
 mod auth;
 mod error;
+mod events;
 mod extract;
 mod lifecycle;
 mod platform_url;
 mod registry;
+mod secrets;
 mod system;
 mod tokens;
 mod workspaces;
@@ -71,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::router())
         .merge(registry::router())
         .merge(tokens::router())
+        .merge(secrets::router())
+        .merge(events::router())
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::Custom(

@@ -232,6 +232,7 @@ async fn a_provisioner_error_marks_the_workspace_failed_with_its_code() {
     store.expect_taken_names().returning(|_, _| Ok(vec![]));
     store.expect_create_workspace().returning(|_| Ok(()));
     store.expect_workspace_secrets().returning(|_| Ok(vec![]));
+    store.expect_open_secrets().returning(|_| Ok(vec![]));
     store.expect_issue_token().returning(|_, _, _| Ok(()));
     store.expect_set_inbound_secret().returning(|_, _| Ok(()));
     store
@@ -295,4 +296,39 @@ async fn provision_timeouts_count_from_the_start_of_provisioning() {
     assert_eq!(svc.sweep_provision_timeouts().await.unwrap(), vec![old]);
     assert_eq!(svc.provision_timeout_for("hermes").as_secs(), 1800);
     assert_eq!(svc.provision_timeout_for("claude-code").as_secs(), 600);
+}
+
+#[tokio::test]
+async fn operator_credentials_in_global_secrets_abort_provisioning() {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_taken_names().returning(|_, _| Ok(vec![]));
+    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_open_secrets().returning(|_| {
+        Ok(vec![berth_store::OpenedSecret {
+            key: "GITHUB_TOKEN".into(),
+            key_id: "k1".into(),
+            value: Ok(secrecy::SecretString::from("ghp_operator".to_owned())),
+        }])
+    });
+    store.expect_workspace_secrets().returning(|_| Ok(vec![]));
+    store
+        .expect_transition()
+        .withf(|_, c| {
+            c.transition == Transition::ProvisionFailed
+                && c.failure.as_ref().is_some_and(|(code, msg)| {
+                    code == "FORBIDDEN_ENV"
+                        && msg.contains("GITHUB_TOKEN")
+                        && !msg.contains("ghp_operator")
+                })
+        })
+        .times(1)
+        .returning(|_, _| Ok(true));
+    // The provisioner is never asked to start.
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    let svc = service(store, Arc::new(prov), MockHostResolver::new());
+    svc.create(request("p"), CreateContext::default())
+        .await
+        .unwrap();
+    svc.drain().await;
 }

@@ -633,3 +633,215 @@ impl TestApp {
         }
     }
 }
+
+// ---- Lifecycle helpers ------------------------------------------------------------------
+
+/// One call a [`Recorder`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Start(WorkspaceId),
+    Stop(WorkspaceId),
+    Purge(WorkspaceId),
+}
+
+/// A provisioner of kind `Process` that records every call in order, keeps every start request,
+/// and can hold starts until the test releases them (to observe a restart cycle mid-flight).
+pub struct Recorder {
+    calls: std::sync::Mutex<Vec<Call>>,
+    requests: std::sync::Mutex<Vec<berth_provision::ProvisionRequest>>,
+    /// While set, every start waits for one permit of this semaphore.
+    gate: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// How many starts were entered so far.
+    starts: tokio::sync::watch::Sender<usize>,
+}
+
+impl Recorder {
+    /// A recorder whose calls all succeed at once.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            calls: std::sync::Mutex::default(),
+            requests: std::sync::Mutex::default(),
+            gate: std::sync::Mutex::default(),
+            starts: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().expect("calls").clone()
+    }
+
+    /// The calls about one workspace, in order.
+    pub fn calls_for(&self, id: WorkspaceId) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| match c {
+                Call::Start(w) | Call::Stop(w) | Call::Purge(w) => *w == id,
+            })
+            .collect()
+    }
+
+    /// The start requests of one workspace, in order.
+    pub fn requests_for(&self, id: WorkspaceId) -> Vec<berth_provision::ProvisionRequest> {
+        self.requests
+            .lock()
+            .expect("requests")
+            .iter()
+            .filter(|r| r.workspace_id == id)
+            .cloned()
+            .collect()
+    }
+
+    /// The `.auth_token` secret file of the `n`-th start request of `id`.
+    pub fn auth_token_of_start(&self, id: WorkspaceId, n: usize) -> String {
+        use secrecy::ExposeSecret as _;
+        let requests = self.requests_for(id);
+        let request = requests
+            .get(n)
+            .unwrap_or_else(|| panic!("no start #{n} of {id}: {} starts", requests.len()));
+        request
+            .secret_files
+            .iter()
+            .find(|(name, _)| name == ".auth_token")
+            .map(|(_, v)| v.expose_secret().to_owned())
+            .unwrap_or_else(|| panic!("start #{n} of {id} carries no .auth_token file"))
+    }
+
+    /// From now on every start waits until [`Self::release_starts`].
+    pub fn hold_starts(&self) {
+        *self.gate.lock().expect("gate") = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets every held and future start through.
+    pub fn release_starts(&self) {
+        if let Some(gate) = self.gate.lock().expect("gate").take() {
+            gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        }
+    }
+
+    /// Waits (with a generous deadline) until `n` starts in total have been entered.
+    pub async fn wait_for_starts(&self, n: usize) {
+        let mut rx = self.starts.subscribe();
+        tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|seen| *seen >= n))
+            .await
+            .unwrap_or_else(|_| panic!("waited 30 s for {n} starts; saw {}", *self.starts.borrow()))
+            .expect("recorder alive");
+    }
+}
+
+#[async_trait]
+impl Provisioner for Recorder {
+    fn kind(&self) -> berth_provision::BackendKind {
+        berth_provision::BackendKind::Process
+    }
+
+    async fn start(
+        &self,
+        request: berth_provision::ProvisionRequest,
+    ) -> Result<berth_provision::Started, berth_provision::Error> {
+        let id = request.workspace_id;
+        self.calls.lock().expect("calls").push(Call::Start(id));
+        self.requests.lock().expect("requests").push(request);
+        let gate = self.gate.lock().expect("gate").clone();
+        self.starts.send_modify(|n| *n += 1);
+        if let Some(gate) = gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        Ok(berth_provision::Started {
+            url: None,
+            instance_id: Some(format!("proc-{id}")),
+        })
+    }
+
+    async fn stop(&self, id: WorkspaceId) -> Result<(), berth_provision::Error> {
+        self.calls.lock().expect("calls").push(Call::Stop(id));
+        Ok(())
+    }
+
+    async fn is_running(&self, _id: WorkspaceId) -> Result<bool, berth_provision::Error> {
+        Ok(true)
+    }
+
+    async fn purge(&self, id: WorkspaceId) -> Result<(), berth_provision::Error> {
+        self.calls.lock().expect("calls").push(Call::Purge(id));
+        Ok(())
+    }
+}
+
+impl Db {
+    /// `SELECT COUNT(*) FROM table WHERE column = id` (raw SQL, past every port).
+    pub async fn count_for(&self, table: &str, column: &str, id: WorkspaceId) -> i64 {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"));
+        let id = uuid::Uuid::from(id);
+        match self {
+            Db::Sqlite(s) => sqlx::query_scalar(sql).bind(id).fetch_one(s.pool()).await,
+            Db::Postgres(s) => sqlx::query_scalar(sql).bind(id).fetch_one(s.pool()).await,
+        }
+        .unwrap_or_else(|e| panic!("count {table}.{column}: {e}"))
+    }
+
+    /// `workspaces.hibernation_idle_minutes` of one row (no port reads it back).
+    pub async fn hibernation_idle_minutes(&self, id: WorkspaceId) -> Option<i64> {
+        let sql = "SELECT hibernation_idle_minutes FROM workspaces WHERE id = $1";
+        let id = uuid::Uuid::from(id);
+        match self {
+            Db::Sqlite(s) => sqlx::query_scalar(sql).bind(id).fetch_one(s.pool()).await,
+            Db::Postgres(s) => sqlx::query_scalar(sql).bind(id).fetch_one(s.pool()).await,
+        }
+        .expect("hibernation_idle_minutes")
+    }
+}
+
+impl TestApp {
+    /// `PATCH /workspaces/{id}` with a JSON body and an optional bearer.
+    pub async fn patch(
+        &self,
+        id: impl std::fmt::Display,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> Resp {
+        self.send(request(
+            Method::PATCH,
+            &format!("/workspaces/{id}"),
+            bearer,
+            Some(body),
+        ))
+        .await
+    }
+
+    /// An admin `PATCH` that must answer 200; returns its body.
+    pub async fn patch_ok(&self, id: WorkspaceId, body: Value) -> Value {
+        let resp = self.patch(id, Some(ADMIN_TOKEN), &body).await;
+        assert_eq!(resp.status, StatusCode::OK, "patch {body}: {}", resp.text);
+        resp.json
+    }
+
+    /// `DELETE /workspaces/{id}{query}` with the admin bearer.
+    pub async fn delete(&self, id: impl std::fmt::Display, query: &str) -> Resp {
+        self.call(
+            Method::DELETE,
+            &format!("/workspaces/{id}{query}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    }
+
+    /// `POST /workspaces/{id}/{action}` (restart, pause, resume) with the admin bearer.
+    pub async fn lifecycle(&self, id: impl std::fmt::Display, action: &str) -> Resp {
+        self.call(
+            Method::POST,
+            &format!("/workspaces/{id}/{action}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await
+    }
+
+    /// The stored row of `id` (it must exist).
+    pub async fn row(&self, id: WorkspaceId) -> berth_store::Workspace {
+        self.store
+            .get_workspace(id)
+            .await
+            .expect("get workspace")
+            .unwrap_or_else(|| panic!("no row for {id}"))
+    }
+}

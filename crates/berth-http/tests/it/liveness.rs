@@ -255,7 +255,10 @@ async fn health_sweep_takes_only_a_definite_no_for_death() {
 
     let offline = app.service.sweep_health().await.expect("sweep");
     assert_eq!(offline, vec![gone]);
-    assert_eq!(app.status_of(gone).await, "offline");
+    // The dead workspace went offline and its (coalesced) restart took it back to
+    // provisioning; wait for that background cycle before looking.
+    app.service.drain().await;
+    assert_eq!(app.status_of(gone).await, "provisioning");
     assert_eq!(app.status_of(flaky).await, "online");
     assert_eq!(app.status_of(fine).await, "degraded");
     assert_eq!(app.status_of(ext).await, "online");

@@ -1,0 +1,365 @@
+//! The event log and live events (REFERENCE.md §8, DECISIONS.md §2.3): `GET /events[/{id}]`
+//! (admin, newest first, plus `?after=` paging), the per-workspace SSE stream with `id:` lines,
+//! keep-alives and `Last-Event-ID` resume, and the authenticated `GET /ws` WebSocket.
+//!
+//! Both live streams subscribe to the core's bus before they read anything, and a client that
+//! falls too far behind the bus is cut off with a clear reason instead of silently losing
+//! events: SSE clients get an `event: error` frame and reconnect with `Last-Event-ID` (which
+//! replays from the log); WebSocket clients get close code 1013.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use berth_core::{EventReceiver, EventRecord, Principal, WorkspaceService};
+use berth_domain::WorkspaceId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::{Admin, Bearer, WorkspaceAuth};
+use crate::extract::{ApiPath, ApiQuery};
+use crate::{ApiError, AppState};
+
+/// Keep-alive comment interval of SSE streams (and ping interval of WebSockets).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// A WebSocket send that does not complete in this time means a client that stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Log rows read per page when an SSE client resumes.
+const RESUME_PAGE: i64 = 500;
+/// Why a slow client was cut off.
+const TOO_SLOW: &str = "client too slow: events were dropped; reconnect to resume";
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", get(all_events))
+        .route("/events/{workspace_id}", get(workspace_events))
+        .route("/workspaces/{id}/events/stream", get(sse))
+        .route("/ws", get(ws))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+fn event_json(e: &EventRecord) -> Value {
+    json!({
+        "id": e.id,
+        "seq": e.seq,
+        "event_type": e.event_type,
+        "workspace_id": e.workspace_id,
+        "payload": e.payload,
+        "created_at": e.created_at,
+    })
+}
+
+async fn page(
+    state: &AppState,
+    workspace: Option<WorkspaceId>,
+    q: EventsQuery,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => 100,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("invalid limit".into()))?,
+    };
+    let events = match q.after.as_deref() {
+        None | Some("") => state.service.latest_events(workspace, limit).await,
+        Some(a) => {
+            let after = a
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::BadRequest("invalid after".into()))?;
+            state.service.events_after(workspace, after, limit).await
+        }
+    }
+    .map_err(|e| ApiError::internal("query failed", e))?;
+    Ok(Json(Value::Array(events.iter().map(event_json).collect())))
+}
+
+/// `GET /events`: the newest 100 events first; `?after=<seq>` pages forward (oldest first).
+async fn all_events(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    page(&state, None, q).await
+}
+
+/// `GET /events/{workspace_id}`.
+async fn workspace_events(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id =
+        WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
+    page(&state, Some(id), q).await
+}
+
+// ---- SSE ------------------------------------------------------------------------------------
+
+/// One SSE frame: `id: <seq>` and the reference's `data:` shape.
+fn sse_frame(e: &EventRecord) -> Bytes {
+    let data = json!({
+        "type": e.event_type,
+        "timestamp": e.created_at.timestamp_millis(),
+        "data": e.payload,
+    });
+    Bytes::from(format!("id: {}\ndata: {data}\n\n", e.seq))
+}
+
+enum Phase {
+    Start,
+    Run,
+    Done,
+}
+
+/// The state of one SSE stream: the log backlog being replayed, then the live bus.
+struct SseStream {
+    service: WorkspaceService,
+    id: WorkspaceId,
+    rx: EventReceiver,
+    backlog: VecDeque<EventRecord>,
+    /// While replaying: the log cursor.
+    resume: Option<i64>,
+    /// The last sequence id sent; live events at or below it were replayed already.
+    last_sent: i64,
+    keep_alive: tokio::time::Interval,
+    phase: Phase,
+}
+
+impl SseStream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Start => {
+                    self.phase = Phase::Run;
+                    return Some(Bytes::from_static(b": ping\n\n"));
+                }
+                Phase::Run => {}
+            }
+            if let Some(e) = self.backlog.pop_front() {
+                self.last_sent = e.seq;
+                return Some(sse_frame(&e));
+            }
+            if let Some(cursor) = self.resume {
+                match self
+                    .service
+                    .events_after(Some(self.id), cursor, RESUME_PAGE)
+                    .await
+                {
+                    Ok(rows) if rows.is_empty() => self.resume = None,
+                    Ok(rows) => {
+                        self.resume = rows.last().map(|e| e.seq);
+                        self.backlog.extend(rows);
+                    }
+                    Err(e) => {
+                        tracing::error!(workspace.id = %self.id, error = %e, "SSE resume: reading the log failed");
+                        self.phase = Phase::Done;
+                        return Some(Bytes::from_static(
+                            b"event: error\ndata: {\"error\":\"failed to read the event log\"}\n\n",
+                        ));
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(e) if e.workspace_id == Some(self.id) && e.seq > self.last_sent => {
+                        self.last_sent = e.seq;
+                        return Some(sse_frame(&e));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(workspace.id = %self.id, missed = n, "SSE client too slow; disconnected");
+                        self.phase = Phase::Done;
+                        let body = json!({"error": TOO_SLOW, "last_event_id": self.last_sent});
+                        return Some(Bytes::from(format!("event: error\ndata: {body}\n\n")));
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
+            }
+        }
+    }
+}
+
+/// `GET /workspaces/{id}/events/stream`: the workspace's events as Server-Sent Events. With
+/// `Last-Event-ID`, every later event of the workspace is replayed from the log first.
+async fn sse(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| ApiError::BadRequest("invalid Last-Event-ID".into()))?,
+        ),
+    };
+    match state.service.get(auth.id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(ApiError::NotFound("workspace not found")),
+        Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
+    }
+    // Subscribe before reading the log, so nothing falls between the replay and the live feed.
+    let rx = state
+        .service
+        .subscribe_events()
+        .await
+        .map_err(|e| ApiError::internal("failed to subscribe to events", e))?;
+    let stream = SseStream {
+        service: state.service.clone(),
+        id: auth.id,
+        rx,
+        backlog: VecDeque::new(),
+        resume: last_event_id,
+        last_sent: last_event_id.unwrap_or(0),
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
+        phase: Phase::Start,
+    };
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next_chunk()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(chunk), s))
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+// ---- WebSocket ------------------------------------------------------------------------------
+
+/// The WebSocket frame of REFERENCE.md §8.2, plus `seq`.
+fn ws_frame(e: &EventRecord) -> String {
+    json!({
+        "event": e.event_type,
+        "workspace_id": e.workspace_id,
+        "timestamp": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        "payload": e.payload,
+        "seq": e.seq,
+    })
+    .to_string()
+}
+
+/// `GET /ws`: the admin bearer sees every event; a workspace token (the token decides the
+/// workspace, whatever `X-Workspace-ID` says) sees the events of workspaces it may communicate
+/// with; no credential is refused outside `--dev`.
+async fn ws(
+    State(state): State<AppState>,
+    Bearer(bearer): Bearer,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let principal = match bearer.as_deref() {
+        Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
+        Some(t) => match state.service.authenticate_token(t).await {
+            Ok(Some(owner)) => Principal::Workspace(owner),
+            Ok(None) => return Err(ApiError::Unauthorized("invalid auth token")),
+            Err(e) => return Err(ApiError::internal("auth check failed", e)),
+        },
+        None if state.config.dev => Principal::Dev,
+        None => {
+            return Err(ApiError::Unauthorized(
+                "admin or workspace auth token required",
+            ));
+        }
+    };
+    let upgrade = upgrade.map_err(|_| {
+        ApiError::Custom(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "websocket upgrade required"}),
+        )
+    })?;
+    let rx = state
+        .service
+        .subscribe_events()
+        .await
+        .map_err(|e| ApiError::internal("failed to subscribe to events", e))?;
+    let service = state.service.clone();
+    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, service, principal, rx)))
+}
+
+async fn send(socket: &mut WebSocket, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+async fn run_ws(
+    mut socket: WebSocket,
+    service: WorkspaceService,
+    principal: Principal,
+    mut rx: EventReceiver,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => match incoming {
+                // Client frames are read (so pings and closes are answered) and ignored.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            r = rx.recv() => match r {
+                Ok(e) => {
+                    let visible = match service.event_visible_to(principal, &e).await {
+                        Ok(v) => v,
+                        Err(err) => {
+                            tracing::error!(error = %err, "event filter failed; closing");
+                            return;
+                        }
+                    };
+                    if visible && !send(&mut socket, Message::Text(ws_frame(&e).into())).await {
+                        tracing::warn!("WebSocket client stopped reading; disconnected");
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "WebSocket client too slow; disconnected");
+                    let frame = CloseFrame { code: close_code::AGAIN, reason: TOO_SLOW.into() };
+                    send(&mut socket, Message::Close(Some(frame))).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = ping.tick() => {
+                if !send(&mut socket, Message::Ping(Bytes::new())).await {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Live events through a real socket (`berth_http::serve` on `127.0.0.1:0`): the SSE stream
+//! (headers, `: ping`, `id:` frames, `Last-Event-ID` resume from the log) and the `GET /ws`
+//! WebSocket (credentials, the hierarchy filter, ignored client frames).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use berth_domain::WorkspaceId;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app};
+
+/// Upper bound for one read, so a broken stream fails the test instead of hanging it.
+const READ_LIMIT: Duration = Duration::from_secs(20);
+
+async fn serve(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let router = app.router.clone();
+    tokio::spawn(async move {
+        berth_http::serve(listener, router, async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    (addr, tx)
+}
+
+/// A minimal SSE client over HTTP/1.1 chunked encoding.
+struct Sse {
+    reader: BufReader<TcpStream>,
+    headers: Vec<(String, String)>,
+    status: u16,
+    pending: String,
+}
+
+impl Sse {
+    async fn open(
+        addr: SocketAddr,
+        id: WorkspaceId,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Sse {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let mut req = format!(
+            "GET /workspaces/{id}/events/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n"
+        );
+        if let Some(l) = last_event_id {
+            req.push_str(&format!("Last-Event-ID: {l}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut reader = BufReader::new(stream);
+        let mut status_line = String::new();
+        reader
+            .read_line(&mut status_line)
+            .await
+            .expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await.expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (k, v) = line.split_once(':').expect("header line");
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        Sse {
+            reader,
+            headers,
+            status,
+            pending: String::new(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next chunk of the chunked body (`None` at the end).
+    async fn chunk(&mut self) -> Option<String> {
+        let mut size = String::new();
+        if self.reader.read_line(&mut size).await.ok()? == 0 {
+            return None;
+        }
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            return None;
+        }
+        let mut buf = vec![0; n + 2];
+        self.reader.read_exact(&mut buf).await.expect("chunk");
+        buf.truncate(n);
+        Some(String::from_utf8(buf).expect("utf-8"))
+    }
+
+    /// The next SSE block (up to a blank line), comments included.
+    async fn block(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.pending.find("\n\n") {
+                let block = self.pending[..end].to_owned();
+                self.pending.drain(..end + 2);
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout(READ_LIMIT, self.chunk())
+                .await
+                .expect("SSE read timed out")?;
+            self.pending.push_str(&chunk);
+        }
+    }
+
+    /// The next event frame, skipping comments: `(id, data)`.
+    async fn event(&mut self) -> (i64, Value) {
+        loop {
+            let block = self.block().await.expect("stream ended");
+            if block.starts_with(':') {
+                continue;
+            }
+            let mut id = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.parse().expect("numeric id"));
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(v).expect("json data"));
+                }
+            }
+            return (id.expect("id line"), data.expect("data line"));
+        }
+    }
+}
+
+async fn set_secret(app: &TestApp, id: WorkspaceId, key: &str) {
+    let resp = app
+        .post(
+            &format!("/workspaces/{id}/secrets"),
+            Some(ADMIN_TOKEN),
+            &json!({"key": key, "value": "v"}),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn sse_resumes_with_last_event_id_receiving_exactly_the_missed_events() {
+    let app = app().await;
+    let (a, token) = app.container("alpha").await;
+    let (b, _) = app.container("beta").await;
+    let (addr, _stop) = serve(&app).await;
+
+    let mut sse = Sse::open(addr, a, &token, None).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("content-type"), Some("text/event-stream"));
+    assert_eq!(sse.header("cache-control"), Some("no-cache"));
+    assert_eq!(sse.header("x-accel-buffering"), Some("no"));
+    assert_eq!(sse.block().await.as_deref(), Some(": ping"));
+
+    set_secret(&app, b, "OTHER_WORKSPACE").await;
+    set_secret(&app, a, "K1").await;
+    set_secret(&app, a, "K2").await;
+    let (id1, d1) = sse.event().await;
+    let (id2, d2) = sse.event().await;
+    assert_eq!(d1["type"], "secret.set");
+    assert_eq!(d1["data"]["key"], "K1", "B's event is not on A's stream");
+    assert!(d1["timestamp"].as_i64().expect("unix ms") > 1_600_000_000_000);
+    assert_eq!(d2["data"]["key"], "K2");
+    assert!(id2 > id1);
+    drop(sse);
+
+    // Missed while disconnected.
+    set_secret(&app, a, "K3").await;
+    set_secret(&app, b, "OTHER_AGAIN").await;
+    set_secret(&app, a, "K4").await;
+
+    let mut resumed = Sse::open(addr, a, &token, Some(id2)).await;
+    assert_eq!(resumed.status, 200);
+    let (id3, d3) = resumed.event().await;
+    let (id4, d4) = resumed.event().await;
+    set_secret(&app, a, "K5").await;
+    let (id5, d5) = resumed.event().await;
+    let got: Vec<&Value> = vec![&d3["data"]["key"], &d4["data"]["key"], &d5["data"]["key"]];
+    assert_eq!(got, vec!["K3", "K4", "K5"]);
+    assert!(id2 < id3 && id3 < id4 && id4 < id5);
+    // Exactly the missed ones: the log has nothing else of A after id2 but these.
+    let log = app.get(&format!("/events/{a}?after={id2}")).await;
+    let logged: Vec<i64> = log
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(logged, vec![id3, id4, id5]);
+}
+
+#[tokio::test]
+async fn sse_refuses_other_tokens_unknown_workspaces_and_bad_cursors() {
+    let app = app().await;
+    let (a, token_a) = app.container("alpha").await;
+    let (b, _) = app.container("beta").await;
+    let uri = format!("/workspaces/{b}/events/stream");
+    let resp = app.call(Method::GET, &uri, Some(&token_a)).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, json!({"error": "invalid workspace auth token"}));
+    let resp = app.call(Method::GET, &uri, None).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    let missing = WorkspaceId::new_v4();
+    let resp = app
+        .call(
+            Method::GET,
+            &format!("/workspaces/{missing}/events/stream"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    assert_eq!(resp.json, json!({"error": "workspace not found"}));
+    let req = axum::http::Request::builder()
+        .uri(format!("/workspaces/{a}/events/stream"))
+        .header("authorization", format!("Bearer {token_a}"))
+        .header("last-event-id", "abc")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = app.send(req).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json, json!({"error": "invalid Last-Event-ID"}));
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn ws_connect(
+    addr: SocketAddr,
+    bearer: Option<&str>,
+    workspace_header: Option<WorkspaceId>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("ws://{addr}/ws")
+        .into_client_request()
+        .expect("request");
+    if let Some(t) = bearer {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    if let Some(w) = workspace_header {
+        req.headers_mut()
+            .insert("x-workspace-id", w.to_string().parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Reads `secret.set` frames until one with key `until`; returns their keys in order.
+async fn keys_until(ws: &mut Ws, until: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    loop {
+        let msg = tokio::time::timeout(READ_LIMIT, ws.next())
+            .await
+            .expect("ws read timed out")
+            .expect("open")
+            .expect("frame");
+        let Message::Text(text) = msg else { continue };
+        let frame: Value = serde_json::from_str(&text).expect("json frame");
+        assert_eq!(
+            crate::helpers::keys(&frame),
+            crate::helpers::sorted(&["event", "payload", "seq", "timestamp", "workspace_id"])
+        );
+        chrono::DateTime::parse_from_rfc3339(frame["timestamp"].as_str().unwrap())
+            .expect("RFC 3339");
+        if frame["event"] != "secret.set" {
+            continue;
+        }
+        let key = frame["payload"]["key"].as_str().unwrap().to_owned();
+        keys.push(key.clone());
+        if key == until {
+            return keys;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ws_admin_sees_all_a_workspace_token_sees_its_relatives_only() {
+    let app = app().await;
+    // p1 ─ a, b (siblings); p2 ─ c (a's cousin).
+    let p1 = app
+        .create_id(json!({"name": "p1", "model": "openai/gpt-4o"}))
+        .await;
+    let p2 = app
+        .create_id(json!({"name": "p2", "model": "openai/gpt-4o"}))
+        .await;
+    let child = |name: &str, parent: WorkspaceId| json!({"name": name, "model": "openai/gpt-4o", "parent_id": parent.to_string()});
+    let a = app.create_id(child("a", p1)).await;
+    let b = app.create_id(child("b", p1)).await;
+    let c = app.create_id(child("c", p2)).await;
+    app.service.drain().await;
+    let token_a = app.admin_mint(a).await;
+    let (addr, _stop) = serve(&app).await;
+
+    let mut admin = ws_connect(addr, Some(ADMIN_TOKEN), None)
+        .await
+        .expect("admin connects");
+    // The token decides the workspace, whatever X-Workspace-ID claims.
+    let mut as_a = ws_connect(addr, Some(&token_a), Some(c))
+        .await
+        .expect("token connects");
+    // Client frames are ignored.
+    as_a.send(Message::Text("hello".into()))
+        .await
+        .expect("send");
+
+    set_secret(&app, c, "COUSIN").await;
+    set_secret(&app, b, "SIBLING").await;
+    set_secret(&app, p1, "PARENT").await;
+    set_secret(&app, p2, "UNCLE").await;
+    let resp = app
+        .post(
+            "/settings/secrets",
+            Some(ADMIN_TOKEN),
+            &json!({"key": "GLOBAL", "value": "g"}),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    set_secret(&app, a, "SELF").await;
+
+    assert_eq!(
+        keys_until(&mut as_a, "SELF").await,
+        vec!["SIBLING", "PARENT", "SELF"]
+    );
+    assert_eq!(
+        keys_until(&mut admin, "SELF").await,
+        vec!["COUSIN", "SIBLING", "PARENT", "UNCLE", "GLOBAL", "SELF"]
+    );
+}
+
+#[tokio::test]
+async fn ws_needs_a_credential_outside_dev() {
+    let app = app().await;
+    let resp = app.call(Method::GET, "/ws", None).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.json,
+        json!({"error": "admin or workspace auth token required"})
+    );
+    let resp = app.call(Method::GET, "/ws", Some("not-a-token")).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, json!({"error": "invalid auth token"}));
+    // A credential but no upgrade.
+    let resp = app.call(Method::GET, "/ws", Some(ADMIN_TOKEN)).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json, json!({"error": "websocket upgrade required"}));
+    let (addr, _stop) = serve(&app).await;
+    match ws_connect(addr, None, None).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected a 401 handshake, got {other:?}"),
+    }
+
+    // --dev: an anonymous client is the reference's canvas client.
+    let dev = Setup {
+        dev: true,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let (id, _) = dev.container("alpha").await;
+    let (addr, _stop) = serve(&dev).await;
+    let mut ws = ws_connect(addr, None, None).await.expect("dev connects");
+    set_secret(&dev, id, "DEV").await;
+    assert_eq!(keys_until(&mut ws, "DEV").await, vec!["DEV"]);
+}

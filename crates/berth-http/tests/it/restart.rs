@@ -1,0 +1,463 @@
+//! `POST /workspaces/{id}/restart` (REFERENCE.md §2.9, §5.6; DECISIONS.md §2.14): the refusals
+//! in their order, no-op runtimes, one real cycle (stop, `provisioning`, start with a fresh
+//! token), and coalescing of requests that arrive while a cycle runs.
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use berth_domain::WorkspaceId;
+use berth_domain::status::Transition;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, Call, Recorder, Setup, TestApp, app};
+
+fn err(message: &str) -> Value {
+    json!({ "error": message })
+}
+
+async fn recorder_app(postgres: bool) -> (TestApp, Arc<Recorder>) {
+    let rec = Recorder::new();
+    let app = Setup {
+        provisioner: rec.clone(),
+        postgres,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    (app, rec)
+}
+
+/// Creates a container workspace and waits for its first start.
+async fn container(app: &TestApp, name: &str) -> WorkspaceId {
+    let id = app
+        .create_id(json!({"name": name, "model": "openai/gpt-4o"}))
+        .await;
+    app.service.drain().await;
+    id
+}
+
+#[tokio::test]
+async fn restart_of_an_unknown_workspace_is_404() {
+    let (app, rec) = recorder_app(false).await;
+    let resp = app.lifecycle(WorkspaceId::new_v4(), "restart").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text);
+    assert_eq!(resp.json, err("workspace not found"));
+    assert!(rec.calls().is_empty());
+}
+
+#[tokio::test]
+async fn restart_needs_a_credential_of_that_workspace() {
+    let (app, rec) = recorder_app(false).await;
+    let a = container(&app, "a").await;
+    let b = container(&app, "b").await;
+    let b_token = app.admin_mint(b).await;
+    let uri = format!("/workspaces/{a}/restart");
+    let resp = app.call(Method::POST, &uri, None).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    let resp = app.call(Method::POST, &uri, Some(&b_token)).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, err("invalid workspace auth token"));
+    app.service.drain().await;
+    assert_eq!(rec.calls_for(a), [Call::Start(a)]);
+}
+
+/// External-like and `mock` workspaces have nothing to restart, backend or not.
+async fn noop_runtimes(app: &TestApp, rec: Option<&Recorder>) {
+    for runtime in ["external", "kimi", "kimi-cli"] {
+        let (id, token) = app
+            .external(json!({"name": format!("ext-{runtime}"), "runtime": runtime}))
+            .await;
+        let events = app.events_of(id).await;
+        for bearer in [ADMIN_TOKEN, token.as_str()] {
+            let resp = app
+                .call(
+                    Method::POST,
+                    &format!("/workspaces/{id}/restart"),
+                    Some(bearer),
+                )
+                .await;
+            assert_eq!(resp.status, StatusCode::OK, "{runtime}: {}", resp.text);
+            assert_eq!(
+                resp.json,
+                json!({
+                    "status": "noop",
+                    "runtime": runtime,
+                    "message": format!(
+                        "{runtime} workspaces are operator-driven — restart your local agent; \
+                         platform has nothing to restart"
+                    ),
+                })
+            );
+        }
+        app.service.drain().await;
+        assert_eq!(app.status_of(id).await, "awaiting_agent");
+        assert_eq!(app.events_of(id).await, events, "{runtime}: no event");
+        if let Some(rec) = rec {
+            assert!(rec.calls_for(id).is_empty(), "{runtime}");
+        }
+    }
+    let id = app
+        .create_id(json!({"name": "m", "runtime": "mock", "model": "openai/gpt-4o"}))
+        .await;
+    app.service.drain().await;
+    let status = app.status_of(id).await;
+    let calls = rec.map(|r| r.calls_for(id));
+    let events = app.events_of(id).await;
+    let resp = app.lifecycle(id, "restart").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        json!({
+            "status": "noop",
+            "runtime": "mock",
+            "message": "mock workspaces have no container — restart is a no-op",
+        })
+    );
+    app.service.drain().await;
+    assert_eq!(app.status_of(id).await, status);
+    assert_eq!(rec.map(|r| r.calls_for(id)), calls);
+    assert_eq!(app.events_of(id).await, events);
+}
+
+#[tokio::test]
+async fn restart_of_external_like_and_mock_is_a_noop_without_backend() {
+    let app = app().await;
+    noop_runtimes(&app, None).await;
+}
+
+#[tokio::test]
+async fn restart_of_external_like_and_mock_is_a_noop_with_backend() {
+    let (app, rec) = recorder_app(false).await;
+    noop_runtimes(&app, Some(&rec)).await;
+}
+
+#[tokio::test]
+async fn restart_without_a_backend_is_503() {
+    let app = app().await;
+    let id = app
+        .create_id(json!({"name": "c", "model": "openai/gpt-4o"}))
+        .await;
+    app.service.drain().await;
+    assert_eq!(app.status_of(id).await, "failed");
+    let before = app.events_of(id).await;
+    let resp = app.lifecycle(id, "restart").await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text
+    );
+    assert_eq!(resp.json, err("provisioner not available"));
+    app.service.drain().await;
+    assert_eq!(app.status_of(id).await, "failed");
+    assert_eq!(app.events_of(id).await, before);
+    // Programmatic restarts are a silent no-op without a backend.
+    app.service.request_restart(id).await;
+    app.service.drain().await;
+    assert_eq!(app.service.restarts_in_flight().await, 0);
+    assert_eq!(app.events_of(id).await, before);
+}
+
+#[tokio::test]
+async fn restart_under_a_paused_ancestor_is_409() {
+    let (app, rec) = recorder_app(false).await;
+    let p = container(&app, "p").await;
+    let c = app
+        .create_id(json!({"name": "c", "model": "openai/gpt-4o", "parent_id": p.to_string()}))
+        .await;
+    let g = app
+        .create_id(json!({"name": "g", "model": "openai/gpt-4o", "parent_id": c.to_string()}))
+        .await;
+    app.service.drain().await;
+
+    // The nearest paused ancestor is named.
+    app.force(c, &[Transition::Paused]).await;
+    let resp = app.lifecycle(g, "restart").await;
+    assert_eq!(resp.status, StatusCode::CONFLICT, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        err("parent workspace \"c\" is paused — resume it first")
+    );
+    app.force(p, &[Transition::Paused]).await;
+    for (id, ancestor) in [(c, "p"), (g, "c")] {
+        let resp = app.lifecycle(id, "restart").await;
+        assert_eq!(resp.status, StatusCode::CONFLICT, "{}", resp.text);
+        assert_eq!(
+            resp.json,
+            err(&format!(
+                "parent workspace \"{ancestor}\" is paused — resume it first"
+            ))
+        );
+    }
+    app.service.drain().await;
+    for id in [c, g] {
+        assert_eq!(rec.calls_for(id), [Call::Start(id)], "nothing restarted");
+    }
+    assert_eq!(app.status_of(g).await, "provisioning");
+
+    // Without a backend the paused ancestor is still what is reported.
+    let app = crate::helpers::app().await;
+    let (p, _) = app
+        .external(json!({"name": "p", "runtime": "external"}))
+        .await;
+    let c = app
+        .create_id(json!({"name": "c", "model": "openai/gpt-4o", "parent_id": p.to_string()}))
+        .await;
+    app.service.drain().await;
+    app.force(p, &[Transition::Paused]).await;
+    let resp = app.lifecycle(c, "restart").await;
+    assert_eq!(resp.status, StatusCode::CONFLICT, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        err("parent workspace \"p\" is paused — resume it first")
+    );
+}
+
+#[tokio::test]
+async fn restart_of_a_paused_or_hibernated_workspace_is_409() {
+    let (app, rec) = recorder_app(false).await;
+    let paused = container(&app, "paused").await;
+    let resp = app.lifecycle(paused, "pause").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    let hibernated = container(&app, "hibernated").await;
+    app.force(
+        hibernated,
+        &[
+            Transition::AgentRegistered,
+            Transition::HibernateStarted,
+            Transition::Hibernated,
+        ],
+    )
+    .await;
+    for (id, status) in [(paused, "paused"), (hibernated, "hibernated")] {
+        let calls = rec.calls_for(id);
+        let resp = app.lifecycle(id, "restart").await;
+        assert_eq!(resp.status, StatusCode::CONFLICT, "{status}: {}", resp.text);
+        assert_eq!(
+            resp.json,
+            json!({"error": format!("workspace is {status}"), "status": status})
+        );
+        app.service.drain().await;
+        assert_eq!(app.status_of(id).await, status);
+        assert_eq!(rec.calls_for(id), calls, "{status}: no stop or start");
+    }
+}
+
+/// README: "restarting a removed, paused or hibernated workspace is a 409".
+#[tokio::test]
+async fn restart_of_a_removed_workspace_is_409() {
+    let (app, rec) = recorder_app(false).await;
+    let id = container(&app, "gone").await;
+    assert_eq!(app.delete(id, "").await.status, StatusCode::OK);
+    let calls = rec.calls_for(id);
+    let resp = app.lifecycle(id, "restart").await;
+    assert_eq!(resp.status, StatusCode::CONFLICT, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace is removed", "status": "removed"})
+    );
+    app.service.drain().await;
+    assert_eq!(app.status_of(id).await, "removed");
+    assert_eq!(rec.calls_for(id), calls);
+}
+
+async fn one_restart_cycle(postgres: bool) {
+    let (app, rec) = recorder_app(postgres).await;
+    let id = container(&app, "w").await;
+    let old_token = rec.auth_token_of_start(id, 0);
+    let provisioning_before = app.events_named(id, "WORKSPACE_PROVISIONING").await.len();
+
+    // The workspace restarts itself with the token its start carried.
+    let resp = app
+        .call(
+            Method::POST,
+            &format!("/workspaces/{id}/restart"),
+            Some(&old_token),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    let mut body = resp.json.clone();
+    let config_dir = body
+        .as_object_mut()
+        .and_then(|m| m.remove("config_dir"))
+        .expect("config_dir");
+    assert!(
+        config_dir.as_str().is_some_and(|s| !s.is_empty()),
+        "{config_dir}"
+    );
+    assert_eq!(
+        body,
+        json!({"status": "provisioning", "reset_session": false})
+    );
+    app.service.drain().await;
+
+    // Stop, then start.
+    assert_eq!(
+        rec.calls_for(id),
+        [Call::Start(id), Call::Stop(id), Call::Start(id)]
+    );
+    assert_eq!(app.service.restarts_in_flight().await, 0);
+    // `provisioning` again, recorded once with the row's name, tier and runtime.
+    assert_eq!(app.status_of(id).await, "provisioning");
+    let events = app.events_named(id, "WORKSPACE_PROVISIONING").await;
+    assert_eq!(events.len(), provisioning_before + 1, "{events:?}");
+    assert_eq!(
+        events.last(),
+        Some(&json!({"name": "w", "tier": 3, "runtime": "claude-code"}))
+    );
+    // The new start carries a fresh token; the old one is revoked.
+    let new_token = rec.auth_token_of_start(id, 1);
+    assert_ne!(new_token, old_token);
+    let request = &rec.requests_for(id)[1];
+    assert_eq!(request.name, "w");
+    assert_eq!(request.runtime, "claude-code");
+    assert!(
+        request
+            .secret_files
+            .iter()
+            .any(|(name, _)| name == ".platform_inbound_secret")
+    );
+    let resp = app
+        .call(
+            Method::GET,
+            &format!("/workspaces/{id}/state"),
+            Some(&old_token),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{}", resp.text);
+    let resp = app
+        .call(
+            Method::GET,
+            &format!("/workspaces/{id}/state"),
+            Some(&new_token),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+
+    // An online workspace restarts as well.
+    app.force(id, &[Transition::AgentRegistered]).await;
+    let resp = app.lifecycle(id, "restart").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    app.service.drain().await;
+    assert_eq!(rec.calls_for(id).len(), 5);
+    assert_eq!(app.status_of(id).await, "provisioning");
+}
+
+#[tokio::test]
+async fn one_restart_cycle_sqlite() {
+    one_restart_cycle(false).await;
+}
+
+#[tokio::test]
+async fn one_restart_cycle_postgres() {
+    one_restart_cycle(true).await;
+}
+
+async fn requests_during_a_cycle_coalesce_into_one(postgres: bool) {
+    let (app, rec) = recorder_app(postgres).await;
+    let id = container(&app, "w").await;
+    let other = container(&app, "other").await;
+    assert_eq!(rec.calls_for(id), [Call::Start(id)]);
+    let events_before = app.events_named(id, "WORKSPACE_PROVISIONING").await.len();
+
+    // The first cycle starts and blocks inside `start`.
+    rec.hold_starts();
+    app.service.request_restart(id).await;
+    rec.wait_for_starts(3).await;
+    assert_eq!(app.service.restarts_in_flight().await, 1);
+    assert_eq!(
+        rec.calls_for(id),
+        [Call::Start(id), Call::Stop(id), Call::Start(id)]
+    );
+
+    // Five more requests (programmatic and over HTTP) while it runs.
+    for _ in 0..3 {
+        app.service.request_restart(id).await;
+    }
+    for _ in 0..2 {
+        let resp = app.lifecycle(id, "restart").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        assert_eq!(resp.json["status"], "provisioning");
+    }
+    assert_eq!(app.service.restarts_in_flight().await, 1);
+    // Restarts of another workspace are not coalesced with these.
+    app.service.request_restart(other).await;
+    assert_eq!(app.service.restarts_in_flight().await, 2);
+
+    rec.release_starts();
+    app.service.drain().await;
+    assert_eq!(app.service.restarts_in_flight().await, 0);
+    // Exactly two cycles: the running one and one for all requests that arrived meanwhile.
+    assert_eq!(
+        rec.calls_for(id),
+        [
+            Call::Start(id),
+            Call::Stop(id),
+            Call::Start(id),
+            Call::Stop(id),
+            Call::Start(id),
+        ]
+    );
+    assert_eq!(
+        rec.calls_for(other),
+        [Call::Start(other), Call::Stop(other), Call::Start(other)]
+    );
+    // Each cycle recorded its own `provisioning` event.
+    let cycles = app.events_named(id, "WORKSPACE_PROVISIONING").await;
+    assert_eq!(cycles.len(), events_before + 2, "{cycles:?}");
+
+    // A request after the cycles finished is not swallowed.
+    app.service.request_restart(id).await;
+    app.service.drain().await;
+    assert_eq!(rec.calls_for(id).len(), 7);
+    assert_eq!(app.service.restarts_in_flight().await, 0);
+}
+
+#[tokio::test]
+async fn requests_during_a_cycle_coalesce_into_one_sqlite() {
+    requests_during_a_cycle_coalesce_into_one(false).await;
+}
+
+#[tokio::test]
+async fn requests_during_a_cycle_coalesce_into_one_postgres() {
+    requests_during_a_cycle_coalesce_into_one(true).await;
+}
+
+/// A restart still pending when the workspace is deleted or paused must not start it again.
+#[tokio::test]
+async fn a_pending_restart_does_not_revive_a_deleted_or_paused_workspace() {
+    for action in ["delete", "pause"] {
+        let (app, rec) = recorder_app(false).await;
+        let id = container(&app, "w").await;
+        rec.hold_starts();
+        app.service.request_restart(id).await;
+        rec.wait_for_starts(2).await;
+        app.service.request_restart(id).await;
+        let resp = if action == "delete" {
+            app.delete(id, "").await
+        } else {
+            app.lifecycle(id, "pause").await
+        };
+        assert_eq!(resp.status, StatusCode::OK, "{action}: {}", resp.text);
+        rec.release_starts();
+        app.service.drain().await;
+        assert_eq!(app.service.restarts_in_flight().await, 0);
+        // The cycle that was already starting finishes; the pending one does nothing.
+        assert_eq!(
+            rec.calls_for(id),
+            [
+                Call::Start(id),
+                Call::Stop(id),
+                Call::Start(id),
+                Call::Stop(id)
+            ],
+            "{action}"
+        );
+        let expected = if action == "delete" {
+            "removed"
+        } else {
+            "paused"
+        };
+        assert_eq!(app.status_of(id).await, expected);
+    }
+}
