@@ -1,6 +1,7 @@
-//! A throwaway PostgreSQL cluster for tests and manual runs: a fresh `initdb` under
-//! `target/xtask-pg/<pid>`, started on a free loopback port with durability switched off, and
-//! stopped and deleted afterwards.
+//! A throwaway PostgreSQL cluster for tests, manual runs and benchmarks: a fresh `initdb` under
+//! `target/xtask-pg/<pid>`, started on a free loopback port with durability switched off (or, for
+//! `cargo xtask bench`, on, as in production: see [`Durability`]), and stopped and deleted
+//! afterwards.
 //!
 //! Cleanup has to happen however xtask ends: tests failing, an error, or ctrl-c. Ctrl-c is the hard
 //! one: SIGINT kills xtask at once (std cannot install a signal handler without `unsafe`, which the
@@ -39,10 +40,22 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often to pick a new port when another process took ours between probing and binding.
 const START_ATTEMPTS: u32 = 3;
 
-/// Settings for a cluster whose data is thrown away: loopback only, no fsync, enough connections
-/// for many tests that each open a pool.
-const SERVER_SETTINGS: &str = "-c listen_addresses=127.0.0.1 -c fsync=off \
-     -c synchronous_commit=off -c full_page_writes=off -c max_connections=300";
+/// Settings every cluster gets: loopback only, enough connections for many tests that each open
+/// a pool.
+const SERVER_SETTINGS: &str = "-c listen_addresses=127.0.0.1 -c max_connections=300";
+
+/// Settings for a cluster whose durability does not matter (tests): no fsync.
+const NO_SYNC_SETTINGS: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+
+/// Whether the server flushes commits to disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync off: fast, for tests whose data is thrown away anyway.
+    Off,
+    /// PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on), as in production;
+    /// benchmarks need this, or the "database limit" they compare with is unrealistically high.
+    Production,
+}
 
 /// A running throwaway cluster. Stop it with [`Cluster::stop`] to see cleanup errors; dropping
 /// it (or xtask dying) cleans up too, see the module doc.
@@ -63,11 +76,19 @@ pub struct Cluster {
     port: u16,
     /// The cleanup process; `None` once it ran.
     watchdog: Option<Child>,
+    /// Whether commits are flushed.
+    durability: Durability,
 }
 
 impl Cluster {
-    /// Creates, starts and waits for a new cluster below `workspace_root/target/xtask-pg`.
+    /// Creates, starts and waits for a new cluster below `workspace_root/target/xtask-pg`, with
+    /// fsync off.
     pub fn start(workspace_root: &Path) -> Result<Self> {
+        Self::start_with(workspace_root, Durability::Off)
+    }
+
+    /// Like [`Cluster::start`], with the given durability.
+    pub fn start_with(workspace_root: &Path, durability: Durability) -> Result<Self> {
         let bin = PgBin::locate()?;
         let run_as = RunAs::detect()?;
         let version = bin.version()?;
@@ -88,6 +109,7 @@ impl Cluster {
             version,
             port: 0,
             watchdog: None,
+            durability,
         };
         // From here on, returning an error drops `cluster`, and the watchdog removes what exists.
         cluster.watchdog = Some(cluster.spawn_watchdog()?);
@@ -96,8 +118,8 @@ impl Cluster {
         cluster.start_server()?;
         cluster.wait_ready()?;
         eprintln!(
-            "xtask: started PostgreSQL {} on 127.0.0.1:{}",
-            cluster.version, cluster.port,
+            "xtask: started PostgreSQL {} on 127.0.0.1:{} (durability: {:?})",
+            cluster.version, cluster.port, cluster.durability,
         );
         Ok(cluster)
     }
@@ -111,6 +133,16 @@ impl Cluster {
     /// The URL of database `name` as superuser `postgres`.
     pub fn database_url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path of PostgreSQL program `name` (`psql`, `pgbench`, …), see [`PgBin::program`].
+    pub fn program(&self, name: &str) -> Result<PathBuf> {
+        self.bin.program(name)
     }
 
     /// Creates database `name`.
@@ -260,7 +292,11 @@ impl Cluster {
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
             // pg_ctl passes `-o` to postgres through sh, hence the quoted socket directory.
-            let options = format!("-p {port} -k {socket_dir} {SERVER_SETTINGS}");
+            let durability = match self.durability {
+                Durability::Off => NO_SYNC_SETTINGS,
+                Durability::Production => "",
+            };
+            let options = format!("-p {port} -k {socket_dir} {SERVER_SETTINGS} {durability}");
             let args =
                 self.pg_ctl_args(&["-w", "-t", "30", "-l", &log, "-o", &options, "start"])?;
             let mut start = self.run_as.command(&pg_ctl, &args)?;

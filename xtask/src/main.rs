@@ -3,7 +3,7 @@
 //!
 //! Each task is one module under `tasks/` with a `run(args) -> Result<ExitCode>` function and one
 //! row in [`TASKS`]; `cargo xtask --help` is generated from that table. To add a task (say
-//! `bench`), write `tasks/bench.rs`, declare it in `tasks/mod.rs` and add its row here.
+//! `lint`), write `tasks/lint.rs`, declare it in `tasks/mod.rs` and add its row here.
 //!
 //! The crate depends on `anyhow` only and drives every tool through `std::process::Command`, so it
 //! builds in seconds and works while the rest of the workspace is broken.
@@ -46,6 +46,18 @@ const TASKS: &[Task] = &[
         usage: "",
         about: "start a throwaway PostgreSQL for manual runs and keep it until ctrl-c",
         run: tasks::pg::run,
+    },
+    Task {
+        name: "image",
+        usage: "",
+        about: "build the Docker test image berth-agent:test locally (no registry needed)",
+        run: tasks::image::run,
+    },
+    Task {
+        name: "bench",
+        usage: "[--quick]",
+        about: "benchmarks against SQLite and PostgreSQL, each next to its limit (target/bench/report.md)",
+        run: tasks::bench::run,
     },
     Task {
         name: "ci",

@@ -25,11 +25,35 @@ pub enum Command {
     /// Run the reference agent (`berth-agent`) from its environment: the runtime of the bundled
     /// `echo` template under the process provisioner.
     Agent,
+    /// Secret administration.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+/// `berth secrets …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-encrypt every sealed value under the active (first) key of the key ring, in batches,
+    /// online. Put the new key first in the key file (keep the old ones after it), restart the
+    /// servers, then run this; re-run it if interrupted.
+    RotateKey {
+        /// Storage settings.
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u32,
+    },
 }
 
 /// Which provisioning backend runs container workspaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProvisionerChoice {
+    /// Docker when the daemon answers and at least one runtime image is configured
+    /// (`--docker-image`), else local processes.
+    Auto,
+    /// The local Docker daemon.
+    Docker,
     /// Local child processes (the embedded default).
     Process,
     /// None: container workspaces fail with `NO_BACKEND`; external workspaces work.
@@ -112,13 +136,38 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_PROVISION_TIMEOUT_SECS", default_value_t = 600)]
     pub provision_timeout_secs: u64,
 
+    /// Days the event log keeps events.
+    #[arg(long, env = "BERTH_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u64,
+
     /// Seconds between liveness/health sweeps.
     #[arg(long, env = "BERTH_SWEEP_INTERVAL_SECS", default_value_t = 15)]
     pub sweep_interval_secs: u64,
 
     /// Provisioning backend.
-    #[arg(long, env = "BERTH_PROVISIONER", default_value = "process")]
+    #[arg(long, env = "BERTH_PROVISIONER", default_value = "auto")]
     pub provisioner: ProvisionerChoice,
+
+    /// Docker image of a runtime: `runtime=image` (repeatable; `;`-separated in the env var),
+    /// e.g. `echo=berth-agent:test` (built by `cargo xtask image`).
+    #[arg(
+        long = "docker-image",
+        env = "BERTH_DOCKER_IMAGES",
+        value_delimiter = ';'
+    )]
+    pub docker_images: Vec<String>,
+
+    /// A user-defined Docker network to attach workspace containers to.
+    #[arg(long, env = "BERTH_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
+
+    /// The Docker daemon socket.
+    #[arg(
+        long,
+        env = "BERTH_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    pub docker_socket: String,
 
     /// Extra runtime commands for the process provisioner: `runtime=program arg…` (repeatable;
     /// the bundled `echo` runtime runs `berth agent`).

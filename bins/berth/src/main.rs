@@ -10,11 +10,13 @@ use anyhow::{Context, Result, bail};
 use berth_core::{CoreConfig, HttpMemoryPlugin, SystemResolver, TemplateCatalog, WorkspaceService};
 use berth_domain::ssrf::SsrfPolicy;
 use berth_http::{AdminAuth, AppState, HttpConfig};
-use berth_provision::{NoBackend, ProcessConfig, ProcessProvisioner, Provisioner};
+use berth_provision::{
+    DockerConfig, DockerProvisioner, NoBackend, ProcessConfig, ProcessProvisioner, Provisioner,
+};
 use clap::Parser as _;
 use secrecy::ExposeSecret as _;
 
-use crate::config::{Cli, Command, LogFormat, ProvisionerChoice, ServeArgs};
+use crate::config::{Cli, Command, LogFormat, ProvisionerChoice, SecretsCommand, ServeArgs};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -23,6 +25,30 @@ async fn main() -> Result<()> {
         Command::Serve(args) => {
             init_tracing(args.log_format);
             serve(*args).await
+        }
+        Command::Secrets(SecretsCommand::RotateKey { store, batch_size }) => {
+            init_tracing(LogFormat::Text);
+            let (store, _) = setup::open_store(&store).await?;
+            let templates = TemplateCatalog::empty(std::path::PathBuf::from("."));
+            let service = WorkspaceService::new(
+                store,
+                Arc::new(NoBackend),
+                Arc::new(SystemResolver::default()),
+                templates,
+                CoreConfig::default(),
+            );
+            let report = service
+                .reencrypt_secrets(batch_size)
+                .await
+                .context("re-encrypting secrets")?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.remaining_by_key_id.is_empty() {
+                bail!(
+                    "some rows are sealed with keys this server does not have: {:?}",
+                    report.remaining_by_key_id
+                );
+            }
+            Ok(())
         }
         Command::Agent => {
             berth_agent::init_tracing();
@@ -101,19 +127,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
     };
-    let process = match args.provisioner {
-        ProvisionerChoice::Process => Some(Arc::new(process_provisioner(&args)?)),
-        ProvisionerChoice::None => None,
-    };
-    let provisioner: Arc<dyn Provisioner> = match &process {
-        Some(p) => p.clone(),
-        None => {
-            tracing::warn!(
-                "no provisioning backend: container workspaces will be marked failed (NO_BACKEND)"
-            );
-            Arc::new(NoBackend)
-        }
-    };
+    let (provisioner, process) = choose_provisioner(&args).await?;
     tracing::info!(provisioner = ?provisioner.kind(), "provisioner ready");
     let mut service = WorkspaceService::new(
         store,
@@ -122,6 +136,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         templates,
         core,
     );
+    service = service.with_event_config(berth_core::EventConfig {
+        retention: Duration::from_secs(args.event_retention_days.saturating_mul(24 * 3600)),
+        ..Default::default()
+    });
     if let Some(url) = &args.memory_plugin_url {
         let plugin = HttpMemoryPlugin::new(url)
             .map_err(anyhow::Error::msg)
@@ -140,6 +158,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             git_sha: option_env!("BERTH_GIT_SHA").unwrap_or("unknown").to_owned(),
         }),
     };
+    service
+        .spawn_event_tailer()
+        .await
+        .context("starting the event tailer")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -169,6 +191,56 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Picks the provisioning backend (see `--provisioner`). Returns the process provisioner too,
+/// so shutdown can stop its children.
+async fn choose_provisioner(
+    args: &ServeArgs,
+) -> Result<(Arc<dyn Provisioner>, Option<Arc<ProcessProvisioner>>)> {
+    let docker = || async {
+        let mut config = DockerConfig::new();
+        config.socket = args.docker_socket.clone();
+        config.network = args.docker_network.clone();
+        for spec in &args.docker_images {
+            let (runtime, image) = spec
+                .split_once('=')
+                .filter(|(r, i)| !r.trim().is_empty() && !i.trim().is_empty())
+                .with_context(|| format!("--docker-image {spec:?} is not runtime=image"))?;
+            config = config.with_image(runtime.trim(), image.trim());
+        }
+        DockerProvisioner::connect(config)
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    match args.provisioner {
+        ProvisionerChoice::None => {
+            tracing::warn!(
+                "no provisioning backend: container workspaces will be marked failed (NO_BACKEND)"
+            );
+            Ok((Arc::new(NoBackend), None))
+        }
+        ProvisionerChoice::Docker => Ok((
+            Arc::new(docker().await.context("connecting to Docker")?),
+            None,
+        )),
+        ProvisionerChoice::Process => {
+            let p = Arc::new(process_provisioner(args)?);
+            Ok((p.clone(), Some(p)))
+        }
+        ProvisionerChoice::Auto => {
+            if !args.docker_images.is_empty() {
+                match docker().await {
+                    Ok(d) => return Ok((Arc::new(d), None)),
+                    Err(e) => {
+                        tracing::info!(error = %e, "Docker not available; using local processes")
+                    }
+                }
+            }
+            let p = Arc::new(process_provisioner(args)?);
+            Ok((p.clone(), Some(p)))
+        }
+    }
 }
 
 /// The process provisioner: agents under `<data-dir>/workspaces`, the `echo` runtime as

@@ -2,6 +2,8 @@
 //! `pub fn run(args: &[String]) -> anyhow::Result<std::process::ExitCode>` and has a row in
 //! `TASKS` in `main.rs`.
 
+pub mod bench;
 pub mod ci;
+pub mod image;
 pub mod pg;
 pub mod test;

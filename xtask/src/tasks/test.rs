@@ -6,6 +6,9 @@
 //! and deletes the cluster, also when the tests fail or on ctrl-c (see `cluster.rs`). Exits with
 //! the tests' exit code; when the tests pass but the cleanup fails, it fails.
 //!
+//! First, when the run includes berth-provision, it checks that a Docker Engine answers (failing
+//! with instructions if not) and builds the test image (`cargo xtask image`).
+//!
 //! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
 //! Arguments that pick packages (`-p`, `--package`) replace `--workspace`; arguments after a
 //! second `--` go to the test binaries: `cargo xtask test -- -p berth-store -- --nocapture`.
@@ -17,6 +20,7 @@ use anyhow::Result;
 use crate::{
     cluster::Cluster,
     process::{cargo, exit_code, run_echoed},
+    tasks::image,
     workspace_root,
 };
 
@@ -25,6 +29,13 @@ const PG_URL_VAR: &str = "BERTH_TEST_PG_URL";
 
 /// Runs the task; `args` are what followed `test`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
+    // The Docker provisioner's tests need a daemon and the locally built image; without a
+    // daemon, fail here with instructions rather than deep inside a test.
+    if runs_docker_tests(args) {
+        image::require_docker()?;
+        image::build()?;
+    }
+
     let mut test = cargo();
     test.args(cargo_test_args(args));
 
@@ -63,6 +74,16 @@ fn cargo_test_args(args: &[String]) -> Vec<String> {
     out.push("--all-features".to_owned());
     out.extend(args.iter().cloned());
     out
+}
+
+/// Whether the run includes berth-provision, whose tests drive the real Docker daemon.
+fn runs_docker_tests(args: &[String]) -> bool {
+    let args = cargo_test_args(args);
+    !picks_packages(&args)
+        || args
+            .iter()
+            .take_while(|arg| *arg != "--")
+            .any(|arg| arg.contains("berth-provision"))
 }
 
 /// Whether cargo's own arguments (those before a `--`) select packages.
@@ -105,6 +126,20 @@ mod tests {
             cargo_test_args(&args(&["-pxtask"])),
             args(&["test", "--all-features", "-pxtask"]),
         );
+    }
+
+    #[test]
+    fn docker_tests_run_unless_other_packages_are_picked() {
+        assert!(runs_docker_tests(&[]));
+        assert!(runs_docker_tests(&args(&["--", "--nocapture"])));
+        assert!(runs_docker_tests(&args(&["-p", "berth-provision"])));
+        assert!(!runs_docker_tests(&args(&["--", "-p", "xtask"])));
+        assert!(!runs_docker_tests(&args(&[
+            "-p",
+            "berth-store",
+            "--",
+            "berth-provision"
+        ])));
     }
 
     #[test]

@@ -19,9 +19,24 @@ async fn echo_template_runs_answers_and_stops_with_the_server() {
     assert_eq!(created["status"], "provisioning");
     let id = created["id"].as_str().expect("id").to_owned();
 
-    let w = server
+    server
         .wait_status(&id, "online", Duration::from_secs(20))
         .await;
+    // The agent may register before the provisioner has returned and recorded the URL the
+    // platform reaches it at; the URL follows within the provisioner's start grace.
+    let w = wait_for(
+        "the agent URL to be recorded",
+        Duration::from_secs(20),
+        || async {
+            let w = server.workspace(&id).await;
+            if w["url"].as_str().is_some_and(|u| !u.is_empty()) {
+                Ok(w)
+            } else {
+                Err(w.to_string())
+            }
+        },
+    )
+    .await;
     assert_eq!(w["runtime"], "echo");
     let url = w["url"].as_str().expect("url").to_owned();
     let port: u16 = url

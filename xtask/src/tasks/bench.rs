@@ -1,0 +1,931 @@
+//! `cargo xtask bench [--quick]`: berth's benchmarks (issue 8), every figure next to a baseline
+//! measured in the same run.
+//!
+//! Builds release binaries of `berth` and `berth-loadgen`, then for each store, SQLite (a fresh
+//! data directory) and PostgreSQL (a throwaway cluster with fsync on, as in production), starts
+//! `target/release/berth serve` on a free loopback port and drives it with `berth-loadgen`
+//! subprocesses. Scenarios and their baselines:
+//!
+//! | scenario | baseline |
+//! |---|---|
+//! | `POST /workspaces` (external) at concurrency 1 and 32 | the create's SQL: `pgbench` script / sqlx loop |
+//! | `GET /workspaces/{id}` | an axum route with a fixed body of the same size |
+//! | `GET /workspaces` with 100, 1,000, 10,000 rows | the list SELECT: `psql` into /dev/null / sqlx |
+//! | `POST /registry/heartbeat`, 1,000 and 10,000 agents | the heartbeat's SQL: `pgbench` / sqlx |
+//! | create p99 while 10,000 agents beat every 30 s | the same creates without the beats |
+//! | create → `online`, process provisioner | `berth agent` started by hand, to its first register |
+//! | resident memory, idle and with 10,000 workspaces | — |
+//!
+//! `--quick` runs fewer requests, list sizes 100 and 1,000 and 1,000 agents. Each store runs in
+//! three phases on fresh databases (create/get; list/heartbeat/memory; create → online), so the
+//! row counts a scenario sees do not depend on the others. Targets are reported, never asserted:
+//! the task exits 0 unless something crashed. Output: `target/bench/report.md` (also printed) and
+//! `target/bench/report.json`. Every process started here has a guard that ends it; scratch
+//! files live in `target/bench/tmp-<pid>` and are removed at the end.
+
+mod procs;
+mod report;
+mod sql;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use self::{
+    procs::{Background, Server, TempDir, free_port, run_bounded},
+    report::{Header, Measure, Memory, Row, StoreReport, Target},
+};
+use crate::{
+    cluster::{Cluster, Durability},
+    process::{cargo, path_str, run_captured, run_echoed},
+    workspace_root,
+};
+
+/// The admin bearer of the bench servers (loopback only, thrown away with them).
+const ADMIN_TOKEN: &str = "bench-admin-token";
+
+/// Creates per second in the create-under-heartbeat-load scenario.
+const CREATE_RATE: u64 = 20;
+
+/// How much each scenario does.
+struct Sizes {
+    mode: &'static str,
+    create_c1: usize,
+    create_c32: usize,
+    get_one: usize,
+    list_sizes: &'static [usize],
+    agent_sizes: &'static [usize],
+    heartbeats: usize,
+    /// Seconds of paced creates timed with, and without, the background heartbeats.
+    load_secs: u64,
+    online: usize,
+    /// Time bound of each load run.
+    max_secs: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                mode: "quick",
+                create_c1: 200,
+                create_c32: 1000,
+                get_one: 5000,
+                list_sizes: &[100, 1000],
+                agent_sizes: &[1000],
+                heartbeats: 5000,
+                load_secs: 10,
+                online: 10,
+                max_secs: 60,
+            }
+        } else {
+            Self {
+                mode: "full",
+                create_c1: 1000,
+                create_c32: 5000,
+                get_one: 20000,
+                list_sizes: &[100, 1000, 10000],
+                agent_sizes: &[1000, 10000],
+                heartbeats: 20000,
+                load_secs: 30,
+                online: 30,
+                max_secs: 120,
+            }
+        }
+    }
+
+    /// Sequential list requests at `size` rows: enough for a p99, bounded for 10,000 rows.
+    fn list_requests(&self, size: usize) -> usize {
+        let quick = self.mode == "quick";
+        if size <= 100 {
+            300
+        } else if size <= 1000 {
+            if quick { 50 } else { 100 }
+        } else if quick {
+            10
+        } else {
+            20
+        }
+    }
+}
+
+/// The store a phase runs against.
+enum Store<'a> {
+    Sqlite,
+    Postgres(&'a Cluster),
+}
+
+/// One phase's database: a data directory, and for PostgreSQL a database of its own.
+struct Db {
+    data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL.
+    url: Option<String>,
+    /// The PostgreSQL database name.
+    name: String,
+}
+
+impl Db {
+    /// berth's SQLite file.
+    fn sqlite_file(&self) -> PathBuf {
+        self.data_dir.join("berth.db")
+    }
+}
+
+/// What a run has: binaries, sizes, scratch space.
+struct Bench {
+    root: PathBuf,
+    berth: PathBuf,
+    loadgen: PathBuf,
+    sizes: Sizes,
+    scratch: TempDir,
+}
+
+/// Runs the task; `args` may be `--quick`.
+pub fn run(args: &[String]) -> Result<ExitCode> {
+    let quick = match args {
+        [] => false,
+        [flag] if flag == "--quick" => true,
+        _ => bail!("`cargo xtask bench` takes only `--quick`, got {args:?}"),
+    };
+    let root = workspace_root();
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "berth", "-p", "berth-loadgen"]);
+    let status = run_echoed(&mut build)?;
+    ensure!(status.success(), "building the release binaries failed");
+
+    let out_dir = root.join("target").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let bench = Bench {
+        berth: root.join("target/release/berth"),
+        loadgen: root.join("target/release/berth-loadgen"),
+        sizes: Sizes::new(quick),
+        scratch: TempDir::create(out_dir.join(format!("tmp-{}", std::process::id())))?,
+        root,
+    };
+
+    let mut stores = Vec::new();
+    stores.push(bench.store_run("SQLite (WAL, synchronous=NORMAL)", &Store::Sqlite));
+    match Cluster::start_with(&bench.root, Durability::Production) {
+        Ok(cluster) => {
+            let version = run_captured(Command::new(cluster.program("postgres")?).arg("--version"))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default();
+            let name = format!("PostgreSQL (fsync on; {version})");
+            stores.push(bench.store_run(&name, &Store::Postgres(&cluster)));
+            if let Err(err) = cluster.stop() {
+                eprintln!("xtask: error: {err:#}");
+            }
+        }
+        Err(err) => stores.push(StoreReport {
+            name: "PostgreSQL".into(),
+            failure: Some(format!("could not start PostgreSQL: {err:#}")),
+            ..StoreReport::default()
+        }),
+    }
+
+    let header = Header {
+        mode: bench.sizes.mode,
+        machine: machine(),
+        date: run_captured(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))
+            .map(|d| d.trim().to_owned())
+            .unwrap_or_default(),
+    };
+    let markdown = report::markdown(&header, &stores);
+    fs::write(out_dir.join("report.md"), &markdown)?;
+    fs::write(out_dir.join("report.json"), report::json(&header, &stores))?;
+    println!("{markdown}");
+    eprintln!(
+        "xtask: wrote {} and report.json",
+        out_dir.join("report.md").display()
+    );
+    let crashed = stores.iter().any(|s| s.failure.is_some());
+    Ok(if crashed {
+        eprintln!("xtask: bench incomplete: a store's run failed (see the report)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// CPU model, cores, memory and kernel, for the report header.
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = run_captured(Command::new("uname").args(["-sr"]))
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!("{model}, {cores} cores, {mem_gib:.0} GiB RAM, {kernel}")
+}
+
+impl Bench {
+    /// All phases of one store; an error ends the store's run and is recorded in its report.
+    fn store_run(&self, name: &str, store: &Store<'_>) -> StoreReport {
+        eprintln!("xtask: bench: === {name} ===");
+        let mut report = StoreReport {
+            name: name.to_owned(),
+            ..StoreReport::default()
+        };
+        let result = self
+            .phase_create_get(store, &mut report)
+            .and_then(|()| self.phase_list_heartbeat(store, &mut report))
+            .and_then(|()| self.phase_online(store, &mut report));
+        if let Err(err) = result {
+            eprintln!("xtask: bench: {name} failed: {err:#}");
+            report.failure = Some(format!("{err:#}"));
+        }
+        report
+    }
+
+    /// A fresh database for phase `phase`.
+    fn fresh_db(&self, store: &Store<'_>, phase: &str) -> Result<Db> {
+        let data_dir = self.scratch.path().join(format!(
+            "{}-{phase}",
+            match store {
+                Store::Sqlite => "sqlite",
+                Store::Postgres(_) => "pg",
+            }
+        ));
+        fs::create_dir_all(&data_dir)?;
+        let name = format!("bench_{phase}");
+        let url = match store {
+            Store::Sqlite => None,
+            Store::Postgres(cluster) => {
+                cluster.create_database(&name)?;
+                Some(cluster.database_url(&name))
+            }
+        };
+        Ok(Db {
+            data_dir,
+            url,
+            name,
+        })
+    }
+
+    /// Starts `berth serve` on `db` with the given provisioner.
+    fn serve(&self, db: &Db, provisioner: &str) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = Command::new(&self.berth);
+        cmd.current_dir(&self.root)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&db.data_dir)
+            .args(["--provisioner", provisioner])
+            .arg("--templates-dir")
+            .arg(self.root.join("fixtures/templates"))
+            // No sweep may flip the bench's agents to `awaiting_agent` mid-run.
+            .args(["--sweep-interval-secs", "3600"])
+            .args(["--remote-stale-after-secs", "3600"])
+            .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("DATABASE_URL")
+            .env_remove("BERTH_DEV");
+        if let Some(url) = &db.url {
+            cmd.env("DATABASE_URL", url);
+        }
+        let log = db.data_dir.join(format!("berth-{port}.log"));
+        eprintln!("xtask: bench: starting berth ({provisioner} provisioner) on 127.0.0.1:{port}");
+        Server::start(cmd, port, log)
+    }
+
+    /// Runs `berth-loadgen <mode> <args>` and reads its result line.
+    fn loadgen(&self, what: &str, mode: &str, args: &[(&str, String)]) -> Result<Measure> {
+        eprintln!("xtask: bench: {what}");
+        let mut cmd = Command::new(&self.loadgen);
+        cmd.arg(mode);
+        for (name, value) in args {
+            cmd.arg(format!("--{name}")).arg(value);
+        }
+        let max_secs = match args.iter().find(|(name, _)| *name == "max-secs") {
+            Some((_, secs)) => secs.parse().unwrap_or(self.sizes.max_secs),
+            None => {
+                cmd.arg("--max-secs").arg(self.sizes.max_secs.to_string());
+                self.sizes.max_secs
+            }
+        };
+        let timeout = Duration::from_secs(max_secs + 60);
+        let stdout = run_bounded(&mut cmd, timeout, self.scratch.path())
+            .with_context(|| format!("berth-loadgen ({what})"))?;
+        let line = stdout.lines().last().unwrap_or_default();
+        let measure = Measure::from_loadgen(line)?;
+        if let Some(err) = &measure.first_error {
+            eprintln!(
+                "xtask: bench:   {} errors, the first: {err}",
+                measure.errors
+            );
+        }
+        Ok(measure)
+    }
+
+    /// Fills berth up to `target` external workspaces (from `have`), appending `id token`
+    /// lines to `agents`; returns the new agents' file.
+    fn fill(&self, server: &Server, have: usize, target: usize, agents: &Path) -> Result<PathBuf> {
+        let dir = agents.parent().unwrap_or(self.scratch.path());
+        let new = dir.join(format!("agents-{target}.txt"));
+        let measure = self.loadgen(
+            &format!("filling to {target} workspaces"),
+            "create",
+            &[
+                ("base", server.base.clone()),
+                ("token", ADMIN_TOKEN.into()),
+                ("count", (target - have).to_string()),
+                ("concurrency", "32".into()),
+                ("prefix", format!("fill{target}")),
+                ("out", path_str(&new)?.to_owned()),
+            ],
+        )?;
+        ensure!(
+            measure.count as usize == target - have,
+            "filling created {} of {} workspaces ({} errors: {})",
+            measure.count,
+            target - have,
+            measure.errors,
+            measure.first_error.unwrap_or_default()
+        );
+        let mut all = fs::read_to_string(agents).unwrap_or_default();
+        all.push_str(&fs::read_to_string(&new)?);
+        fs::write(agents, all)?;
+        Ok(new)
+    }
+
+    /// Phase 1: create at concurrency 1 and 32, and get one, with their baselines.
+    fn phase_create_get(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
+        let db = self.fresh_db(store, "create")?;
+        let mut server = self.serve(&db, "none")?;
+        // Idle: started, migrated, nothing served yet but /health.
+        sleep(Duration::from_secs(1));
+        report.memory.push(Memory {
+            label: "idle".into(),
+            kib: server.rss_kib()?,
+            target_mib: 30.0,
+        });
+
+        let first = db.data_dir.join("create-c1.txt");
+        for (concurrency, count) in [(1usize, self.sizes.create_c1), (32, self.sizes.create_c32)] {
+            let mut args = vec![
+                ("base", server.base.clone()),
+                ("token", ADMIN_TOKEN.to_owned()),
+                ("count", count.to_string()),
+                ("concurrency", concurrency.to_string()),
+                ("prefix", format!("c{concurrency}")),
+            ];
+            if concurrency == 1 {
+                args.push(("out", path_str(&first)?.to_owned()));
+            }
+            let measure = self.loadgen(
+                &format!("POST /workspaces c={concurrency} ×{count}"),
+                "create",
+                &args,
+            )?;
+            server.ensure_running()?;
+            let (baseline_name, baseline) = match store {
+                Store::Sqlite => (
+                    "sqlx loop, same SQL",
+                    self.loadgen(
+                        &format!("baseline: create SQL via sqlx c={concurrency}"),
+                        "sqlite-create",
+                        &[
+                            ("db", path_str(&db.sqlite_file())?.to_owned()),
+                            ("count", count.to_string()),
+                            ("concurrency", concurrency.to_string()),
+                            ("prefix", format!("sqlb{concurrency}")),
+                        ],
+                    )?,
+                ),
+                Store::Postgres(cluster) => (
+                    "pgbench, same SQL",
+                    self.pgbench(
+                        cluster,
+                        &db.name,
+                        &format!("create-c{concurrency}"),
+                        &sql::create_script(),
+                        concurrency,
+                        count,
+                    )?,
+                ),
+            };
+            let ratio = ratio(measure.throughput, baseline.throughput);
+            let target = (concurrency == 32).then(|| Target {
+                text: "ratio ≥ 0.7".into(),
+                met: ratio.is_some_and(|r| r >= 0.7),
+            });
+            report.rows.push(Row {
+                scenario: format!("POST /workspaces (external), c={concurrency}"),
+                measure,
+                baseline_name: baseline_name.into(),
+                baseline: Some(baseline),
+                ratio,
+                ratio_note: None,
+                target,
+            });
+        }
+
+        let id = fs::read_to_string(&first)?
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+            .context("no workspace was created")?;
+        let get = |base: &str, path: &str, what: &str| {
+            self.loadgen(
+                what,
+                "get",
+                &[
+                    ("url", format!("{base}{path}")),
+                    ("count", self.sizes.get_one.to_string()),
+                    ("concurrency", "32".into()),
+                ],
+            )
+        };
+        let measure = get(
+            &server.base,
+            &format!("/workspaces/{id}"),
+            "GET /workspaces/{id} c=32",
+        )?;
+        server.ensure_running()?;
+        let bytes = measure.body_bytes.unwrap_or(1000);
+        let fixed_log = self.scratch.path().join("serve-fixed.log");
+        let mut fixed_cmd = Command::new(&self.loadgen);
+        fixed_cmd.args(["serve-fixed", "--bytes", &bytes.to_string()]);
+        let fixed = Background::spawn(fixed_cmd, &fixed_log)?;
+        let fixed_url = wait_for_line(&fixed_log, "listening ")?;
+        let baseline = get(&fixed_url, "/fixed", "baseline: fixed-body axum route c=32")?;
+        drop(fixed);
+        let ratio = ratio(measure.throughput, baseline.throughput);
+        report.rows.push(Row {
+            scenario: format!("GET /workspaces/{{id}} ({bytes} B), c=32"),
+            measure,
+            baseline_name: "axum fixed body, same size".into(),
+            baseline: Some(baseline),
+            ratio,
+            ratio_note: None,
+            target: Some(Target {
+                text: "ratio ≥ 0.5".into(),
+                met: ratio.is_some_and(|r| r >= 0.5),
+            }),
+        });
+        drop(server);
+        Ok(())
+    }
+
+    /// Phase 2: list at each size, register and heartbeat the agents, memory with many rows,
+    /// and create latency under the agents' steady heartbeat load.
+    fn phase_list_heartbeat(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
+        let db = self.fresh_db(store, "list")?;
+        let mut server = self.serve(&db, "none")?;
+        // Per phase (in its data directory): tokens of one store are no good in the other.
+        let agents = db.data_dir.join("agents-all.txt");
+        let mut sizes: Vec<usize> = self
+            .sizes
+            .list_sizes
+            .iter()
+            .chain(self.sizes.agent_sizes)
+            .copied()
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut have = 0;
+        let mut unregistered: Vec<PathBuf> = Vec::new();
+        for &size in &sizes {
+            unregistered.push(self.fill(&server, have, size, &agents)?);
+            have = size;
+            server.ensure_running()?;
+
+            if self.sizes.list_sizes.contains(&size) {
+                let requests = self.sizes.list_requests(size);
+                let measure = self.loadgen(
+                    &format!("GET /workspaces with {size} rows ×{requests}"),
+                    "get",
+                    &[
+                        ("url", format!("{}/workspaces", server.base)),
+                        ("token", ADMIN_TOKEN.into()),
+                        ("count", requests.to_string()),
+                        ("concurrency", "1".into()),
+                    ],
+                )?;
+                let (name, baseline) = match store {
+                    Store::Sqlite => (
+                        "sqlx, same SELECT",
+                        self.loadgen(
+                            "baseline: list SELECT via sqlx",
+                            "sqlite-list",
+                            &[
+                                ("db", path_str(&db.sqlite_file())?.to_owned()),
+                                ("count", requests.to_string()),
+                            ],
+                        )?,
+                    ),
+                    Store::Postgres(cluster) => (
+                        "psql > /dev/null, same SELECT",
+                        self.psql_timed(cluster, &db.name, sql::LIST, requests)?,
+                    ),
+                };
+                let time_ratio = ratio(measure.p50_ms, baseline.p50_ms);
+                report.rows.push(Row {
+                    scenario: format!("GET /workspaces, {size} rows, c=1"),
+                    ratio: ratio(measure.throughput, baseline.throughput),
+                    ratio_note: None,
+                    target: Some(Target {
+                        text: format!(
+                            "p50 ≤ 1.5× baseline (is {})",
+                            time_ratio.map_or("?".into(), |r| format!("{r:.2}×"))
+                        ),
+                        met: time_ratio.is_some_and(|r| r <= 1.5),
+                    }),
+                    measure,
+                    baseline_name: name.into(),
+                    baseline: Some(baseline),
+                });
+            }
+
+            if self.sizes.agent_sizes.contains(&size) {
+                for file in unregistered.drain(..) {
+                    let m = self.loadgen(
+                        "registering agents (poll mode)",
+                        "register",
+                        &[
+                            ("base", server.base.clone()),
+                            ("agents", path_str(&file)?.to_owned()),
+                            ("concurrency", "32".into()),
+                        ],
+                    )?;
+                    ensure!(
+                        m.errors == 0,
+                        "registering agents failed: {}",
+                        m.first_error.unwrap_or_default()
+                    );
+                }
+                let count = self.sizes.heartbeats;
+                let measure = self.loadgen(
+                    &format!("POST /registry/heartbeat, {size} agents ×{count} c=32"),
+                    "heartbeat",
+                    &[
+                        ("base", server.base.clone()),
+                        ("agents", path_str(&agents)?.to_owned()),
+                        ("count", count.to_string()),
+                        ("concurrency", "32".into()),
+                    ],
+                )?;
+                server.ensure_running()?;
+                let (name, baseline) = match store {
+                    Store::Sqlite => (
+                        "sqlx loop, same SQL",
+                        self.loadgen(
+                            "baseline: heartbeat SQL via sqlx c=32",
+                            "sqlite-heartbeat",
+                            &[
+                                ("db", path_str(&db.sqlite_file())?.to_owned()),
+                                ("count", count.to_string()),
+                                ("concurrency", "32".into()),
+                            ],
+                        )?,
+                    ),
+                    Store::Postgres(cluster) => {
+                        let n: u64 = self
+                            .psql(cluster, &db.name, sql::AGENTS_TABLE)?
+                            .lines()
+                            .last()
+                            .and_then(|l| l.trim().parse().ok())
+                            .context("counting the registered agents")?;
+                        ensure!(n > 0, "no online agents to replay heartbeats for");
+                        (
+                            "pgbench, same SQL",
+                            self.pgbench(
+                                cluster,
+                                &db.name,
+                                &format!("heartbeat-{size}"),
+                                &sql::heartbeat_script(n),
+                                32,
+                                count,
+                            )?,
+                        )
+                    }
+                };
+                let ratio = ratio(measure.throughput, baseline.throughput);
+                report.rows.push(Row {
+                    scenario: format!("POST /registry/heartbeat, {size} agents, c=32"),
+                    measure,
+                    baseline_name: name.into(),
+                    baseline: Some(baseline),
+                    ratio,
+                    ratio_note: None,
+                    target: Some(Target {
+                        text: "ratio ≥ 0.7".into(),
+                        met: ratio.is_some_and(|r| r >= 0.7),
+                    }),
+                });
+            }
+        }
+        report.memory.push(Memory {
+            label: format!("with {have} workspaces (after list and heartbeats)"),
+            kib: server.rss_kib()?,
+            target_mib: 100.0,
+        });
+
+        // Create latency while every agent beats once per 30 s (the issue's steady state).
+        if let Some(&agent_count) = self.sizes.agent_sizes.iter().max() {
+            self.create_under_load(&server, &agents, agent_count, report)?;
+            server.ensure_running()?;
+        }
+        drop(server);
+        Ok(())
+    }
+
+    /// Creates paced at [`CREATE_RATE`] per second, without and then with a paced heartbeat load
+    /// of `agent_count` beats per 30 s (the issue's steady state), compared by p99. Paced rather
+    /// than flat out, so the creates measure latency instead of saturating the two cores.
+    fn create_under_load(
+        &self,
+        server: &Server,
+        agents: &Path,
+        agent_count: usize,
+        report: &mut StoreReport,
+    ) -> Result<()> {
+        let secs = self.sizes.load_secs;
+        let creates = |prefix: &str, what: &str| {
+            self.loadgen(
+                what,
+                "create",
+                &[
+                    ("base", server.base.clone()),
+                    ("token", ADMIN_TOKEN.into()),
+                    ("count", (CREATE_RATE * secs).to_string()),
+                    ("concurrency", "4".into()),
+                    ("rate", CREATE_RATE.to_string()),
+                    ("prefix", prefix.into()),
+                    ("max-secs", (secs + 5).to_string()),
+                ],
+            )
+        };
+        let quiet = creates("quiet", "paced creates, no heartbeats")?;
+        // The beats start a second early and end a few seconds late, covering the loaded run.
+        let beat_secs = secs + 4;
+        let rate = agent_count as f64 / 30.0;
+        let log = db_log(agents, "heartbeat-load.log");
+        let mut cmd = Command::new(&self.loadgen);
+        cmd.arg("heartbeat")
+            .args(["--base", &server.base])
+            .arg("--agents")
+            .arg(agents)
+            .args([
+                "--count",
+                &((rate * beat_secs as f64).ceil() as u64).to_string(),
+            ])
+            .args(["--concurrency", "32"])
+            .args(["--rate", &format!("{rate}")])
+            .args(["--max-secs", &beat_secs.to_string()]);
+        eprintln!("xtask: bench: background heartbeats at {rate:.0}/s for {beat_secs} s");
+        let mut beats = Background::spawn(cmd, &log)?;
+        sleep(Duration::from_secs(1));
+        let loaded = creates("loaded", "paced creates, with heartbeats")?;
+        beats.wait(Duration::from_secs(beat_secs + 60))?;
+        let beat = fs::read_to_string(&log)?
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .map(Measure::from_loadgen)
+            .transpose()?
+            .context("the background heartbeats printed no result")?;
+        let p99 = ratio(loaded.p99_ms, quiet.p99_ms);
+        report.rows.push(Row {
+            scenario: format!(
+                "POST /workspaces at {CREATE_RATE}/s while {agent_count} agents beat every 30 s \
+                 ({:.0}/s achieved, {} err)",
+                beat.throughput, beat.errors
+            ),
+            measure: loaded,
+            baseline_name: "same creates, no heartbeats".into(),
+            baseline: Some(quiet),
+            ratio: p99,
+            ratio_note: Some("p99 ÷ baseline p99"),
+            target: Some(Target {
+                text: "p99 within 20%".into(),
+                met: p99.is_some_and(|r| r <= 1.2),
+            }),
+        });
+        Ok(())
+    }
+
+    /// Phase 3: create → `online` under the process provisioner, against `berth agent` alone.
+    fn phase_online(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
+        let db = self.fresh_db(store, "online")?;
+        let mut server = self.serve(&db, "process")?;
+        let count = self.sizes.online.to_string();
+        let measure = self.loadgen(
+            "create → online (process provisioner, template echo)",
+            "create-online",
+            &[
+                ("base", server.base.clone()),
+                ("token", ADMIN_TOKEN.into()),
+                ("template", "echo".into()),
+                ("count", count.clone()),
+            ],
+        )?;
+        server.ensure_running()?;
+        // Stops berth and its agents before the baseline starts agents of its own.
+        drop(server);
+        let baseline = self.loadgen(
+            "baseline: berth agent to its first register",
+            "agent-start",
+            &[
+                ("berth", path_str(&self.berth)?.to_owned()),
+                ("count", count),
+            ],
+        )?;
+        report.rows.push(Row {
+            scenario: "create → online, process provisioner (sequential)".into(),
+            ratio: ratio(measure.p50_ms, baseline.p50_ms),
+            ratio_note: Some("p50 ÷ baseline p50"),
+            target: Some(Target {
+                text: "p50 < 300 ms".into(),
+                met: measure.count > 0 && measure.p50_ms < 300.0,
+            }),
+            measure,
+            baseline_name: "`berth agent` spawn → first register".into(),
+            baseline: Some(baseline),
+        });
+        Ok(())
+    }
+
+    /// `psql -c <sql>` on database `db`, unaligned and tuples-only; returns stdout.
+    fn psql(&self, cluster: &Cluster, db: &str, sql: &str) -> Result<String> {
+        let mut cmd = Command::new(cluster.program("psql")?);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+            .args(["-U", "postgres", "-d", db, "-c", sql]);
+        run_bounded(&mut cmd, Duration::from_secs(120), self.scratch.path())
+    }
+
+    /// Runs `sql` `count` times in one `psql` session with its rows sent to /dev/null, reading
+    /// each statement's time from `\timing` (which psql prints to stdout, not to `\o`).
+    fn psql_timed(&self, cluster: &Cluster, db: &str, sql: &str, count: usize) -> Result<Measure> {
+        eprintln!("xtask: bench: baseline: list SELECT via psql ×{count}");
+        let script = self.scratch.path().join("psql-timed.sql");
+        let mut text = String::from("\\o /dev/null\n\\timing on\n");
+        for _ in 0..count {
+            text.push_str(sql);
+            text.push_str(";\n");
+        }
+        fs::write(&script, text)?;
+        let mut cmd = Command::new(cluster.program("psql")?);
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+            .args(["-U", "postgres", "-d", db, "-f"])
+            .arg(&script);
+        let out = run_bounded(
+            &mut cmd,
+            Duration::from_secs(self.sizes.max_secs + 60),
+            self.scratch.path(),
+        )?;
+        let times: Vec<f64> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("Time: "))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        ensure!(
+            times.len() == count,
+            "psql printed {} timings for {count} queries:\n{out}",
+            times.len()
+        );
+        // Sequential: the throughput is queries over the time they took.
+        let total: f64 = times.iter().sum::<f64>() / 1000.0;
+        Ok(Measure::from_latencies(times, 0, total))
+    }
+
+    /// Runs `script` with pgbench: `clients` connections, `count` transactions in all, prepared
+    /// statements (as sqlx uses); latencies from its per-transaction log.
+    fn pgbench(
+        &self,
+        cluster: &Cluster,
+        db: &str,
+        label: &str,
+        script: &str,
+        clients: usize,
+        count: usize,
+    ) -> Result<Measure> {
+        eprintln!("xtask: bench: baseline: pgbench {label} c={clients} ×{count}");
+        let dir = self.scratch.path().join(format!("pgbench-{label}"));
+        fs::create_dir_all(&dir)?;
+        let file = dir.join("script.sql");
+        fs::write(&file, script)?;
+        let per_client = count.div_ceil(clients);
+        let threads = clients.min(2);
+        let mut cmd = Command::new(cluster.program("pgbench")?);
+        cmd.args(["-n", "-M", "prepared", "-l"])
+            .args(["-c", &clients.to_string(), "-j", &threads.to_string()])
+            .args(["-t", &per_client.to_string()])
+            .arg(format!("--log-prefix={}", path_str(&dir.join("log"))?))
+            .arg("-f")
+            .arg(&file)
+            .args(["-h", "127.0.0.1", "-p", &cluster.port().to_string()])
+            .args(["-U", "postgres", db]);
+        let started = Instant::now();
+        let out = run_bounded(
+            &mut cmd,
+            Duration::from_secs(self.sizes.max_secs * 3),
+            self.scratch.path(),
+        )?;
+        let wall = started.elapsed().as_secs_f64();
+        let tps: f64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no tps line in pgbench's output:\n{out}"))?;
+        let mut latencies = Vec::new();
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("log."))
+            {
+                continue;
+            }
+            // "client_id transaction_no time_us script_no epoch epoch_us"
+            for line in fs::read_to_string(&path)?.lines() {
+                if let Some(us) = line
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    latencies.push(us / 1000.0);
+                }
+            }
+        }
+        fs::remove_dir_all(&dir)?;
+        ensure!(
+            !latencies.is_empty(),
+            "pgbench wrote no transaction log:\n{out}"
+        );
+        let mut m = Measure::from_latencies(latencies, 0, wall);
+        // pgbench's own tps leaves out connection set-up, like the loadgen's warm pool.
+        m.throughput = tps;
+        m.duration_s = m.count as f64 / tps;
+        Ok(m)
+    }
+}
+
+/// A file next to `agents` (in the phase's data directory).
+fn db_log(agents: &Path, name: &str) -> PathBuf {
+    agents.with_file_name(name)
+}
+
+/// `a / b`, when both are positive.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (a > 0.0 && b > 0.0).then(|| a / b)
+}
+
+/// Waits (up to 10 s) for `log` to hold a line starting with `prefix`; returns the rest of it.
+fn wait_for_line(log: &Path, prefix: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(prefix)) {
+            return Ok(rest.trim().to_owned());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "no {prefix:?} line in {} within 10 s:\n{text}",
+                log.display()
+            );
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_mode_is_smaller() {
+        let (quick, full) = (Sizes::new(true), Sizes::new(false));
+        assert!(quick.create_c32 < full.create_c32);
+        assert_eq!(quick.list_sizes, [100, 1000]);
+        assert_eq!(full.list_sizes, [100, 1000, 10000]);
+        assert_eq!(quick.agent_sizes, [1000]);
+        assert!(full.list_requests(10000) < full.list_requests(100));
+    }
+
+    #[test]
+    fn ratio_needs_two_positive_figures() {
+        assert_eq!(ratio(2.0, 4.0), Some(0.5));
+        assert_eq!(ratio(0.0, 4.0), None);
+        assert_eq!(ratio(1.0, 0.0), None);
+    }
+}
