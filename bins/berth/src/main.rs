@@ -1,6 +1,7 @@
 //! The berth server binary: configuration → tracing → store → provisioner → serve.
 
 mod config;
+mod leader;
 mod setup;
 
 use std::sync::Arc;
@@ -169,10 +170,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     tracing::info!(%addr, "berth listening");
     eprintln!("berth: listening on http://{addr}");
     let (stop_sweeps, sweeps_stopped) = tokio::sync::watch::channel(false);
-    let sweeper = {
-        let service = service.clone();
-        tokio::spawn(async move { service.run_sweeps(sweeps_stopped).await })
+    let leadership = match args
+        .store
+        .database_url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned())
+    {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            leader::Leadership::Postgres(url)
+        }
+        _ => leader::Leadership::Sole,
     };
+    let sweeper = tokio::spawn(leader::run_sweeps(
+        service.clone(),
+        leadership,
+        sweeps_stopped,
+    ));
     berth_http::serve(listener, berth_http::router(state), shutdown_signal()).await?;
     let _ = stop_sweeps.send(true);
     if let Err(e) = sweeper.await {

@@ -2,6 +2,7 @@
 
 mod create;
 mod events;
+mod hooks;
 pub mod lifecycle;
 mod memory;
 mod provisioning;
@@ -17,6 +18,7 @@ pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
 pub use events::{EventConfig, EventReceiver};
+pub use hooks::EnvMutator;
 pub use lifecycle::{LifecycleError, RestartOutcome, WorkspaceState};
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use registry::{
@@ -30,6 +32,8 @@ pub use secrets::{
 pub use service::{CoreConfig, WorkspaceService, WorkspaceView};
 pub use templates::TemplateCatalog;
 
+#[cfg(feature = "mock")]
+pub use hooks::MockEnvMutator;
 #[cfg(feature = "mock")]
 pub use memory::MockMemoryPlugin;
 #[cfg(feature = "mock")]

@@ -180,6 +180,14 @@ impl WorkspaceService {
                 SecretString::from(plan.role.clone()),
             ));
         }
+        for hook in &self.env_mutators {
+            hook.mutate_env(plan.id, &mut env).await.map_err(|e| {
+                (
+                    "ENV_HOOK_FAILED",
+                    format!("env mutator {:?} failed: {e}", hook.name()),
+                )
+            })?;
+        }
         // `required_env` preflight (REFERENCE.md §4.4; the reference never ran it for Create).
         let missing: Vec<String> = plan
             .required_env

@@ -74,6 +74,8 @@ pub struct WorkspaceService {
     pub(crate) tasks: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     /// The workspace tree, cached for the access rule; dropped whenever a row is created.
     pub(crate) tree: Arc<tokio::sync::RwLock<Option<Arc<Hierarchy>>>>,
+    /// Env-mutator hooks, in registration order.
+    pub(crate) env_mutators: Vec<Arc<dyn crate::hooks::EnvMutator>>,
     /// Restart coalescing state.
     pub(crate) restarts: Arc<tokio::sync::Mutex<crate::lifecycle::RestartMap>>,
     /// The live event bus and its log tailer (`events.rs`).
@@ -109,10 +111,17 @@ impl WorkspaceService {
             tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
             tree: Arc::new(tokio::sync::RwLock::new(None)),
             restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
+            env_mutators: Vec::new(),
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),
             )),
         }
+    }
+
+    /// Registers an env-mutator hook (run after the earlier ones).
+    pub fn with_env_mutator(mut self, hook: Arc<dyn crate::hooks::EnvMutator>) -> Self {
+        self.env_mutators.push(hook);
+        self
     }
 
     /// Seeds `initial_memories` into this memory plugin.

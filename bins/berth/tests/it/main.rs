@@ -4,5 +4,6 @@
 mod cli;
 mod demo;
 mod external;
+mod leader;
 mod restart;
 mod server;

@@ -332,3 +332,114 @@ async fn operator_credentials_in_global_secrets_abort_provisioning() {
         .unwrap();
     svc.drain().await;
 }
+
+/// A store that accepts one create and its provisioning preparation.
+fn provisioning_store(expected_failure: Option<&'static str>) -> MockWorkspaceStore {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_taken_names().returning(|_, _| Ok(vec![]));
+    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_open_secrets().returning(|_| Ok(vec![]));
+    store.expect_workspace_secrets().returning(|_| Ok(vec![]));
+    store.expect_issue_token().returning(|_, _, _| Ok(()));
+    store.expect_set_inbound_secret().returning(|_, _| Ok(()));
+    store.expect_set_provisioned().returning(|_, _, _| Ok(()));
+    match expected_failure {
+        Some(code) => {
+            store
+                .expect_transition()
+                .withf(move |_, c| c.failure.as_ref().is_some_and(|(got, _)| got == code))
+                .times(1)
+                .returning(|_, _| Ok(true));
+        }
+        None => {
+            store.expect_transition().never();
+        }
+    }
+    store
+}
+
+#[tokio::test]
+async fn env_mutators_run_in_order_and_can_abort() {
+    use secrecy::{ExposeSecret as _, SecretString};
+    let mut first = berth_core::MockEnvMutator::new();
+    first.expect_name().return_const("first".to_owned());
+    first.expect_mutate_env().returning(|_, env| {
+        env.push((
+            "INSTALLATION_TOKEN".into(),
+            SecretString::from("short-lived".to_owned()),
+        ));
+        Ok(())
+    });
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    prov.expect_start()
+        .withf(|r| {
+            r.env
+                .iter()
+                .any(|(k, v)| k == "INSTALLATION_TOKEN" && v.expose_secret() == "short-lived")
+        })
+        .times(1)
+        .returning(|_| {
+            Ok(berth_provision::Started {
+                url: Some("http://127.0.0.1:1".into()),
+                instance_id: None,
+            })
+        });
+    let svc = service(
+        provisioning_store(None),
+        Arc::new(prov),
+        MockHostResolver::new(),
+    )
+    .with_env_mutator(Arc::new(first));
+    svc.create(request("hooked"), CreateContext::default())
+        .await
+        .unwrap();
+    svc.drain().await;
+
+    let mut failing = berth_core::MockEnvMutator::new();
+    failing.expect_name().return_const("gh-identity".to_owned());
+    failing
+        .expect_mutate_env()
+        .returning(|_, _| Err("installation not found".into()));
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    prov.expect_start().never();
+    let svc = service(
+        provisioning_store(Some("ENV_HOOK_FAILED")),
+        Arc::new(prov),
+        MockHostResolver::new(),
+    )
+    .with_env_mutator(Arc::new(failing));
+    svc.create(request("hooked"), CreateContext::default())
+        .await
+        .unwrap();
+    svc.drain().await;
+}
+
+#[tokio::test]
+async fn required_env_is_checked_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("needs-key")).unwrap();
+    std::fs::write(
+        dir.path().join("needs-key/config.yaml"),
+        "runtime: claude-code\nruntime_config:\n  model: anthropic/claude\n  required_env: [ANTHROPIC_API_KEY]\n",
+    )
+    .unwrap();
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    prov.expect_start().never();
+    let svc = WorkspaceService::new(
+        Arc::new(provisioning_store(Some("MISSING_ENV"))),
+        Arc::new(prov),
+        Arc::new(MockHostResolver::new()),
+        TemplateCatalog::load(dir.path()),
+        CoreConfig::default(),
+    );
+    let req = CreateRequest {
+        name: "k".into(),
+        template: "needs-key".into(),
+        ..Default::default()
+    };
+    svc.create(req, CreateContext::default()).await.unwrap();
+    svc.drain().await;
+}
