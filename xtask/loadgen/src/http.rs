@@ -184,12 +184,16 @@ pub async fn create_online(args: &Args) -> Result<Report> {
     let token = args.str("token")?.to_owned();
     let template = args.str("template")?.to_owned();
     let prefix = args.opt("prefix").unwrap_or("b").to_owned();
+    let tier: Option<i64> = args.opt("tier").map(str::parse).transpose()?;
     let poll_every = Duration::from_millis(args.num("poll-ms", 2u64)?);
     Ok(drive(plan, move |i| {
         let create = http
             .post(format!("{base}/workspaces"))
             .bearer_auth(&token)
-            .json(&json!({"name": format!("{prefix}-{i}"), "template": template}));
+            .json(&match tier {
+                Some(t) => json!({"name": format!("{prefix}-{i}"), "template": template, "tier": t}),
+                None => json!({"name": format!("{prefix}-{i}"), "template": template}),
+            });
         let (http, base) = (http.clone(), base.clone());
         async move {
             let body = expect(create.send().await?, StatusCode::CREATED).await?;

@@ -282,6 +282,11 @@ impl Bench {
 
     /// Starts `berth serve` on `db` with the given provisioner.
     fn serve(&self, db: &Db, provisioner: &str) -> Result<Server> {
+        self.serve_with(db, provisioner, &[])
+    }
+
+    /// [`Self::serve`] with extra `berth serve` flags.
+    fn serve_with(&self, db: &Db, provisioner: &str, extra: &[&str]) -> Result<Server> {
         let port = free_port()?;
         let mut cmd = Command::new(&self.berth);
         cmd.current_dir(&self.root)
@@ -294,6 +299,7 @@ impl Bench {
             // No sweep may flip the bench's agents to `awaiting_agent` mid-run.
             .args(["--sweep-interval-secs", "3600"])
             .args(["--remote-stale-after-secs", "3600"])
+            .args(extra)
             .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
             .env_remove("BERTH_DEV");
@@ -756,6 +762,52 @@ impl Bench {
                 text: "p50 < 300 ms".into(),
                 met: measure.count > 0 && measure.p50_ms < 300.0,
             }),
+            measure,
+            baseline_name: "`berth agent` spawn → first register".into(),
+            baseline: Some(baseline.clone()),
+        });
+        self.phase_online_docker(store, report, baseline)
+    }
+
+    /// Create → `online` under the Docker provisioner with the locally built image (tier 4:
+    /// the container shares the host network, so the agent reaches berth on loopback). Skipped,
+    /// with a note in the report, when the daemon or the image is missing.
+    fn phase_online_docker(&self, store: &Store<'_>, report: &mut StoreReport, baseline: Measure) -> Result<()> {
+        let image_ok = Command::new("docker")
+            .args(["image", "inspect", "berth-agent:test"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !image_ok {
+            eprintln!("xtask: bench: Docker or the image berth-agent:test is missing (run `cargo xtask image`); skipping Docker create → online");
+            return Ok(());
+        }
+        let db = self.fresh_db(store, "online-docker")?;
+        let mut server = self.serve_with(&db, "docker", &["--docker-image", "echo=berth-agent:test"])?;
+        let measure = self.loadgen(
+            "create → online (Docker provisioner, template echo, tier 4)",
+            "create-online",
+            &[
+                ("base", server.base.clone()),
+                ("token", ADMIN_TOKEN.into()),
+                ("template", "echo".into()),
+                ("tier", "4".into()),
+                ("prefix", "d".into()),
+                ("count", (self.sizes.online / 2).max(3).to_string()),
+            ],
+        )?;
+        server.ensure_running()?;
+        drop(server);
+        // Containers of the run are removed by label, whatever happened above.
+        let _ = Command::new("sh")
+            .args(["-c", "docker ps -aq --filter label=berth.managed=true | xargs -r docker rm -f >/dev/null; docker volume ls -q --filter label=berth.managed=true | xargs -r docker volume rm >/dev/null"])
+            .status();
+        report.rows.push(Row {
+            scenario: "create → online, Docker provisioner (sequential, tier 4)".into(),
+            ratio: ratio(measure.p50_ms, baseline.p50_ms),
+            ratio_note: Some("p50 ÷ baseline p50"),
+            target: None,
             measure,
             baseline_name: "`berth agent` spawn → first register".into(),
             baseline: Some(baseline),
