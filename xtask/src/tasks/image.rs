@@ -10,8 +10,9 @@
 //!    agent user of every berth image, REFERENCE.md §5.1.2), a world-writable `/tmp`, and the
 //!    mount points `/configs` and `/workspace` owned by 1000 (a fresh named volume copies the
 //!    ownership of its mount point, so the agent can write to its workspace volume).
-//! 3. `tar -C <rootfs> -c . | docker import --change 'ENTRYPOINT [...]' --change 'USER 1000:1000'
-//!    - berth-agent:test`, then the image it replaced is removed if nothing uses it.
+//! 3. The root filesystem is piped into `docker import` (`tar -C ROOTFS -c . | docker import
+//!    --change 'ENTRYPOINT [...]' --change 'USER 1000:1000' - berth-agent:test`), then the
+//!    image it replaced is removed if nothing uses it.
 //!
 //! `cargo xtask test` runs this first (see `tasks/test.rs`), and fails early with
 //! [`require_docker`]'s message when no Docker Engine answers: the Docker provisioner's tests need
