@@ -3,6 +3,7 @@
 
 mod cli;
 mod demo;
+mod docker;
 mod external;
 mod leader;
 mod restart;
