@@ -191,7 +191,9 @@ pub async fn create_online(args: &Args) -> Result<Report> {
             .post(format!("{base}/workspaces"))
             .bearer_auth(&token)
             .json(&match tier {
-                Some(t) => json!({"name": format!("{prefix}-{i}"), "template": template, "tier": t}),
+                Some(t) => {
+                    json!({"name": format!("{prefix}-{i}"), "template": template, "tier": t})
+                }
                 None => json!({"name": format!("{prefix}-{i}"), "template": template}),
             });
         let (http, base) = (http.clone(), base.clone());

@@ -772,7 +772,12 @@ impl Bench {
     /// Create → `online` under the Docker provisioner with the locally built image (tier 4:
     /// the container shares the host network, so the agent reaches berth on loopback). Skipped,
     /// with a note in the report, when the daemon or the image is missing.
-    fn phase_online_docker(&self, store: &Store<'_>, report: &mut StoreReport, baseline: Measure) -> Result<()> {
+    fn phase_online_docker(
+        &self,
+        store: &Store<'_>,
+        report: &mut StoreReport,
+        baseline: Measure,
+    ) -> Result<()> {
         let image_ok = Command::new("docker")
             .args(["image", "inspect", "berth-agent:test"])
             .stdout(std::process::Stdio::null())
@@ -780,11 +785,14 @@ impl Bench {
             .status()
             .is_ok_and(|s| s.success());
         if !image_ok {
-            eprintln!("xtask: bench: Docker or the image berth-agent:test is missing (run `cargo xtask image`); skipping Docker create → online");
+            eprintln!(
+                "xtask: bench: Docker or the image berth-agent:test is missing (run `cargo xtask image`); skipping Docker create → online"
+            );
             return Ok(());
         }
         let db = self.fresh_db(store, "online-docker")?;
-        let mut server = self.serve_with(&db, "docker", &["--docker-image", "echo=berth-agent:test"])?;
+        let mut server =
+            self.serve_with(&db, "docker", &["--docker-image", "echo=berth-agent:test"])?;
         let measure = self.loadgen(
             "create → online (Docker provisioner, template echo, tier 4)",
             "create-online",
