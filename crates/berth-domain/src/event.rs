@@ -34,6 +34,11 @@ pub enum EventType {
     TaskUpdated,
     /// External credentials were rotated.
     ExternalCredentialsRotated,
+    /// An activity row was written (REFERENCE-2.md §2.4).
+    ActivityLogged,
+    /// A canvas A2A call got its agent's answer (REFERENCE-2.md §4.11).
+    #[serde(rename = "A2A_RESPONSE")]
+    A2aResponse,
 }
 
 impl EventType {
@@ -53,6 +58,8 @@ impl EventType {
             Self::AgentCardUpdated => "AGENT_CARD_UPDATED",
             Self::TaskUpdated => "TASK_UPDATED",
             Self::ExternalCredentialsRotated => "EXTERNAL_CREDENTIALS_ROTATED",
+            Self::ActivityLogged => "ACTIVITY_LOGGED",
+            Self::A2aResponse => "A2A_RESPONSE",
         }
     }
 }

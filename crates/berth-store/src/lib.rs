@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod activity;
 pub mod cipher;
 mod error;
 mod model;
@@ -12,6 +13,7 @@ use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
 use secrecy::SecretString;
 
+pub use activity::{ACTIVITY_PAGE_MAX, ActivityQuery, ActivityRecord, ActivitySource, NewActivity};
 pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
@@ -65,6 +67,16 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// The workspace's `workspace_config` document, if any.
     async fn workspace_config(&self, id: WorkspaceId) -> Result<Option<serde_json::Value>>;
+
+    /// Shallow-merges `patch` into the workspace's `workspace_config` document in one
+    /// transaction (read, merge in Rust, write), so both backends agree: each top-level key of
+    /// `patch` replaces the stored one, and a key whose value is `null` is deleted. Returns the
+    /// merged document. [`Error::NotFound`] for a workspace that is missing or removed.
+    async fn merge_workspace_config(
+        &self,
+        id: WorkspaceId,
+        patch: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<serde_json::Value>;
 
     /// The workspace's secrets, decrypted, ordered by key.
     async fn workspace_secrets(&self, id: WorkspaceId) -> Result<Vec<(String, SecretString)>>;
@@ -197,6 +209,15 @@ pub trait WorkspaceStore: Send + Sync {
     /// [`Error::ParentNotFound`] for a missing parent, [`Error::NotFound`] for a missing row).
     async fn update_workspace(&self, id: WorkspaceId, patch: WorkspacePatch) -> Result<()>;
 
+    /// The hibernation claim (REFERENCE.md §5.7): the `HibernateStarted` compare-and-set
+    /// (`online`/`degraded` → `hibernating`), additionally guarded by `active_tasks = 0` when
+    /// `require_idle`. Returns whether the row changed.
+    async fn claim_hibernation(&self, id: WorkspaceId, require_idle: bool) -> Result<bool>;
+
+    /// Workspaces the hibernation monitor considers (REFERENCE.md §11.3): `online`/`degraded`,
+    /// not external-like, `active_tasks = 0`, `hibernation_idle_minutes > 0`.
+    async fn hibernation_candidates(&self) -> Result<Vec<HibernationCandidate>>;
+
     /// Every workspace and its parent (removed ones included: the access rule ignores status).
     async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;
 
@@ -208,6 +229,27 @@ pub trait WorkspaceStore: Send + Sync {
         container_cutoff: chrono::DateTime<chrono::Utc>,
         external_cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<Lapsed>>;
+
+    /// Writes one activity row and `events` (the caller's `ACTIVITY_LOGGED` and any others,
+    /// recorded against the row's workspace) in one transaction; returns the stored row.
+    /// [`Error::NotFound`] when the workspace does not exist.
+    async fn log_activity(
+        &self,
+        entry: NewActivity,
+        events: Vec<NewEvent>,
+    ) -> Result<ActivityRecord>;
+
+    /// One workspace's activity rows (REFERENCE-2.md §2.5): newest first, or, with a `since_id`
+    /// cursor, the rows after it in write order. [`Error::NotFound`] when the cursor is not a row
+    /// of this workspace.
+    async fn activity(
+        &self,
+        workspace_id: WorkspaceId,
+        query: ActivityQuery,
+    ) -> Result<Vec<ActivityRecord>>;
+
+    /// Deletes activity rows written before `older_than`, in bounded batches; returns how many.
+    async fn prune_activity(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;
 }
 
 /// Shorthand used by [`WorkspaceStore::transition`] callers.

@@ -316,6 +316,28 @@ pub struct WorkspacePatch {
     pub position: Option<(f64, f64)>,
     /// Canvas collapsed flag.
     pub collapsed: Option<bool>,
+    /// Budget in USD cents (`Some(None)` makes it unlimited).
+    pub budget_limit: Option<Option<i64>>,
+    /// The broadcast ability.
+    pub broadcast_enabled: Option<bool>,
+    /// The talk-to-user ability.
+    pub talk_to_user_enabled: Option<bool>,
+}
+
+/// A workspace the hibernation monitor may put to sleep: `online`/`degraded`, not external-like,
+/// no active tasks, `hibernation_idle_minutes` set. Whether it has been idle long enough is the
+/// caller's arithmetic (timestamps compare the same way in Rust for both backends).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HibernationCandidate {
+    /// The workspace.
+    pub id: WorkspaceId,
+    /// Its idle window in minutes (> 0).
+    pub idle_minutes: i64,
+    /// The last sign of activity: the newest of its latest recorded event (status changes, task
+    /// changes, card updates, …), its last outbound message, and its creation. Heartbeats that
+    /// change nothing do not count, so a healthy idle agent still becomes a candidate
+    /// (REFERENCE.md §12 #30).
+    pub last_active_at: DateTime<Utc>,
 }
 
 /// A workspace in `provisioning`: its id, runtime, and when provisioning started.

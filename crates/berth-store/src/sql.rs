@@ -219,11 +219,42 @@ pub(crate) fn transition_sql(n_from: usize) -> String {
         "UPDATE workspaces SET status = $1, updated_at = $2, \
          last_sample_error = CASE WHEN $4 IS NULL THEN last_sample_error ELSE $3 END, \
          failure_code = CASE WHEN $4 IS NULL THEN failure_code ELSE $4 END, \
-         provisioning_started_at = CASE WHEN $1 = 'provisioning' THEN $2 ELSE provisioning_started_at END \
+         provisioning_started_at = CASE WHEN $1 = 'provisioning' THEN $2 ELSE provisioning_started_at END, \
+         url = CASE WHEN $1 = 'hibernated' AND NOT external_like THEN NULL ELSE url END \
          WHERE id = $5 AND status IN ({})",
         list.join(", ")
     )
 }
+
+/// The hibernation claim: the `HibernateStarted` transition, optionally only when idle.
+/// `$1` now, `$2` id.
+pub(crate) fn claim_hibernation_sql(require_idle: bool) -> String {
+    format!(
+        "UPDATE workspaces SET status = '{}', updated_at = $1 WHERE id = $2 AND status IN ({}){}",
+        Transition::HibernateStarted.to().as_str(),
+        status_list(Transition::HibernateStarted.from()),
+        if require_idle {
+            " AND active_tasks = 0"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Hibernation monitor candidates with what their idle clock is made of.
+pub(crate) const HIBERNATION_CANDIDATES: &str = "\
+SELECT w.id, w.hibernation_idle_minutes, w.created_at, w.last_outbound_at, \
+(SELECT MAX(e.created_at) FROM structure_events e WHERE e.workspace_id = w.id) AS last_event_at \
+FROM workspaces w \
+WHERE w.hibernation_idle_minutes > 0 AND w.status IN ('online', 'degraded') \
+AND w.active_tasks = 0 AND NOT w.external_like \
+ORDER BY w.created_at, w.id";
+
+/// Touches the config row first (the write lock: SQLite's `BEGIN IMMEDIATE` already holds it,
+/// PostgreSQL row-locks it until commit), so concurrent merges serialise. `$1` id, `$2` now.
+pub(crate) const LOCK_CONFIG: &str = "\
+INSERT INTO workspace_config (workspace_id, data, updated_at) VALUES ($1, '{}', $2) \
+ON CONFLICT (workspace_id) DO UPDATE SET updated_at = excluded.updated_at";
 
 /// `SELECT name … WHERE name IN (…)` among live siblings: at the root level `$1…` are the names,
 /// under a parent `$1` is the parent and `$2…` the names.
@@ -392,6 +423,26 @@ UPDATE workspaces SET status = CASE WHEN external_like THEN 'awaiting_agent' ELS
 WHERE status IN ('online', 'degraded') \
 AND COALESCE(last_heartbeat_at, updated_at) < CASE WHEN external_like THEN $2 ELSE $1 END \
 RETURNING id, status";
+
+/// `base` with `patch` merged in: top-level keys replaced, `null` values delete the key. A
+/// stored document that is not an object (written by the reference) is replaced.
+pub(crate) fn merge_shallow(
+    base: serde_json::Value,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut map = match base {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            map.remove(&k);
+        } else {
+            map.insert(k, v);
+        }
+    }
+    serde_json::Value::Object(map)
+}
 
 /// Associated data binding a sealed inbound secret to its workspace.
 pub(crate) fn inbound_aad(id: WorkspaceId) -> Vec<u8> {
@@ -772,6 +823,55 @@ macro_rules! impl_workspace_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn merge_workspace_config(
+                &self,
+                id: berth_domain::WorkspaceId,
+                patch: serde_json::Map<String, serde_json::Value>,
+            ) -> $crate::Result<serde_json::Value> {
+                use sqlx::types::Json;
+                let now = $crate::model::now();
+                let uid = uuid::Uuid::from(id);
+                let mut tx = self.begin().await?;
+                // Write first (lock order), then check the workspace, then read-modify-write.
+                match sqlx::query::<$db>($crate::sql::LOCK_CONFIG)
+                    .bind(uid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(match $crate::Error::from(e) {
+                            $crate::Error::ParentNotFound => $crate::Error::NotFound,
+                            other => other,
+                        });
+                    }
+                }
+                let status: Option<String> =
+                    sqlx::query_scalar::<$db, String>($crate::sql::WORKSPACE_STATUS)
+                        .bind(uid)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match status.as_deref() {
+                    None | Some("removed") => return Err($crate::Error::NotFound),
+                    Some(_) => {}
+                }
+                let stored: Json<serde_json::Value> =
+                    sqlx::query_scalar::<$db, Json<serde_json::Value>>($crate::sql::SELECT_CONFIG)
+                        .bind(uid)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let merged = $crate::sql::merge_shallow(stored.0, patch);
+                sqlx::query::<$db>($crate::sql::UPSERT_CONFIG)
+                    .bind(uid)
+                    .bind(Json(&merged))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(merged)
             }
 
             async fn workspace_config(
@@ -1310,6 +1410,15 @@ macro_rules! impl_workspace_store {
                         });
                     }
                 }
+                if let Some(limit) = patch.budget_limit {
+                    set!("budget_limit", limit)?;
+                }
+                if let Some(on) = patch.broadcast_enabled {
+                    set!("broadcast_enabled", on)?;
+                }
+                if let Some(on) = patch.talk_to_user_enabled {
+                    set!("talk_to_user_enabled", on)?;
+                }
                 if let Some((x, y)) = patch.position {
                     sqlx::query::<$db>($crate::sql::UPSERT_POSITION).bind(uid).bind(x).bind(y).execute(&mut *tx).await?;
                 }
@@ -1318,6 +1427,53 @@ macro_rules! impl_workspace_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn claim_hibernation(
+                &self,
+                id: berth_domain::WorkspaceId,
+                require_idle: bool,
+            ) -> $crate::Result<bool> {
+                // `HibernateStarted` records no event: the claim is internal until `Hibernated`.
+                let sql = $crate::sql::claim_hibernation_sql(require_idle);
+                let changed = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                    .bind($crate::model::now())
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(changed == 1)
+            }
+
+            async fn hibernation_candidates(
+                &self,
+            ) -> $crate::Result<Vec<$crate::HibernationCandidate>> {
+                type Row = (
+                    uuid::Uuid,
+                    i64,
+                    chrono::DateTime<chrono::Utc>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                    Option<chrono::DateTime<chrono::Utc>>,
+                );
+                let rows: Vec<Row> =
+                    sqlx::query_as::<$db, Row>($crate::sql::HIBERNATION_CANDIDATES)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, idle_minutes, created, outbound, event)| {
+                        let last_active_at = [Some(created), outbound, event]
+                            .into_iter()
+                            .flatten()
+                            .max()
+                            .unwrap_or(created);
+                        $crate::HibernationCandidate {
+                            id: id.into(),
+                            idle_minutes,
+                            last_active_at,
+                        }
+                    })
+                    .collect())
             }
 
             async fn hierarchy(&self) -> $crate::Result<Vec<(berth_domain::WorkspaceId, Option<berth_domain::WorkspaceId>)>> {
@@ -1679,6 +1835,134 @@ macro_rules! impl_workspace_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected())
+            }
+
+            async fn log_activity(
+                &self,
+                entry: $crate::NewActivity,
+                events: Vec<$crate::NewEvent>,
+            ) -> $crate::Result<$crate::ActivityRecord> {
+                use sqlx::types::Json;
+                let ws = uuid::Uuid::from(entry.workspace_id);
+                let mut tx = self.begin().await?;
+                let seq: i64 = sqlx::query_scalar::<$db, i64>($crate::activity::INSERT_ACTIVITY)
+                    .bind(entry.id)
+                    .bind(ws)
+                    .bind(&entry.activity_type)
+                    .bind(entry.source_id)
+                    .bind(entry.target_id)
+                    .bind(&entry.method)
+                    .bind(&entry.summary)
+                    .bind(entry.request_body.as_ref().map(Json))
+                    .bind(entry.response_body.as_ref().map(Json))
+                    .bind(entry.tool_trace.as_ref().map(Json))
+                    .bind(entry.duration_ms)
+                    .bind(&entry.status)
+                    .bind(&entry.error_detail)
+                    .bind(entry.created_at)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| match &e {
+                        // The workspace does not exist (the only foreign key of the row).
+                        sqlx::Error::Database(d)
+                            if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                        {
+                            $crate::Error::NotFound
+                        }
+                        _ => $crate::Error::from(e),
+                    })?;
+                for event in &events {
+                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                        .bind(uuid::Uuid::new_v4())
+                        .bind(event.event_type.as_str())
+                        .bind(ws)
+                        .bind(Json(&event.payload))
+                        .bind(entry.created_at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok($crate::ActivityRecord {
+                    seq,
+                    id: entry.id,
+                    workspace_id: entry.workspace_id,
+                    activity_type: entry.activity_type,
+                    source_id: entry.source_id,
+                    target_id: entry.target_id,
+                    method: entry.method,
+                    summary: entry.summary,
+                    request_body: entry.request_body,
+                    response_body: entry.response_body,
+                    tool_trace: entry.tool_trace,
+                    duration_ms: entry.duration_ms,
+                    status: entry.status,
+                    error_detail: entry.error_detail,
+                    created_at: entry.created_at,
+                })
+            }
+
+            async fn activity(
+                &self,
+                workspace_id: berth_domain::WorkspaceId,
+                query: $crate::ActivityQuery,
+            ) -> $crate::Result<Vec<$crate::ActivityRecord>> {
+                let ws = uuid::Uuid::from(workspace_id);
+                let cursor = match query.since_id {
+                    Some(id) => Some(
+                        sqlx::query_scalar::<$db, i64>($crate::activity::ACTIVITY_CURSOR)
+                            .bind(id)
+                            .bind(ws)
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .ok_or($crate::Error::NotFound)?,
+                    ),
+                    None => None,
+                };
+                let sql = $crate::activity::activity_sql(&query, cursor.is_some());
+                let mut q = sqlx::query_as::<$db, $crate::activity::ActivityRow>(
+                    sqlx::AssertSqlSafe(sql),
+                )
+                .bind(ws);
+                if let Some(t) = query.activity_type {
+                    q = q.bind(t);
+                }
+                if let Some(p) = query.peer_id {
+                    q = q.bind(p);
+                }
+                if let Some(t) = query.since {
+                    q = q.bind(t);
+                }
+                if let Some(t) = query.before {
+                    q = q.bind(t);
+                }
+                if let Some(c) = cursor {
+                    q = q.bind(c);
+                }
+                q = q.bind(query.limit.clamp(1, $crate::ACTIVITY_PAGE_MAX));
+                Ok(q.fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::ActivityRecord::from)
+                    .collect())
+            }
+
+            async fn prune_activity(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut total = 0;
+                loop {
+                    let n = sqlx::query::<$db>($crate::activity::PRUNE_ACTIVITY_BATCH)
+                        .bind(older_than)
+                        .bind($crate::activity::PRUNE_ACTIVITY_BATCH_SIZE)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected();
+                    total += n;
+                    if n < $crate::activity::PRUNE_ACTIVITY_BATCH_SIZE as u64 {
+                        return Ok(total);
+                    }
+                }
             }
         }
 

@@ -79,6 +79,9 @@ contract!(
     provisioned_rows_record_url_and_start_time,
     cascade_remove_and_purge,
     patches_apply_in_one_transaction,
+    config_merges_shallowly_and_deletes_nulls,
+    hibernation_claim_is_guarded_and_silent,
+    hibernation_candidates_follow_activity_not_heartbeats,
 );
 
 async fn create_round_trips_every_field(b: Backend) {
@@ -916,8 +919,27 @@ async fn patches_apply_in_one_transaction(b: Backend) {
         position: Some((10.0, 20.0)),
         collapsed: Some(true),
         parent_id: Some(Some(bid)),
+        budget_limit: Some(Some(1234)),
+        broadcast_enabled: Some(true),
+        talk_to_user_enabled: Some(false),
     };
     s.update_workspace(aid, patch).await.unwrap();
+    let w = s.get_workspace(aid).await.unwrap().unwrap();
+    assert_eq!(
+        (w.budget_limit, w.broadcast_enabled, w.talk_to_user_enabled),
+        (Some(1234), true, false)
+    );
+    let unlimited = WorkspacePatch {
+        budget_limit: Some(None),
+        ..Default::default()
+    };
+    s.update_workspace(aid, unlimited).await.unwrap();
+    let w = s.get_workspace(aid).await.unwrap().unwrap();
+    assert_eq!(
+        (w.budget_limit, w.broadcast_enabled, w.talk_to_user_enabled),
+        (None, true, false),
+        "fields the patch leaves out stay"
+    );
     let w = s.get_workspace(aid).await.unwrap().unwrap();
     assert_eq!(
         (w.name.as_str(), w.role.clone(), w.tier, w.runtime.as_str()),
@@ -961,6 +983,234 @@ async fn patches_apply_in_one_transaction(b: Backend) {
             .await,
         Err(Error::NotFound)
     ));
+}
+
+async fn config_merges_shallowly_and_deletes_nulls(b: Backend) {
+    let s = b.store();
+    let n = new_ws("cfg-merge");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    let obj = |v: serde_json::Value| v.as_object().expect("object").clone();
+
+    let first = s
+        .merge_workspace_config(id, obj(json!({"a": 1, "b": {"x": 1}, "keep": true})))
+        .await
+        .unwrap();
+    assert_eq!(first, json!({"a": 1, "b": {"x": 1}, "keep": true}));
+    // Shallow: `b` is replaced, not merged; `a: null` deletes `a`.
+    let merged = s
+        .merge_workspace_config(id, obj(json!({"b": {"y": 2}, "a": null, "c": "z"})))
+        .await
+        .unwrap();
+    let expected = json!({"b": {"y": 2}, "c": "z", "keep": true});
+    assert_eq!(merged, expected);
+    assert_eq!(s.workspace_config(id).await.unwrap(), Some(expected));
+
+    // A stored document that is not an object (the reference could write one) is replaced.
+    s.put_workspace_config(id, json!([1, 2])).await.unwrap();
+    assert_eq!(
+        s.merge_workspace_config(id, obj(json!({"k": 1})))
+            .await
+            .unwrap(),
+        json!({"k": 1})
+    );
+
+    // Concurrent merges of different keys: each read-modify-write sees the one before.
+    let m = |k: &str| obj(json!({ k: k }));
+    let (r1, r2, r3, r4) = tokio::join!(
+        s.merge_workspace_config(id, m("p")),
+        s.merge_workspace_config(id, m("q")),
+        s.merge_workspace_config(id, m("r")),
+        s.merge_workspace_config(id, m("t")),
+    );
+    for r in [r1, r2, r3, r4] {
+        r.unwrap();
+    }
+    assert_eq!(
+        s.workspace_config(id).await.unwrap(),
+        Some(json!({"k": 1, "p": "p", "q": "q", "r": "r", "t": "t"})),
+        "no merge lost another's key"
+    );
+
+    // Unknown and removed workspaces: NotFound, and nothing written.
+    let rows = b.count("workspace_config").await;
+    assert!(matches!(
+        s.merge_workspace_config(WorkspaceId::new_v4(), m("x"))
+            .await,
+        Err(Error::NotFound)
+    ));
+    let gone = new_ws("cfg-gone");
+    let gid = gone.id;
+    s.create_workspace(gone).await.unwrap();
+    s.remove_workspaces(gid, vec![]).await.unwrap();
+    assert!(matches!(
+        s.merge_workspace_config(gid, m("x")).await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(b.count("workspace_config").await, rows);
+    assert_eq!(s.workspace_config(gid).await.unwrap(), None);
+}
+
+/// A heartbeat with no active tasks and no task change.
+fn idle_hb() -> Heartbeat {
+    Heartbeat {
+        active_tasks: 0,
+        ..hb(0.0, "", "")
+    }
+}
+
+async fn hibernation_claim_is_guarded_and_silent(b: Backend) {
+    let s = b.store();
+    let busy = new_ws("busy");
+    let idle = new_ws("idle");
+    let (bid, iid) = (busy.id, idle.id);
+    s.create_workspace(busy).await.unwrap();
+    s.create_workspace(idle).await.unwrap();
+    // Only online/degraded rows can be claimed.
+    assert!(!s.claim_hibernation(bid, false).await.unwrap());
+    for id in [bid, iid] {
+        assert!(
+            s.transition(id, StatusChange::new(Transition::AgentRegistered))
+                .await
+                .unwrap()
+        );
+        s.set_provisioned(id, Some("http://10.0.0.9:8000".into()), None)
+            .await
+            .unwrap();
+    }
+    s.heartbeat(bid, hb(0.0, "", "")).await.unwrap(); // active_tasks = 1
+    s.heartbeat(iid, idle_hb()).await.unwrap();
+    let events_before = b.count("structure_events").await;
+
+    assert!(
+        !s.claim_hibernation(bid, true).await.unwrap(),
+        "active tasks block an unforced claim"
+    );
+    assert_eq!(
+        s.get_workspace(bid).await.unwrap().unwrap().status,
+        WorkspaceStatus::Online
+    );
+    assert!(
+        s.claim_hibernation(bid, false).await.unwrap(),
+        "force claims"
+    );
+    assert!(s.claim_hibernation(iid, true).await.unwrap());
+    for id in [bid, iid] {
+        assert_eq!(
+            s.get_workspace(id).await.unwrap().unwrap().status,
+            WorkspaceStatus::Hibernating
+        );
+        assert!(
+            !s.claim_hibernation(id, false).await.unwrap(),
+            "a second claim changes nothing"
+        );
+    }
+    assert_eq!(
+        b.count("structure_events").await,
+        events_before,
+        "the claim records no event"
+    );
+
+    // Hibernated clears the URL and records WORKSPACE_HIBERNATED; Woken provisions.
+    let done = StatusChange {
+        transition: Transition::Hibernated,
+        payload: json!({"name": "idle", "tier": 2}),
+        failure: None,
+    };
+    assert!(s.transition(iid, done).await.unwrap());
+    let w = s.get_workspace(iid).await.unwrap().unwrap();
+    assert_eq!((w.status, w.url), (WorkspaceStatus::Hibernated, None));
+    let last = s.latest_events(Some(iid), 1).await.unwrap();
+    assert_eq!(last[0].event_type, "WORKSPACE_HIBERNATED");
+    assert_eq!(last[0].payload, json!({"name": "idle", "tier": 2}));
+    assert!(
+        !s.claim_hibernation(iid, false).await.unwrap(),
+        "a hibernated row cannot be claimed"
+    );
+    assert!(
+        s.transition(iid, StatusChange::new(Transition::Woken))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_workspace(iid).await.unwrap().unwrap().status,
+        WorkspaceStatus::Provisioning
+    );
+    assert!(
+        !s.claim_hibernation(WorkspaceId::new_v4(), false)
+            .await
+            .unwrap()
+    );
+}
+
+async fn hibernation_candidates_follow_activity_not_heartbeats(b: Backend) {
+    let s = b.store();
+    let minutes = |m: Option<i64>| WorkspacePatch {
+        hibernation_idle_minutes: Some(m),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    for (name, runtime) in [
+        ("sleepy", "claude-code"),
+        ("no-window", "claude-code"),
+        ("ext", "kimi"),
+        ("working", "claude-code"),
+        ("booting", "claude-code"),
+    ] {
+        let mut n = new_ws(name);
+        n.runtime = runtime.into();
+        ids.push(n.id);
+        s.create_workspace(n).await.unwrap();
+    }
+    let [sleepy, no_window, ext, working, booting] = ids[..] else {
+        unreachable!()
+    };
+    for id in [sleepy, no_window, ext, working] {
+        assert!(
+            s.transition(id, StatusChange::new(Transition::AgentRegistered))
+                .await
+                .unwrap()
+        );
+        s.heartbeat(id, idle_hb()).await.unwrap();
+    }
+    s.heartbeat(working, hb(0.0, "", "")).await.unwrap(); // one active task
+    for id in [sleepy, ext, working, booting] {
+        s.update_workspace(id, minutes(Some(30))).await.unwrap();
+    }
+    s.update_workspace(no_window, minutes(None)).await.unwrap();
+
+    let candidates = s.hibernation_candidates().await.unwrap();
+    assert_eq!(
+        candidates.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [sleepy],
+        "only the online, idle, container workspace with a window"
+    );
+    let c = &candidates[0];
+    assert_eq!(c.idle_minutes, 30);
+    let newest_event = s.latest_events(Some(sleepy), 1).await.unwrap()[0].created_at;
+    assert_eq!(c.last_active_at, newest_event);
+
+    // A heartbeat that changes nothing is not activity (REFERENCE.md §12 #30)…
+    s.heartbeat(sleepy, idle_hb()).await.unwrap();
+    assert_eq!(
+        s.hibernation_candidates().await.unwrap()[0].last_active_at,
+        newest_event
+    );
+    // …a task change is.
+    s.heartbeat(
+        sleepy,
+        Heartbeat {
+            active_tasks: 0,
+            ..hb(0.0, "", "summarising")
+        },
+    )
+    .await
+    .unwrap();
+    let after = s.hibernation_candidates().await.unwrap();
+    let task_event = s.latest_events(Some(sleepy), 1).await.unwrap()[0].clone();
+    assert_eq!(task_event.event_type, "TASK_UPDATED");
+    assert_eq!(after[0].last_active_at, task_event.created_at);
+    assert!(after[0].last_active_at >= newest_event);
 }
 
 /// Secrets (workspace and global), the re-encryption pass, and the event log's reads and

@@ -3,6 +3,7 @@
 //! PostgreSQL comes from `BERTH_TEST_PG_URL` (an admin URL; `cargo xtask test` starts a throwaway
 //! cluster and sets it). Each test gets a database of its own.
 
+mod activity;
 mod contract;
 mod harness;
 mod parity;
