@@ -458,6 +458,11 @@ impl Provisioner for ControlPlaneProvisioner {
             None => Ok(false),
         }
     }
+
+    async fn console(&self, id: WorkspaceId) -> Result<Option<String>, Error> {
+        // The inherent method: the control plane's admin console route.
+        ControlPlaneProvisioner::console(self, id).await.map(Some)
+    }
 }
 
 /// The JSON body of `POST /cp/workspaces/provision` (REFERENCE.md §5.2).

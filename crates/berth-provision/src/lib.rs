@@ -133,6 +133,13 @@ pub trait Provisioner: Send + Sync {
     async fn managed(&self) -> Result<Vec<WorkspaceId>, Error> {
         Ok(Vec::new())
     }
+
+    /// The machine console of the workspace (boot log and the like), for
+    /// `GET /workspaces/{id}/console`. `None` when the backend keeps no console: only a control
+    /// plane does (REFERENCE.md §2.21).
+    async fn console(&self, _id: WorkspaceId) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
 }
 
 /// The provisioner used when no backend is configured.

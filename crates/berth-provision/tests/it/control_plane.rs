@@ -704,3 +704,31 @@ async fn a_base_url_with_a_path_prefix_is_kept() {
 
     provisioner(prefixed).start(request()).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_provisioner_port_hands_out_the_console_only_for_a_control_plane() {
+    let server = MockServer::start().await;
+    let id = WorkspaceId::new_v4();
+    Mock::given(method("GET"))
+        .and(path(format!("/cp/admin/workspaces/{id}/console")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"output": "login:"})))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/cp/admin/workspaces/{id}/console")))
+        .respond_with(ResponseTemplate::new(502).set_body_json(json!({"error": "ec2 down"})))
+        .mount(&server)
+        .await;
+    let mut admin = config(&server);
+    admin.admin_api_key = Some(secret("admin-key"));
+    let cp: Box<dyn berth_provision::Provisioner> = Box::new(provisioner(admin));
+    assert_eq!(cp.console(id).await.unwrap().as_deref(), Some("login:"));
+    assert_eq!(cp.console(id).await.unwrap_err().code(), "BACKEND_ERROR");
+    let none: Box<dyn berth_provision::Provisioner> = Box::new(berth_provision::NoBackend);
+    assert_eq!(
+        none.console(id).await.unwrap(),
+        None,
+        "no console without a control plane"
+    );
+}
