@@ -575,6 +575,7 @@ impl WorkspaceService {
             })?;
         self.invalidate_hierarchy().await;
         tracing::info!(workspace.id = %id, workspace.runtime = %plan.runtime, workspace.status = %status, "workspace created");
+        self.note_created(id, plan.external);
 
         self.seed_memories(id, &req.initial_memories).await;
         if !plan.external {

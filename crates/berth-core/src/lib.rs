@@ -1,26 +1,38 @@
 #![doc = include_str!("../README.md")]
 
+pub mod a2a;
+pub mod activity;
 mod create;
 mod events;
 mod hooks;
 pub mod lifecycle;
+mod loops;
 mod memory;
+mod metrics;
 mod provisioning;
 pub mod registry;
 mod resolver;
 mod secrets;
 mod service;
 mod sweeps;
+mod template_admin;
 mod templates;
 pub mod token;
 
+pub use a2a::{A2aCaller, A2aError, A2aReply, A2aSettings};
+pub use activity::{ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityRetention};
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
 pub use events::{EventConfig, EventReceiver};
 pub use hooks::EnvMutator;
-pub use lifecycle::{LifecycleError, RestartOutcome, WorkspaceState};
+pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
+pub use loops::{
+    LOOP_EVENT_RETENTION, LOOP_HEALTH, LOOP_HIBERNATION, LOOP_LIVENESS, LOOP_ORPHANS,
+    LOOP_PROVISION_TIMEOUT, LoopStatus, LoopTicks,
+};
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
 };
@@ -30,6 +42,10 @@ pub use secrets::{
     SECRET_VALUE_CAP, SecretEntry, SecretError, is_secret_key,
 };
 pub use service::{CoreConfig, WorkspaceService, WorkspaceView};
+pub use template_admin::{
+    ImportError, Imported, TEMPLATE_IMPORT_MAX_FILES, TemplateImport, TemplateInfo, TemplateIssue,
+    TemplateListing, template_id,
+};
 pub use templates::TemplateCatalog;
 
 #[cfg(feature = "mock")]
@@ -40,4 +56,7 @@ pub use memory::MockMemoryPlugin;
 pub use resolver::MockHostResolver;
 
 /// Store records the core's API hands out.
-pub use berth_store::{EventRecord, Page, ReencryptReport, TokenInfo, Workspace};
+pub use berth_store::{
+    ActivityQuery, ActivityRecord, ActivitySource, EventRecord, Page, ReencryptReport, TokenInfo,
+    Workspace,
+};

@@ -1,5 +1,6 @@
 //! Lifecycle operations: update, delete (cascade, purge), restart (coalesced), pause, resume,
-//! state (REFERENCE.md §2.4, §2.5, §2.8–2.10, §5.6; DECISIONS.md §2 items 4, 10, 14, 15).
+//! state, abilities, budget, config, hibernate and wake, and the control-plane callbacks
+//! (REFERENCE.md §2.4–2.11, §2.19, §2.21, §5.6, §5.7; DECISIONS.md §2 items 4, 10, 14, 15).
 
 use std::collections::HashMap;
 
@@ -68,6 +69,24 @@ pub enum LifecycleError {
     /// Resume of a workspace that is not paused.
     #[error("workspace not found or not paused")]
     NotPaused,
+    /// Hibernate of a workspace that is not `online`/`degraded`.
+    #[error("workspace not found or not in a hibernatable state (must be online or degraded)")]
+    NotHibernatable,
+    /// Hibernate without `force` of a workspace with active tasks.
+    #[error("workspace has active tasks; use ?force=true to terminate them")]
+    ActiveTasks(i64),
+    /// Hibernate of an external-like workspace: the platform runs nothing it could stop.
+    #[error("{0} workspaces are operator-driven — the platform has nothing to hibernate")]
+    OperatorDriven(String),
+    /// Wake of a workspace that is not hibernated.
+    #[error("workspace not found or not hibernated")]
+    NotHibernated,
+    /// The backend keeps no console (only a control plane does).
+    #[error("console output unavailable on this deployment (no control plane)")]
+    ConsoleUnavailable,
+    /// The control plane failed to hand out the console.
+    #[error("control plane returned an error fetching console output")]
+    ConsoleFailed(#[source] berth_provision::Error),
     /// The store failed.
     #[error("{context}")]
     Store {
@@ -275,6 +294,7 @@ impl WorkspaceService {
             hibernation_idle_minutes,
             position,
             collapsed,
+            ..WorkspacePatch::default()
         };
         self.store
             .update_workspace(id, patch)
@@ -601,11 +621,16 @@ impl WorkspaceService {
 
     /// `POST /workspaces/{id}/resume`: provisions the workspace and its paused descendants again
     /// (external-like ones go back to waiting for their agent). Returns how many resumed.
+    /// berth: a hibernated workspace is woken instead ([`Self::wake`]; count 1).
     pub async fn resume(&self, id: WorkspaceId) -> Result<usize, LifecycleError> {
         let row = self
             .live_row(id, "lookup failed")
             .await
             .map_err(|_| LifecycleError::NotPaused)?;
+        if row.status == WorkspaceStatus::Hibernated {
+            // berth: resuming a hibernated workspace wakes it (it has no paused subtree).
+            return self.wake(id).await.map(|()| 1);
+        }
         if row.status != WorkspaceStatus::Paused {
             return Err(LifecycleError::NotPaused);
         }
@@ -663,6 +688,309 @@ impl WorkspaceService {
             }
         }
         Ok(resumed)
+    }
+}
+
+/// A workspace's budget (`GET/PATCH /workspaces/{id}/budget`, REFERENCE.md §2.7), in USD cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// The limit; `None` is unlimited.
+    pub limit: Option<i64>,
+    /// Spend this month, as the agent's heartbeats report it.
+    pub monthly_spend: i64,
+}
+
+impl Budget {
+    /// What is left of the limit (negative when overspent); `None` when unlimited.
+    pub fn remaining(&self) -> Option<i64> {
+        self.limit.map(|l| l.saturating_sub(self.monthly_spend))
+    }
+}
+
+/// Largest `log_tail` kept from a bootstrap-failed callback, and largest stored failure text.
+pub const BOOTSTRAP_TAIL_CAP: usize = 8192;
+/// Prefixed to a `log_tail` that was cut to its last [`BOOTSTRAP_TAIL_CAP`] bytes.
+pub const TRUNCATION_MARKER: &str = "…[truncated]\n";
+/// The error text of a bootstrap-failed callback that carries none.
+pub const BOOTSTRAP_DEFAULT_ERROR: &str = "bootstrap failed — see log_tail";
+
+/// The last `cap` bytes of `s`, moved forward to a character boundary, with
+/// [`TRUNCATION_MARKER`] in front when anything was cut.
+pub fn bootstrap_tail(s: &str, cap: usize) -> String {
+    if s.len() <= cap {
+        return s.to_owned();
+    }
+    let mut start = s.len() - cap;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{TRUNCATION_MARKER}{}", &s[start..])
+}
+
+/// The first `cap` bytes of `s`, moved back to a character boundary.
+pub fn utf8_head(s: &str, cap: usize) -> &str {
+    if s.len() <= cap {
+        return s;
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl WorkspaceService {
+    /// `PATCH /workspaces/{id}/abilities` (admin): sets the given ability flags.
+    pub async fn set_abilities(
+        &self,
+        id: WorkspaceId,
+        broadcast_enabled: Option<bool>,
+        talk_to_user_enabled: Option<bool>,
+    ) -> Result<(), LifecycleError> {
+        if broadcast_enabled.is_none() && talk_to_user_enabled.is_none() {
+            return Err(LifecycleError::Invalid(
+                "at least one ability field required".into(),
+            ));
+        }
+        let patch = WorkspacePatch {
+            broadcast_enabled,
+            talk_to_user_enabled,
+            ..WorkspacePatch::default()
+        };
+        self.store
+            .update_workspace(id, patch)
+            .await
+            .map_err(not_found_or("update failed"))
+    }
+
+    /// `GET /workspaces/{id}/budget`.
+    pub async fn budget(&self, id: WorkspaceId) -> Result<Budget, LifecycleError> {
+        let row = self.live_row(id, "query failed").await?;
+        Ok(Budget {
+            limit: row.budget_limit,
+            monthly_spend: row.monthly_spend,
+        })
+    }
+
+    /// `PATCH /workspaces/{id}/budget` (admin): sets (or with `None` clears) the limit.
+    pub async fn set_budget(
+        &self,
+        id: WorkspaceId,
+        limit: Option<i64>,
+    ) -> Result<Budget, LifecycleError> {
+        if limit.is_some_and(|l| l < 0) {
+            return Err(LifecycleError::Invalid(
+                "budget_limit must be >= 0 (USD cents)".into(),
+            ));
+        }
+        let patch = WorkspacePatch {
+            budget_limit: Some(limit),
+            ..WorkspacePatch::default()
+        };
+        self.store
+            .update_workspace(id, patch)
+            .await
+            .map_err(not_found_or("update failed"))?;
+        self.budget(id).await.map_err(|e| match e {
+            LifecycleError::Store { source, .. } => LifecycleError::Store {
+                context: "update failed",
+                source,
+            },
+            other => other,
+        })
+    }
+
+    /// `GET /workspaces/{id}/config`: the stored document, `{}` when there is none.
+    pub async fn config(&self, id: WorkspaceId) -> Result<Value, LifecycleError> {
+        self.live_row(id, "query failed").await?;
+        Ok(self
+            .store
+            .workspace_config(id)
+            .await
+            .map_err(store_err("query failed"))?
+            .unwrap_or_else(|| json!({})))
+    }
+
+    /// `PATCH /workspaces/{id}/config`: a shallow merge in one transaction; `null` deletes a key.
+    pub async fn patch_config(
+        &self,
+        id: WorkspaceId,
+        patch: Map<String, Value>,
+    ) -> Result<Value, LifecycleError> {
+        self.store
+            .merge_workspace_config(id, patch)
+            .await
+            .map_err(not_found_or("failed to update config"))
+    }
+
+    /// `POST /admin/workspaces/{id}/bootstrap-failed` (REFERENCE.md §2.21): the control plane's
+    /// watcher saw the machine's bootstrap crash. A `provisioning` workspace goes `failed` with
+    /// code `BOOTSTRAP_FAILED`; any other status is left alone. Returns whether it changed.
+    pub async fn bootstrap_failed(
+        &self,
+        id: WorkspaceId,
+        error: Option<String>,
+        log_tail: &str,
+    ) -> Result<bool, LifecycleError> {
+        self.store
+            .get_workspace(id)
+            .await
+            .map_err(store_err("db update failed"))?
+            .ok_or(LifecycleError::NotFound)?;
+        let error = error
+            .filter(|e| !e.trim().is_empty())
+            .unwrap_or_else(|| BOOTSTRAP_DEFAULT_ERROR.to_owned());
+        let tail = bootstrap_tail(log_tail, BOOTSTRAP_TAIL_CAP);
+        let text = if tail.is_empty() {
+            error.clone()
+        } else {
+            format!("{error}\n\n{tail}")
+        };
+        let message = utf8_head(&text, BOOTSTRAP_TAIL_CAP).to_owned();
+        let change = StatusChange {
+            transition: Transition::ProvisionFailed,
+            payload: json!({
+                "error": error, "log_tail": tail, "code": "BOOTSTRAP_FAILED",
+                "source": "bootstrap_watcher",
+            }),
+            failure: Some(("BOOTSTRAP_FAILED".to_owned(), message)),
+        };
+        let changed = self
+            .store
+            .transition(id, change)
+            .await
+            .map_err(store_err("db update failed"))?;
+        if changed {
+            tracing::warn!(workspace.id = %id, "bootstrap failed (control-plane watcher)");
+        }
+        Ok(changed)
+    }
+
+    /// `GET /workspaces/{id}/console` (admin): the machine console, from a control plane.
+    pub async fn console(&self, id: WorkspaceId) -> Result<String, LifecycleError> {
+        self.store
+            .get_workspace(id)
+            .await
+            .map_err(store_err("lookup failed"))?
+            .ok_or(LifecycleError::NotFound)?;
+        match self.provisioner.console(id).await {
+            Ok(Some(output)) => Ok(output),
+            Ok(None) => Err(LifecycleError::ConsoleUnavailable),
+            Err(e) => Err(LifecycleError::ConsoleFailed(e)),
+        }
+    }
+
+    /// `POST /workspaces/{id}/hibernate` and the idle monitor (REFERENCE.md §2.11, §5.7): claims
+    /// the workspace (`hibernating`; only with no active tasks unless `force`), stops it through
+    /// the provisioner, and marks it `hibernated` with `WORKSPACE_HIBERNATED {name, tier}`.
+    /// Unlike the reference, `force` really hibernates a busy workspace (§12 #31) and every
+    /// backend is stopped, the control plane included (§12 #32).
+    pub async fn hibernate(&self, id: WorkspaceId, force: bool) -> Result<(), LifecycleError> {
+        let row = self
+            .live_row(id, "lookup failed")
+            .await
+            .map_err(|e| match e {
+                LifecycleError::NotFound => LifecycleError::NotHibernatable,
+                other => other,
+            })?;
+        if Transition::HibernateStarted.apply(row.status).is_none() {
+            return Err(LifecycleError::NotHibernatable);
+        }
+        if is_external_like(&row.runtime) {
+            return Err(LifecycleError::OperatorDriven(row.runtime));
+        }
+        if row.active_tasks > 0 && !force {
+            return Err(LifecycleError::ActiveTasks(row.active_tasks));
+        }
+        let claimed = self
+            .store
+            .claim_hibernation(id, !force)
+            .await
+            .map_err(store_err("hibernate failed"))?;
+        if !claimed {
+            // Something changed since the read: a heartbeat reported work, or another
+            // operation moved the row. Say which.
+            return Err(match self.store.get_workspace(id).await {
+                Ok(Some(w))
+                    if w.active_tasks > 0
+                        && Transition::HibernateStarted.apply(w.status).is_some() =>
+                {
+                    LifecycleError::ActiveTasks(w.active_tasks)
+                }
+                _ => LifecycleError::NotHibernatable,
+            });
+        }
+        if self.provisioner.kind() != BackendKind::None
+            && let Err(e) = self.provisioner.stop(id).await
+        {
+            // As pause does: the row must not stay `hibernating`; the orphan sweep and the
+            // next wake (which starts afresh) deal with a backend that did not stop.
+            tracing::warn!(workspace.id = %id, error = %e, "hibernate: stop failed");
+        }
+        let change = StatusChange {
+            transition: Transition::Hibernated,
+            payload: json!({"name": row.name, "tier": row.tier}),
+            failure: None,
+        };
+        let done = self
+            .store
+            .transition(id, change)
+            .await
+            .map_err(store_err("hibernate failed"))?;
+        if done {
+            tracing::info!(workspace.id = %id, force, "workspace hibernated");
+        } else {
+            tracing::info!(workspace.id = %id, "hibernate: the row moved on meanwhile (deleted or paused)");
+        }
+        Ok(())
+    }
+
+    /// Wakes a hibernated workspace (DECISIONS.md §2.14): `hibernated` → `provisioning` with
+    /// `WORKSPACE_PROVISIONING {name, tier, runtime}`, then provisions it again from its row,
+    /// reusing its volume. The reference's wake never happened (§12 #29).
+    pub async fn wake(&self, id: WorkspaceId) -> Result<(), LifecycleError> {
+        let row = self
+            .live_row(id, "lookup failed")
+            .await
+            .map_err(|e| match e {
+                LifecycleError::NotFound => LifecycleError::NotHibernated,
+                other => other,
+            })?;
+        if row.status != WorkspaceStatus::Hibernated {
+            return Err(LifecycleError::NotHibernated);
+        }
+        if let Some(name) = self.paused_ancestor(id).await? {
+            return Err(LifecycleError::ParentPaused(name));
+        }
+        if self.provisioner.kind() == BackendKind::None {
+            return Err(LifecycleError::NoBackend);
+        }
+        let change = StatusChange {
+            transition: Transition::Woken,
+            payload: json!({"name": row.name, "tier": row.tier, "runtime": row.runtime}),
+            failure: None,
+        };
+        if !self
+            .store
+            .transition(id, change)
+            .await
+            .map_err(store_err("wake failed"))?
+        {
+            // Another wake (or a delete) won the compare-and-set.
+            return Err(LifecycleError::NotHibernated);
+        }
+        tracing::info!(workspace.id = %id, "waking hibernated workspace");
+        let plan = self.plan_from_row(&row).await;
+        self.start_provisioning(plan).await;
+        Ok(())
+    }
+}
+
+/// Maps the store's `NotFound` to the operation's, anything else to a store error.
+fn not_found_or(context: &'static str) -> impl FnOnce(berth_store::Error) -> LifecycleError {
+    move |e| match e {
+        berth_store::Error::NotFound => LifecycleError::NotFound,
+        source => LifecycleError::Store { context, source },
     }
 }
 

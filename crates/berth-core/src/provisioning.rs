@@ -72,6 +72,7 @@ impl WorkspaceService {
         let svc = self;
         let id = plan.id;
         let no_backend = svc.provisioner.kind() == BackendKind::None;
+        let clock = std::time::Instant::now();
         let failure = match svc.prepare(&plan).await {
             Err((code, message)) => Some((code.to_owned(), message)),
             Ok(request) => {
@@ -99,6 +100,8 @@ impl WorkspaceService {
                 }
             }
         };
+        svc.metrics
+            .observe_provision(svc.provisioner.kind(), failure.is_none(), clock.elapsed());
         let Some((code, message)) = failure else {
             return;
         };

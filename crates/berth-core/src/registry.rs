@@ -350,6 +350,7 @@ impl WorkspaceService {
         };
         let platform_inbound_secret = self.inbound_secret_or_mint(id).await?;
         tracing::info!(workspace.id = %id, delivery_mode = mode.as_str(), "agent registered");
+        self.note_status(id, WorkspaceStatus::Online);
         Ok(Registered {
             delivery_mode: mode,
             auth_token,
@@ -391,6 +392,7 @@ impl WorkspaceService {
         })?;
         if outcome.status != outcome.previous_status {
             tracing::info!(workspace.id = %id, from = %outcome.previous_status, to = %outcome.status, "status changed by heartbeat");
+            self.note_status(id, outcome.status);
         }
         self.inbound_secret_or_mint(id).await
     }

@@ -80,6 +80,12 @@ pub struct WorkspaceService {
     pub(crate) restarts: Arc<tokio::sync::Mutex<crate::lifecycle::RestartMap>>,
     /// The live event bus and its log tailer (`events.rs`).
     pub(crate) events: Arc<crate::events::EventBus>,
+    /// Prometheus metrics (`metrics.rs`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Last ticks of the background loops (`loops.rs`).
+    pub(crate) loops: Arc<crate::loops::LoopTicks>,
+    /// Limits of the A2A proxy's upstream calls (`a2a.rs`).
+    pub(crate) a2a: crate::a2a::A2aSettings,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -115,6 +121,9 @@ impl WorkspaceService {
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),
             )),
+            metrics: Arc::default(),
+            loops: Arc::default(),
+            a2a: crate::a2a::A2aSettings::default(),
         }
     }
 

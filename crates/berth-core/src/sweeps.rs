@@ -1,5 +1,6 @@
-//! Background sweeps: liveness without Redis (DECISIONS.md §2.12) and the health check of
-//! container workspaces against their provisioner.
+//! Background sweeps: liveness without Redis (DECISIONS.md §2.12), the health check of
+//! container workspaces against their provisioner, provision timeouts, orphans, and the
+//! hibernation monitor.
 
 use berth_domain::runtime::is_external_like;
 use berth_domain::status::{Transition, WorkspaceStatus};
@@ -8,6 +9,9 @@ use berth_store::{Lapsed, Page, StatusChange};
 use tokio::sync::watch;
 
 use crate::service::WorkspaceService;
+
+/// How often the hibernation monitor runs (REFERENCE.md §11.3).
+const HIBERNATION_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl WorkspaceService {
     /// One liveness pass: `online`/`degraded` workspaces whose last heartbeat is older than
@@ -147,13 +151,46 @@ impl WorkspaceService {
         Ok(purged)
     }
 
+    /// One hibernation-monitor pass (REFERENCE.md §11.3) as of `now`: every candidate (online or
+    /// degraded, not external-like, no active tasks, `hibernation_idle_minutes` set) whose last
+    /// sign of activity is at least that many minutes before `now` is hibernated. Activity is
+    /// what the event log and `last_outbound_at` record, not heartbeats: the reference's
+    /// heartbeat clock only ever caught dead agents (§12 #30). Returns the hibernated ids.
+    pub async fn sweep_hibernation(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
+        let mut hibernated = Vec::new();
+        for c in self.store.hibernation_candidates().await? {
+            let window = chrono::Duration::minutes(c.idle_minutes);
+            if c.last_active_at + window > now {
+                continue;
+            }
+            // Not forced: the claim re-checks `active_tasks = 0` atomically, so a heartbeat
+            // that reported work since the read wins.
+            match self.hibernate(c.id, false).await {
+                Ok(()) => {
+                    tracing::info!(workspace.id = %c.id, idle_minutes = c.idle_minutes, "idle workspace hibernated");
+                    hibernated.push(c.id);
+                }
+                Err(crate::LifecycleError::Store { source, .. }) => return Err(source),
+                Err(e) => {
+                    tracing::debug!(workspace.id = %c.id, reason = %e, "idle workspace not hibernated")
+                }
+            }
+        }
+        Ok(hibernated)
+    }
+
     /// Runs the sweeps every `sweep_interval` until `stop` turns true (the orphan sweep at
     /// start and then every minute).
     pub async fn run_sweeps(&self, mut stop: watch::Receiver<bool>) {
         if let Err(e) = self.sweep_orphans().await {
             tracing::error!(error = %e, "orphan sweep failed");
         }
+        self.loops.tick(crate::loops::LOOP_ORPHANS);
         let mut last_orphan_sweep = tokio::time::Instant::now();
+        let mut last_hibernation_sweep = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(self.config.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -167,20 +204,32 @@ impl WorkspaceService {
             if let Err(e) = self.sweep_liveness().await {
                 tracing::error!(error = %e, "liveness sweep failed");
             }
+            self.loops.tick(crate::loops::LOOP_LIVENESS);
             if let Err(e) = self.sweep_health().await {
                 tracing::error!(error = %e, "health sweep failed");
             }
+            self.loops.tick(crate::loops::LOOP_HEALTH);
             if let Err(e) = self.sweep_provision_timeouts().await {
                 tracing::error!(error = %e, "provision-timeout sweep failed");
             }
+            self.loops.tick(crate::loops::LOOP_PROVISION_TIMEOUT);
             if let Err(e) = self.prune_events_if_due().await {
                 tracing::error!(error = %e, "event retention sweep failed");
+            }
+            self.loops.tick(crate::loops::LOOP_EVENT_RETENTION);
+            if last_hibernation_sweep.elapsed() >= HIBERNATION_SWEEP_EVERY {
+                last_hibernation_sweep = tokio::time::Instant::now();
+                if let Err(e) = self.sweep_hibernation(berth_store::now()).await {
+                    tracing::error!(error = %e, "hibernation sweep failed");
+                }
+                self.loops.tick(crate::loops::LOOP_HIBERNATION);
             }
             if last_orphan_sweep.elapsed() >= std::time::Duration::from_secs(60) {
                 last_orphan_sweep = tokio::time::Instant::now();
                 if let Err(e) = self.sweep_orphans().await {
                     tracing::error!(error = %e, "orphan sweep failed");
                 }
+                self.loops.tick(crate::loops::LOOP_ORPHANS);
             }
         }
     }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use berth_domain::template::{TemplateError, TemplateManifest, parse_manifest};
 use berth_domain::validation::{PathError, resolve_inside_root};
@@ -37,9 +38,20 @@ pub struct ResolvedTemplate {
 }
 
 /// The templates directory the server was started with.
+///
+/// What is derived from all templates (runtimes, timeouts) is scanned at load and again by
+/// [`TemplateCatalog::reload`] (after an import); clones share it.
 #[derive(Debug, Clone)]
 pub struct TemplateCatalog {
     root: PathBuf,
+    derived: Arc<RwLock<Arc<Derived>>>,
+    /// Serialises imports (check-then-rename of the target directory).
+    pub(crate) import_lock: Arc<std::sync::Mutex<()>>,
+}
+
+/// What the server derives from all templates.
+#[derive(Debug, Default)]
+struct Derived {
     runtimes: BTreeSet<String>,
     timeouts: HashMap<String, i64>,
 }
@@ -49,37 +61,34 @@ impl TemplateCatalog {
     /// contributes its runtime and provision timeout. Invalid manifests are skipped with a warning.
     pub fn load(root: &Path) -> Self {
         let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-        let mut manifests = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(&root) {
-            for entry in entries.flatten() {
-                let dir = entry.path();
-                if !dir.is_dir() {
-                    continue;
-                }
-                match read_manifest(&dir) {
-                    Ok(Some(m)) => manifests.push(m),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(template.dir = %dir.display(), error = %e, "skipping template")
-                    }
-                }
-            }
-        }
-        let runtimes = manifests.iter().filter_map(|m| m.runtime.clone()).collect();
-        let timeouts = berth_domain::template::provision_timeouts(manifests.iter());
+        let derived = Derived::scan(&root);
         Self {
             root,
-            runtimes,
-            timeouts,
+            derived: Arc::new(RwLock::new(Arc::new(derived))),
+            import_lock: Arc::default(),
         }
+    }
+
+    /// Re-scans the directory (after an import) and swaps in what it derives; every clone of
+    /// this catalog sees the result.
+    pub fn reload(&self) {
+        let derived = Arc::new(Derived::scan(&self.root));
+        *self.derived.write().unwrap_or_else(|p| p.into_inner()) = derived;
+    }
+
+    fn derived(&self) -> Arc<Derived> {
+        self.derived
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// An empty catalog rooted at `root` (no templates).
     pub fn empty(root: PathBuf) -> Self {
         Self {
             root,
-            runtimes: BTreeSet::new(),
-            timeouts: HashMap::new(),
+            derived: Arc::default(),
+            import_lock: Arc::default(),
         }
     }
 
@@ -89,18 +98,19 @@ impl TemplateCatalog {
     }
 
     /// Runtimes declared by the templates.
-    pub fn runtimes(&self) -> &BTreeSet<String> {
-        &self.runtimes
+    pub fn runtimes(&self) -> BTreeSet<String> {
+        self.derived().runtimes.clone()
     }
 
     /// Whether `runtime` is known: built in, or declared by a template.
     pub fn is_known_runtime(&self, runtime: &str) -> bool {
-        berth_domain::runtime::KNOWN_RUNTIMES.contains(&runtime) || self.runtimes.contains(runtime)
+        berth_domain::runtime::KNOWN_RUNTIMES.contains(&runtime)
+            || self.derived().runtimes.contains(runtime)
     }
 
     /// The manifest-declared provision timeout of a runtime, in seconds.
     pub fn provision_timeout_secs(&self, runtime: &str) -> Option<i64> {
-        self.timeouts.get(runtime).copied()
+        self.derived().timeouts.get(runtime).copied()
     }
 
     /// Resolves a template name inside the root and reads its manifest.
@@ -134,7 +144,35 @@ impl TemplateCatalog {
     }
 }
 
-fn read_manifest(dir: &Path) -> Result<Option<TemplateManifest>, TemplateProblem> {
+impl Derived {
+    /// Every immediate subdirectory with a valid `config.yaml` contributes its runtime and
+    /// provision timeout; invalid manifests are skipped with a warning.
+    fn scan(root: &Path) -> Self {
+        let mut manifests = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                let dir = entry.path();
+                // Hidden directories are in-flight imports (`template_admin.rs`).
+                if !dir.is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                match read_manifest(&dir) {
+                    Ok(Some(m)) => manifests.push(m),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(template.dir = %dir.display(), error = %e, "skipping template")
+                    }
+                }
+            }
+        }
+        Self {
+            runtimes: manifests.iter().filter_map(|m| m.runtime.clone()).collect(),
+            timeouts: berth_domain::template::provision_timeouts(manifests.iter()),
+        }
+    }
+}
+
+pub(crate) fn read_manifest(dir: &Path) -> Result<Option<TemplateManifest>, TemplateProblem> {
     let file = dir.join("config.yaml");
     let f = match std::fs::File::open(&file) {
         Ok(f) => f,
