@@ -1,14 +1,18 @@
 #![doc = include_str!("../README.md")]
 
+mod a2a;
+mod activity;
 mod auth;
 mod error;
 mod events;
 mod extract;
 mod lifecycle;
+mod metrics;
 mod platform_url;
 mod registry;
 mod secrets;
 mod system;
+mod templates;
 mod tokens;
 mod workspaces;
 
@@ -40,6 +44,8 @@ pub struct HttpConfig {
     pub body_limit: usize,
     /// Reported by `/buildinfo`.
     pub git_sha: String,
+    /// `GET /metrics` without the admin bearer (the reference's open endpoint); default false.
+    pub metrics_open: bool,
 }
 
 impl Default for HttpConfig {
@@ -50,6 +56,7 @@ impl Default for HttpConfig {
             trusted_proxies: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             git_sha: "unknown".into(),
+            metrics_open: false,
         }
     }
 }
@@ -75,6 +82,10 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(secrets::router())
         .merge(events::router())
+        .merge(activity::router())
+        .merge(a2a::router())
+        .merge(templates::router())
+        .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::Custom(
@@ -82,6 +93,10 @@ pub fn router(state: AppState) -> Router {
                 serde_json::json!({"error": "method not allowed"}),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -1,9 +1,10 @@
-//! Update, delete, state, restart, pause, resume (REFERENCE.md §2.4, §2.5, §2.8–2.10).
+//! Update, delete, abilities, budget, state, restart, pause, resume, hibernate, wake, config,
+//! and the control-plane callbacks (REFERENCE.md §2.4–2.11, §2.19, §2.21).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use berth_core::{LifecycleError, Principal, RestartOutcome, WorkspaceState};
+use berth_core::{Budget, LifecycleError, Principal, RestartOutcome, WorkspaceState};
 use berth_domain::WorkspaceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -61,9 +62,221 @@ impl From<LifecycleError> for ApiError {
             e @ (E::NotPausable | E::NotPaused) => {
                 ApiError::Custom(StatusCode::NOT_FOUND, json!({"error": e.to_string()}))
             }
+            e @ E::NotHibernatable => {
+                ApiError::Custom(StatusCode::NOT_FOUND, json!({"error": e.to_string()}))
+            }
+            e @ E::ActiveTasks(n) => ApiError::Custom(
+                StatusCode::CONFLICT,
+                json!({"error": e.to_string(), "active_tasks": n}),
+            ),
+            e @ E::OperatorDriven(_) => ApiError::Conflict(e.to_string()),
+            e @ E::NotHibernated => ApiError::Conflict(e.to_string()),
+            e @ E::ConsoleUnavailable => {
+                ApiError::Custom(StatusCode::NOT_IMPLEMENTED, json!({"error": e.to_string()}))
+            }
+            e @ E::ConsoleFailed(_) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "console fetch failed");
+                ApiError::Custom(StatusCode::BAD_GATEWAY, json!({"error": e.to_string()}))
+            }
             E::Store { context, source } => ApiError::internal(context, source),
         }
     }
+}
+
+/// Largest `PATCH /workspaces/{id}/config` body (REFERENCE.md §2.19).
+pub const CONFIG_BODY_LIMIT: usize = 256 * 1024;
+
+/// The path id of an admin route (workspace routes parse it in [`WorkspaceAuth`]).
+fn admin_path_id(raw: &str) -> Result<WorkspaceId, ApiError> {
+    WorkspaceId::parse(raw).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))
+}
+
+/// `PATCH /workspaces/{id}/abilities` (admin, REFERENCE.md §2.6).
+pub(crate) async fn abilities(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = admin_path_id(&id)?;
+    #[derive(Deserialize)]
+    struct Abilities {
+        broadcast_enabled: Option<bool>,
+        talk_to_user_enabled: Option<bool>,
+    }
+    let Ok(Abilities {
+        broadcast_enabled,
+        talk_to_user_enabled,
+    }) = serde_json::from_slice::<Abilities>(&body)
+    else {
+        return Err(ApiError::BadRequest("invalid request body".into()));
+    };
+    state
+        .service
+        .set_abilities(id, broadcast_enabled, talk_to_user_enabled)
+        .await?;
+    Ok(Json(json!({"status": "updated"})))
+}
+
+fn budget_json(b: Budget) -> Json<Value> {
+    Json(json!({
+        "budget_limit": b.limit,
+        "monthly_spend": b.monthly_spend,
+        "budget_remaining": b.remaining(),
+    }))
+}
+
+/// `GET /workspaces/{id}/budget` (REFERENCE.md §2.7).
+pub(crate) async fn get_budget(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(budget_json(state.service.budget(auth.id).await?))
+}
+
+/// `PATCH /workspaces/{id}/budget` (admin, REFERENCE.md §2.7): `budget_limit` is required; `null`
+/// clears it; a fractional number is truncated.
+pub(crate) async fn patch_budget(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = admin_path_id(&id)?;
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(ApiError::BadRequest("invalid request body".into()));
+    };
+    let not_integer =
+        || ApiError::BadRequest("budget_limit must be an integer (USD cents) or null".into());
+    let limit = match map.get("budget_limit") {
+        None => {
+            return Err(ApiError::BadRequest(
+                "budget_limit field is required".into(),
+            ));
+        }
+        Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(match n.as_i64() {
+            Some(i) => i,
+            None => {
+                let f = n.as_f64().ok_or_else(not_integer)?;
+                if f < 0.0 {
+                    return Err(ApiError::BadRequest(
+                        "budget_limit must be >= 0 (USD cents)".into(),
+                    ));
+                } else if f.trunc() <= i64::MAX as f64 {
+                    // Truncation towards zero, as the reference does.
+                    f.trunc() as i64
+                } else {
+                    return Err(not_integer());
+                }
+            }
+        }),
+        Some(_) => return Err(not_integer()),
+    };
+    Ok(budget_json(state.service.set_budget(id, limit).await?))
+}
+
+/// `GET /workspaces/{id}/config` (REFERENCE.md §2.19).
+pub(crate) async fn get_config(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({"data": state.service.config(auth.id).await?})))
+}
+
+/// `PATCH /workspaces/{id}/config` (REFERENCE.md §2.19, fixing REFERENCE-2.md §9.6 #53): a JSON
+/// object of at most 256 KiB, shallow-merged; a key set to `null` is deleted.
+pub(crate) async fn patch_config(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let too_large = || {
+        ApiError::Custom(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "body too large or unreadable"}),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, CONFIG_BODY_LIMIT)
+        .await
+        .map_err(|_| too_large())?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest("invalid JSON".into()))?;
+    let Value::Object(patch) = value else {
+        return Err(ApiError::BadRequest("config must be a JSON object".into()));
+    };
+    state.service.patch_config(auth.id, patch).await?;
+    Ok(Json(json!({"status": "updated"})))
+}
+
+/// `POST /admin/workspaces/{id}/bootstrap-failed` (admin, REFERENCE.md §2.21).
+pub(crate) async fn bootstrap_failed(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let id = admin_path_id(&id)?;
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct Report {
+        #[serde(deserialize_with = "crate::extract::nullable")]
+        error: String,
+        #[serde(deserialize_with = "crate::extract::nullable")]
+        log_tail: String,
+    }
+    let report: Report = if body.iter().all(u8::is_ascii_whitespace) {
+        Report::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| ApiError::BadRequest("invalid request body".into()))?
+    };
+    let changed = state
+        .service
+        .bootstrap_failed(id, Some(report.error), &report.log_tail)
+        .await?;
+    Ok(Json(if changed {
+        json!({"ok": true})
+    } else {
+        json!({"ok": true, "no_change": true})
+    }))
+}
+
+/// `GET /workspaces/{id}/console` (admin, REFERENCE.md §2.21): only a control plane has one.
+pub(crate) async fn console(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = admin_path_id(&id)?;
+    let output = state.service.console(id).await?;
+    Ok(Json(json!({"output": output})))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct HibernateQuery {
+    force: Option<String>,
+}
+
+/// `POST /workspaces/{id}/hibernate` (REFERENCE.md §2.11). berth: `?force=true` really
+/// hibernates a busy workspace, and a claim that loses a race answers 404/409 instead of 200.
+pub(crate) async fn hibernate(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<HibernateQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let force = q.force.as_deref() == Some("true");
+    state.service.hibernate(auth.id, force).await?;
+    Ok(Json(json!({"status": "hibernated"})))
+}
+
+/// `POST /workspaces/{id}/wake` (berth addition): provisions a hibernated workspace again.
+pub(crate) async fn wake(
+    auth: WorkspaceAuth,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    state.service.wake(auth.id).await?;
+    Ok(Json(json!({"status": "provisioning"})))
 }
 
 /// `PATCH /workspaces/{id}`: a workspace token may change name, role and layout; tier, runtime,

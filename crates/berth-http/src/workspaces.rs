@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use base64_lite::{decode_cursor, encode_cursor};
 use berth_core::Page;
 use berth_core::{CreateContext, CreateRequest, InitialMemory, WorkspaceView};
@@ -40,6 +40,28 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/workspaces/{id}/restart", post(crate::lifecycle::restart))
         .route("/workspaces/{id}/pause", post(crate::lifecycle::pause))
         .route("/workspaces/{id}/resume", post(crate::lifecycle::resume))
+        .route(
+            "/workspaces/{id}/hibernate",
+            post(crate::lifecycle::hibernate),
+        )
+        .route("/workspaces/{id}/wake", post(crate::lifecycle::wake))
+        .route(
+            "/workspaces/{id}/abilities",
+            patch(crate::lifecycle::abilities),
+        )
+        .route(
+            "/workspaces/{id}/budget",
+            get(crate::lifecycle::get_budget).patch(crate::lifecycle::patch_budget),
+        )
+        .route(
+            "/workspaces/{id}/config",
+            get(crate::lifecycle::get_config).patch(crate::lifecycle::patch_config),
+        )
+        .route("/workspaces/{id}/console", get(crate::lifecycle::console))
+        .route(
+            "/admin/workspaces/{id}/bootstrap-failed",
+            post(crate::lifecycle::bootstrap_failed),
+        )
 }
 
 /// Longest accepted `Idempotency-Key`.

@@ -152,6 +152,10 @@ pub struct Setup {
     pub postgres: bool,
     /// `(liveness_window, remote_stale_after)` instead of the binary's defaults.
     pub windows: Option<(Duration, Duration)>,
+    /// `GET /metrics` without the admin bearer.
+    pub metrics_open: bool,
+    /// Loopback agent URLs allowed without `--dev` (A2A tests target servers on 127.0.0.1).
+    pub loopback: bool,
 }
 
 impl Default for Setup {
@@ -162,6 +166,8 @@ impl Default for Setup {
             provisioner: Arc::new(NoBackend),
             postgres: false,
             windows: None,
+            loopback: false,
+            metrics_open: false,
         }
     }
 }
@@ -203,7 +209,7 @@ impl Setup {
             remote_stale_after,
             ssrf: SsrfPolicy {
                 allow_private: false,
-                allow_loopback: self.dev,
+                allow_loopback: self.dev || self.loopback,
             },
             forced_tier: None,
             agent_platform_url: "http://127.0.0.1:8080".to_owned(),
@@ -227,6 +233,7 @@ impl Setup {
                 trusted_proxies: Vec::new(),
                 body_limit: self.body_limit,
                 git_sha: GIT_SHA.to_owned(),
+                metrics_open: self.metrics_open,
             }),
         };
         TestApp {

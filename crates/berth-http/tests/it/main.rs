@@ -5,17 +5,25 @@
 //! PostgreSQL comes from `BERTH_TEST_PG_URL` (an admin URL; `cargo xtask test` starts a throwaway
 //! cluster and sets it). Each PostgreSQL test gets a database of its own.
 
+mod a2a;
+mod abilities_budget;
+mod activity;
 mod atomicity;
 mod auth;
+mod callbacks;
+mod config;
 mod create;
 mod delete;
 mod discovery;
 mod e2e;
 mod events;
 mod helpers;
+mod hibernate;
 mod idempotency;
 mod live;
 mod liveness;
+mod loops;
+mod metrics;
 mod pause;
 mod read;
 mod registry;
@@ -23,6 +31,7 @@ mod restart;
 mod secrets;
 mod state;
 mod system;
+mod templates;
 mod tokens;
 mod update;
 mod validation;

@@ -1,0 +1,79 @@
+//! `/metrics` (Prometheus text, admin unless `HttpConfig::metrics_open`), the request-metrics
+//! middleware, and `GET /admin/liveness` (REFERENCE-2.md §5, fixing §9.5 #48–49).
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Admin;
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/admin/liveness", get(liveness))
+}
+
+/// Records every request under its matched route template (`unmatched` for the fallback), its
+/// method (standard ones only) and its status class.
+pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    state.service.metrics().observe_http(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
+}
+
+async fn metrics(
+    admin: Result<Admin, ApiError>,
+    State(state): State<AppState>,
+) -> Result<Response, ApiError> {
+    if !state.config.metrics_open {
+        admin?;
+    }
+    let text = state
+        .service
+        .render_metrics()
+        .await
+        .map_err(|e| ApiError::internal("failed to collect metrics", e))?;
+    Ok(([(CONTENT_TYPE, berth_core::METRICS_CONTENT_TYPE)], text).into_response())
+}
+
+/// 200 `{"subsystems": {<loop>: {last_tick_at, seconds_ago, interval_seconds,
+/// stale_after_seconds, stale}}, "stale": [<loop>…], "sweeps_started": bool}`.
+async fn liveness(_: Admin, State(state): State<AppState>) -> Json<Value> {
+    let now = chrono::Utc::now();
+    let loops = state.service.loop_liveness(now);
+    let sweeps_started = loops.iter().any(|l| l.last_tick_at.is_some());
+    let stale: Vec<&str> = loops.iter().filter(|l| l.stale).map(|l| l.name).collect();
+    let mut subsystems = Map::new();
+    for l in &loops {
+        subsystems.insert(
+            l.name.to_owned(),
+            json!({
+                "last_tick_at": l.last_tick_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                "seconds_ago": l.seconds_ago,
+                "interval_seconds": l.interval.as_secs(),
+                "stale_after_seconds": l.stale_after.as_secs(),
+                "stale": l.stale,
+            }),
+        );
+    }
+    Json(json!({"subsystems": subsystems, "stale": stale, "sweeps_started": sweeps_started}))
+}

@@ -1,0 +1,749 @@
+//! `POST /workspaces/{id}/a2a` (REFERENCE-2.md §4): caller rules, normalisation, push delivery
+//! to a real A2A server on 127.0.0.1, poll delivery into the inbox, the mock runtime, and every
+//! failure answer of §4.15 this slice implements.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::routing::post;
+use berth_domain::WorkspaceId;
+use berth_domain::status::Transition;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, Resp, Setup, TestApp, started_provisioner};
+
+/// An in-test A2A agent on 127.0.0.1: `/echo` answers JSON-RPC with what it received; other
+/// paths misbehave in one way each. Every body it receives is kept, raw.
+struct Agent {
+    base: String,
+    received: Arc<Mutex<Vec<Bytes>>>,
+}
+
+impl Agent {
+    async fn start() -> Self {
+        let received: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let seen = received.clone();
+        let echo = move |body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("received").push(body.clone());
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let reply = json!({"jsonrpc": "2.0", "id": req["id"], "result": {"echo": req}});
+                ([(header::CONTENT_TYPE, "text/plain")], reply.to_string())
+            }
+        };
+        let router = Router::new()
+            .route("/echo", post(echo))
+            .route(
+                "/hang",
+                post(|| async {
+                    std::future::pending::<()>().await;
+                    ""
+                }),
+            )
+            .route(
+                "/redirect",
+                post(|| async {
+                    (
+                        StatusCode::FOUND,
+                        [(header::LOCATION, "http://169.254.169.254/latest/meta-data")],
+                        "",
+                    )
+                }),
+            )
+            .route(
+                "/explode",
+                post(|| async {
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        r#"{"error":"agent exploded"}"#,
+                    )
+                }),
+            )
+            .route(
+                "/teapot",
+                post(|| async { (StatusCode::IM_A_TEAPOT, "no") }),
+            )
+            .route("/empty", post(|| async { StatusCode::OK }))
+            .route("/garbage", post(|| async { "this is not json" }))
+            .route(
+                "/huge",
+                post(|| async {
+                    let filler = "x".repeat(11 * 1024 * 1024);
+                    format!("{{\"jsonrpc\":\"2.0\",\"result\":\"{filler}\"}}")
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind agent");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("agent server");
+        });
+        Agent { base, received }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn received(&self) -> Vec<Bytes> {
+        self.received.lock().expect("received").clone()
+    }
+}
+
+/// A port nothing listens on.
+async fn refused_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/")
+}
+
+async fn loopback_app() -> TestApp {
+    Setup {
+        loopback: true,
+        ..Setup::default()
+    }
+    .start()
+    .await
+}
+
+/// An external workspace online at `url`, with a token.
+async fn agent_ws(
+    app: &TestApp,
+    name: &str,
+    url: &str,
+    parent: Option<WorkspaceId>,
+) -> (WorkspaceId, String) {
+    let mut body = json!({"name": name, "runtime": "external", "url": url});
+    if let Some(p) = parent {
+        body["parent_id"] = json!(p.to_string());
+    }
+    let id = app.create_id(body).await;
+    assert_eq!(app.status_of(id).await, "online");
+    (id, app.admin_mint(id).await)
+}
+
+/// `POST /workspaces/{target}/a2a` with an optional bearer, `X-Workspace-ID` and `X-Timeout`.
+async fn a2a(
+    app: &TestApp,
+    target: impl std::fmt::Display,
+    bearer: Option<&str>,
+    caller: Option<&str>,
+    body: impl Into<Body>,
+) -> Resp {
+    a2a_with(app, target, bearer, caller, None, body).await
+}
+
+async fn a2a_with(
+    app: &TestApp,
+    target: impl std::fmt::Display,
+    bearer: Option<&str>,
+    caller: Option<&str>,
+    timeout: Option<&str>,
+    body: impl Into<Body>,
+) -> Resp {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/workspaces/{target}/a2a"))
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = bearer {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(c) = caller {
+        b = b.header("X-Workspace-ID", c);
+    }
+    if let Some(t) = timeout {
+        b = b.header("X-Timeout", t);
+    }
+    app.send(b.body(body.into()).expect("request")).await
+}
+
+fn message(text: &str) -> String {
+    json!({"method": "message/send", "params": {"message": {"role": "user", "content": text}}})
+        .to_string()
+}
+
+/// The target's activity rows, newest first, read as admin.
+async fn rows(app: &TestApp, id: WorkspaceId) -> Vec<Value> {
+    let resp = app.get(&format!("/workspaces/{id}/activity")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    resp.json.as_array().expect("array").clone()
+}
+
+fn err(message: &str) -> Value {
+    json!({ "error": message })
+}
+
+#[tokio::test]
+async fn push_delivers_normalised_message_and_relays_the_reply() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let (b, _) = agent_ws(&app, "bee", &agent.url("/echo"), None).await;
+
+    let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, message("hello")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let sent = &resp.json["result"]["echo"];
+    assert_eq!(sent["jsonrpc"], "2.0");
+    assert_eq!(sent["method"], "message/send");
+    assert_eq!(resp.json["id"], sent["id"]);
+    assert_eq!(
+        sent["params"]["message"]["parts"],
+        json!([{"kind": "text", "text": "hello"}])
+    );
+    assert!(sent["params"]["message"]["messageId"].is_string());
+
+    let logged = rows(&app, b).await;
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let row = &logged[0];
+    assert_eq!(row["activity_type"], "a2a_receive");
+    assert_eq!(row["status"], "ok");
+    assert_eq!(row["source_id"], Value::Null);
+    assert_eq!(row["target_id"], b.to_string());
+    assert_eq!(row["method"], "message/send");
+    assert_eq!(row["summary"], "message/send → bee");
+    assert_eq!(row["request_body"], *sent);
+    assert_eq!(row["response_body"], resp.json);
+    assert!(row["duration_ms"].is_i64());
+
+    let logged_events = app.events_named(b, "ACTIVITY_LOGGED").await;
+    assert_eq!(logged_events.len(), 1);
+    assert_eq!(logged_events[0]["id"], row["id"]);
+    assert_eq!(logged_events[0]["activity_type"], "a2a_receive");
+    let responses = app.events_named(b, "A2A_RESPONSE").await;
+    assert_eq!(
+        responses,
+        vec![
+            json!({"response_body": resp.json, "method": "message/send", "duration_ms": row["duration_ms"]})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn envelopes_are_forwarded_byte_for_byte() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let (b, _) = agent_ws(&app, "bee", &agent.url("/echo"), None).await;
+    let input = r#"{"jsonrpc":"2.0","id":98765432109876543210,"method":"message/send","params":{"z":1,"message":{"role":"user","parts":[{"kind":"text","text":"<&>"}],"messageId":"m-1"},"a":1.0}}"#;
+    let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, input).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(agent.received(), vec![Bytes::from_static(input.as_bytes())]);
+}
+
+#[tokio::test]
+async fn callers_follow_the_hierarchy_and_need_a_credential() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let url = agent.url("/echo");
+    let (parent, _) = agent_ws(&app, "parent", &url, None).await;
+    let (a, a_token) = agent_ws(&app, "a", &url, Some(parent)).await;
+    let (b, b_token) = agent_ws(&app, "b", &url, Some(parent)).await;
+    let (other, _) = agent_ws(&app, "other", &url, None).await;
+    let (_cousin, cousin_token) = agent_ws(&app, "cousin", &url, Some(other)).await;
+    let body = message("hi");
+
+    // A sibling may; the row names it as the sender.
+    let resp = a2a(&app, b, Some(&a_token), None, body.clone()).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(rows(&app, b).await[0]["source_id"], a.to_string());
+    // Naming itself in the header changes nothing.
+    let resp = a2a(&app, b, Some(&a_token), Some(&a.to_string()), body.clone()).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+
+    // A cousin may not.
+    let resp = a2a(&app, b, Some(&cousin_token), None, body.clone()).await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        resp.json,
+        err("access denied: workspaces cannot communicate per hierarchy rules")
+    );
+
+    // No credential: refused, even when the header names the target itself (no self bypass).
+    for caller in [None, Some(b.to_string()), Some(a.to_string())] {
+        let resp = a2a(&app, b, None, caller.as_deref(), body.clone()).await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{caller:?}");
+        assert_eq!(resp.json, err("missing caller auth token"));
+    }
+    // A bearer that is no live token, or a token of another workspace than the header names.
+    let resp = a2a(&app, b, Some("not-a-token"), None, body.clone()).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, err("invalid caller auth token"));
+    let resp = a2a(
+        &app,
+        b,
+        Some(&cousin_token),
+        Some(&a.to_string()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, err("invalid caller auth token"));
+    // The target's own token talking to itself is an authenticated self-call.
+    let resp = a2a(&app, b, Some(&b_token), None, body.clone()).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+
+    // Reserved and malformed caller ids.
+    for caller in ["webhook:github", "system:x", "channel:slack", "not-a-uuid"] {
+        let resp = a2a(&app, b, Some(ADMIN_TOKEN), Some(caller), body.clone()).await;
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{caller}");
+        assert_eq!(resp.json, err("invalid caller ID"));
+    }
+    // The admin (the user) may talk to anyone, and may name who it acts for.
+    let resp = a2a(
+        &app,
+        b,
+        Some(ADMIN_TOKEN),
+        Some(&other.to_string()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(rows(&app, b).await[0]["source_id"], other.to_string());
+    // Three deliveries were logged (sibling twice, self once) plus the admin's.
+    assert_eq!(rows(&app, b).await.len(), 4);
+    assert_eq!(agent.received().len(), 4);
+}
+
+#[tokio::test]
+async fn dev_mode_believes_a_token_less_caller_only() {
+    let app = Setup {
+        dev: true,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let agent = Agent::start().await;
+    let url = agent.url("/echo");
+    let (b, _) = agent_ws(&app, "b", &url, None).await;
+    let resp = a2a(&app, b, None, None, message("hi")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    // A caller that has a token must present it, even in dev.
+    let (c, _) = agent_ws(&app, "c", &url, None).await;
+    let resp = a2a(&app, b, None, Some(&c.to_string()), message("hi")).await;
+    assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.json, err("missing caller auth token"));
+}
+
+#[tokio::test]
+async fn bad_payloads_and_unknown_targets_are_refused_before_delivery() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let (b, _) = agent_ws(&app, "bee", &agent.url("/echo"), None).await;
+    for bad in ["[1]", "not json", "\"s\"", ""] {
+        let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, bad).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(resp.json, err("invalid JSON"), "{bad}");
+    }
+    let resp = a2a(
+        &app,
+        b,
+        Some(ADMIN_TOKEN),
+        None,
+        r#"{"method":"message/send","params":{"message":{"content":5}}}"#,
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.json,
+        json!({"error": "invalid params.message.content type", "hint": "content must be a string (v0.2 compat) or omitted in favour of parts (v0.3)"})
+    );
+    let resp = a2a(
+        &app,
+        b,
+        Some(ADMIN_TOKEN),
+        None,
+        r#"{"method":"message/send","params":{"message":{"role":"user"}}}"#,
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        resp.json["error"],
+        "params.message must contain either 'parts' (v0.3) or 'content' (v0.2 compat)"
+    );
+    // Past the body limit: a clear 413, never a silently truncated message.
+    let big = format!(
+        r#"{{"method":"message/send","params":{{"message":{{"content":"{}"}}}}}}"#,
+        "y".repeat(2 * 1024 * 1024)
+    );
+    let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, big).await;
+    assert_eq!(resp.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let resp = a2a(
+        &app,
+        WorkspaceId::new_v4(),
+        Some(ADMIN_TOKEN),
+        None,
+        message("x"),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    assert_eq!(resp.json, err("workspace not found"));
+    let resp = a2a(&app, "nope", Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json, err("invalid workspace ID"));
+    // Removed targets are gone.
+    assert_eq!(app.delete(b, "").await.status, StatusCode::OK);
+    let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text);
+    // Over budget.
+    let (c, _) = agent_ws(&app, "cee", &agent.url("/echo"), None).await;
+    app.db
+        .exec("UPDATE workspaces SET budget_limit = 10, monthly_spend = 10 WHERE name = 'cee'")
+        .await;
+    let resp = a2a(&app, c, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(resp.json, err("workspace budget limit exceeded"));
+    assert!(agent.received().is_empty());
+    assert!(rows(&app, c).await.is_empty());
+}
+
+#[tokio::test]
+async fn targets_that_are_not_online_get_503() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    // No URL yet.
+    let (waiting, _) = app
+        .external(json!({"name": "waiting", "runtime": "external"}))
+        .await;
+    let resp = a2a(&app, waiting, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace has no URL", "status": "awaiting_agent"})
+    );
+    // A URL but offline.
+    let (off, _) = agent_ws(&app, "off", &agent.url("/echo"), None).await;
+    app.force(off, &[Transition::WentOffline]).await;
+    let resp = a2a(&app, off, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace not available", "status": "offline"})
+    );
+    // Hibernated: the wake is requested and the caller told to retry.
+    let (sleepy, _) = agent_ws(&app, "sleepy", &agent.url("/echo"), None).await;
+    app.force(
+        sleepy,
+        &[Transition::HibernateStarted, Transition::Hibernated],
+    )
+    .await;
+    let resp = a2a(&app, sleepy, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.header("retry-after"), Some("15"));
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace is waking from hibernation — retry in ~15 seconds", "waking": true, "retry_after": 15})
+    );
+    assert!(agent.received().is_empty());
+}
+
+#[tokio::test]
+async fn unsafe_urls_and_redirects_are_never_followed() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let (b, _) = agent_ws(&app, "bee", &agent.url("/redirect"), None).await;
+    let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace agent answered with a redirect; redirects are not followed", "status": 302})
+    );
+    let row = &rows(&app, b).await[0];
+    assert_eq!(row["status"], "error");
+
+    // A stored URL that resolves to a private address is refused at dispatch.
+    let (c, _) = agent_ws(&app, "cee", &agent.url("/echo"), None).await;
+    app.db
+        .exec("UPDATE workspaces SET url = 'http://internal.example.com:8000/' WHERE name = 'cee'")
+        .await;
+    let resp = a2a(&app, c, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.json, err("workspace URL is not publicly routable"));
+    // So is loopback when the policy does not allow it.
+    let strict = Setup::default().start().await;
+    let id = strict
+        .create_id(json!({"name": "ext", "runtime": "external"}))
+        .await;
+    strict
+        .db
+        .exec(&format!(
+            "UPDATE workspaces SET url = '{}', status = 'online' WHERE name = 'ext'",
+            agent.url("/echo")
+        ))
+        .await;
+    let resp = a2a(&strict, id, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.json, err("workspace URL is not publicly routable"));
+    assert!(agent.received().is_empty());
+}
+
+#[tokio::test]
+async fn agent_failures_map_to_defined_answers() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let cases = [
+        (
+            "/explode",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            err("agent exploded"),
+        ),
+        ("/teapot", StatusCode::IM_A_TEAPOT, err("I'm a teapot")),
+        (
+            "/empty",
+            StatusCode::OK,
+            err("agent returned empty response body"),
+        ),
+        (
+            "/garbage",
+            StatusCode::BAD_GATEWAY,
+            err("agent returned invalid JSON"),
+        ),
+        (
+            "/huge",
+            StatusCode::BAD_GATEWAY,
+            err("agent response too large"),
+        ),
+    ];
+    for (i, (path, status, body)) in cases.into_iter().enumerate() {
+        let (id, _) = agent_ws(&app, &format!("w{i}"), &agent.url(path), None).await;
+        let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("x")).await;
+        assert_eq!(resp.status, status, "{path}: {}", resp.text);
+        assert_eq!(resp.json, body, "{path}");
+        // No A2A_RESPONSE for a failed call.
+        assert!(
+            app.events_named(id, "A2A_RESPONSE").await.is_empty(),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_never_answers_is_cut_off_by_x_timeout() {
+    let app = loopback_app().await;
+    let agent = Agent::start().await;
+    let (b, _) = agent_ws(&app, "bee", &agent.url("/hang"), None).await;
+    let resp = a2a_with(&app, b, Some(ADMIN_TOKEN), None, Some("1"), message("x")).await;
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace agent did not answer in time", "timeout_seconds": 1})
+    );
+    let row = &rows(&app, b).await[0];
+    assert_eq!(row["status"], "error");
+    assert_eq!(row["error_detail"], "no answer within 1 s");
+}
+
+/// A process-kind provisioner whose workspaces run at `url` and are never running.
+fn dead_provisioner(url: String) -> berth_provision::MockProvisioner {
+    let mut mock = berth_provision::MockProvisioner::new();
+    mock.expect_kind()
+        .return_const(berth_provision::BackendKind::Process);
+    mock.expect_start().returning(move |_| {
+        Ok(berth_provision::Started {
+            url: Some(url.clone()),
+            instance_id: Some("proc-1".into()),
+        })
+    });
+    mock.expect_stop().returning(|_| Ok(()));
+    mock.expect_is_running().returning(|_| Ok(false));
+    mock
+}
+
+#[tokio::test]
+async fn a_dead_container_gets_a_restart() {
+    let app = Setup {
+        loopback: true,
+        provisioner: Arc::new(dead_provisioner(refused_url().await)),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let (id, token) = app.container("dead").await;
+    let resp = app.register(id, Some(&token), None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(app.status_of(id).await, "online");
+    let before = app.events_named(id, "WORKSPACE_PROVISIONING").await.len();
+
+    let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text
+    );
+    assert_eq!(
+        resp.json,
+        json!({"error": "workspace agent unreachable — container restart triggered", "restarting": true})
+    );
+    app.service.drain().await;
+    assert_eq!(
+        app.events_named(id, "WORKSPACE_PROVISIONING").await.len(),
+        before + 1,
+        "a restart cycle ran"
+    );
+    let failure = rows(&app, id)
+        .await
+        .into_iter()
+        .find(|r| r["status"] == "error")
+        .expect("failure row");
+    assert!(
+        failure["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("A2A request to dead failed: "),
+        "{failure}"
+    );
+    assert!(
+        !failure["error_detail"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "the agent URL stays out of the row: {failure}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_to_a_running_agent_is_a_502() {
+    let app = Setup {
+        loopback: true,
+        provisioner: Arc::new(started_provisioner(|_| Ok(true))),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let (id, _) = agent_ws(&app, "ext", &refused_url().await, None).await;
+    let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("x")).await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{}", resp.text);
+    assert_eq!(resp.json, err("failed to reach workspace agent"));
+    assert_eq!(app.service.restarts_in_flight().await, 0);
+}
+
+#[tokio::test]
+async fn mock_runtime_answers_with_a_canned_reply() {
+    let app = loopback_app().await;
+    let id = app
+        .create_id(json!({"name": "mocky", "runtime": "mock", "model": "openai/gpt-4o"}))
+        .await;
+    let body = r#"{"jsonrpc":"2.0","id":"req-1","method":"message/send","params":{"message":{"role":"user","parts":[]}}}"#;
+    let first = a2a(&app, id, Some(ADMIN_TOKEN), None, body).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(first.json["id"], "req-1");
+    assert!(first.json["result"]["parts"][0]["text"].is_string());
+    let again = a2a(&app, id, Some(ADMIN_TOKEN), None, body).await;
+    assert_eq!(again.json, first.json, "deterministic");
+    let logged = rows(&app, id).await;
+    assert_eq!(logged.len(), 2);
+    assert_eq!(logged[0]["duration_ms"], 0);
+}
+
+/// Poll mode on both backends: the message lands in the inbox, the target reads it with its
+/// own token and pages with `since_id`.
+async fn poll_mode_queues_into_the_inbox(app: TestApp) {
+    let (parent, parent_token) = app
+        .external(json!({"name": "parent", "runtime": "external"}))
+        .await;
+    let created = app
+        .create_ok(json!({"name": "poller", "runtime": "external", "delivery_mode": "poll", "parent_id": parent.to_string()}))
+        .await;
+    let poller = crate::helpers::id_of(&created);
+    let poller_token = app.admin_mint(poller).await;
+
+    let resp = a2a(&app, poller, Some(&parent_token), None, message("first")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(
+        resp.json,
+        json!({"status": "queued", "delivery_mode": "poll", "method": "message/send"})
+    );
+    let inbox = app
+        .call(
+            Method::GET,
+            &format!("/workspaces/{poller}/activity?type=a2a_receive"),
+            Some(&poller_token),
+        )
+        .await;
+    assert_eq!(inbox.status, StatusCode::OK, "{}", inbox.text);
+    let first = inbox.json[0].clone();
+    assert_eq!(first["source_id"], parent.to_string());
+    assert_eq!(first["summary"], "message/send → poller (queued for poll)");
+    assert_eq!(
+        first["request_body"]["params"]["message"]["parts"][0]["text"],
+        "first"
+    );
+
+    for text in ["second", "third"] {
+        let resp = a2a(&app, poller, Some(&parent_token), None, message(text)).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    }
+    let page = app
+        .call(
+            Method::GET,
+            &format!(
+                "/workspaces/{poller}/activity?since_id={}",
+                first["id"].as_str().unwrap()
+            ),
+            Some(&poller_token),
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let texts: Vec<&str> = page
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r["request_body"]["params"]["message"]["parts"][0]["text"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(texts, ["second", "third"]);
+    assert_eq!(app.events_named(poller, "ACTIVITY_LOGGED").await.len(), 3);
+}
+
+#[tokio::test]
+async fn poll_mode_queues_into_the_inbox_sqlite() {
+    poll_mode_queues_into_the_inbox(Setup::default().start().await).await;
+}
+
+#[tokio::test]
+async fn poll_mode_queues_into_the_inbox_postgres() {
+    poll_mode_queues_into_the_inbox(crate::helpers::pg_app().await).await;
+}
+
+#[tokio::test]
+async fn a_message_to_a_hibernated_container_wakes_it() {
+    let app = Setup {
+        loopback: true,
+        provisioner: Arc::new(started_provisioner(|_| Ok(true))),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let (id, token) = app.container("sleepy").await;
+    let resp = app.register(id, Some(&token), None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    app.force(id, &[Transition::HibernateStarted, Transition::Hibernated])
+        .await;
+    let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("wake up")).await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text
+    );
+    assert_eq!(resp.header("retry-after"), Some("15"));
+    assert_eq!(resp.json["waking"], true);
+    app.service.drain().await;
+    assert_eq!(app.status_of(id).await, "provisioning");
+    // A second message while it wakes is told to retry, not queued or lost silently.
+    let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("again")).await;
+    assert_eq!(
+        resp.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        resp.text
+    );
+}
