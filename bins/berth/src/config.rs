@@ -136,6 +136,26 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_PROVISION_TIMEOUT_SECS", default_value_t = 600)]
     pub provision_timeout_secs: u64,
 
+    /// Serve `GET /metrics` without the admin bearer (for a scraper on a trusted network).
+    #[arg(long, env = "BERTH_METRICS_OPEN", default_value_t = false)]
+    pub metrics_open: bool,
+
+    /// Days the activity log keeps rows.
+    #[arg(long, env = "BERTH_ACTIVITY_RETENTION_DAYS", default_value_t = 7)]
+    pub activity_retention_days: u64,
+
+    /// Hours between activity-log retention passes.
+    #[arg(
+        long,
+        env = "BERTH_ACTIVITY_CLEANUP_INTERVAL_HOURS",
+        default_value_t = 6
+    )]
+    pub activity_cleanup_interval_hours: u64,
+
+    /// Ceiling, in seconds, of one A2A delivery to an agent (`X-Timeout` can only lower it).
+    #[arg(long, env = "BERTH_A2A_TIMEOUT_SECS", default_value_t = 1800)]
+    pub a2a_timeout_secs: u64,
+
     /// Days the event log keeps events.
     #[arg(long, env = "BERTH_EVENT_RETENTION_DAYS", default_value_t = 30)]
     pub event_retention_days: u64,

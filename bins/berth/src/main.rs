@@ -137,6 +137,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         templates,
         core,
     );
+    service = service.with_a2a_settings(berth_core::A2aSettings {
+        request_timeout: Duration::from_secs(args.a2a_timeout_secs.max(1)),
+        ..Default::default()
+    });
     service = service.with_event_config(berth_core::EventConfig {
         retention: Duration::from_secs(args.event_retention_days.saturating_mul(24 * 3600)),
         ..Default::default()
@@ -156,6 +160,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             platform_url: args.platform_url.clone(),
             trusted_proxies: args.trusted_proxies.clone(),
             body_limit: args.body_limit,
+            metrics_open: args.metrics_open,
             git_sha: option_env!("BERTH_GIT_SHA").unwrap_or("unknown").to_owned(),
         }),
     };
@@ -184,12 +189,31 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let sweeper = tokio::spawn(leader::run_sweeps(
         service.clone(),
         leadership,
-        sweeps_stopped,
+        sweeps_stopped.clone(),
     ));
+    let retention = berth_core::ActivityRetention {
+        keep: Duration::from_secs(args.activity_retention_days.saturating_mul(24 * 3600)),
+        every: Duration::from_secs(
+            args.activity_cleanup_interval_hours
+                .max(1)
+                .saturating_mul(3600),
+        ),
+    };
+    let activity_retention = {
+        let service = service.clone();
+        tokio::spawn(async move {
+            service
+                .run_activity_retention(retention, sweeps_stopped)
+                .await
+        })
+    };
     berth_http::serve(listener, berth_http::router(state), shutdown_signal()).await?;
     let _ = stop_sweeps.send(true);
     if let Err(e) = sweeper.await {
         tracing::error!(error = %e, "sweeper task failed");
+    }
+    if let Err(e) = activity_retention.await {
+        tracing::error!(error = %e, "activity retention task failed");
     }
     tracing::info!("draining background work");
     if tokio::time::timeout(Duration::from_secs(30), service.drain())
