@@ -461,3 +461,65 @@ async fn a_pending_restart_does_not_revive_a_deleted_or_paused_workspace() {
         assert_eq!(app.status_of(id).await, expected);
     }
 }
+
+#[tokio::test]
+async fn secrets_written_through_the_api_reach_the_agents_environment() {
+    use secrecy::ExposeSecret as _;
+    for postgres in [false, true] {
+        let (app, rec) = recorder_app(postgres).await;
+        let resp = app
+            .post(
+                "/admin/secrets",
+                Some(ADMIN_TOKEN),
+                &json!({"key": "SHARED", "value": "from-global"}),
+            )
+            .await;
+        assert!(resp.status.is_success(), "{}", resp.text);
+        let resp = app
+            .post(
+                "/admin/secrets",
+                Some(ADMIN_TOKEN),
+                &json!({"key": "OVERRIDDEN", "value": "global"}),
+            )
+            .await;
+        assert!(resp.status.is_success(), "{}", resp.text);
+        let id = container(&app, "env").await;
+        let env_of = |req: &berth_provision::ProvisionRequest, key: &str| {
+            req.env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.expose_secret().to_owned())
+        };
+        let first = rec.requests_for(id).last().cloned().expect("first start");
+        assert_eq!(env_of(&first, "SHARED").as_deref(), Some("from-global"));
+        assert_eq!(env_of(&first, "MODEL").as_deref(), Some("openai/gpt-4o"));
+
+        // A workspace secret written through the API restarts the workspace and reaches the
+        // new start's environment, overriding the global value of the same key.
+        for (key, value) in [
+            ("API_KEY", "sk-written-through-the-api"),
+            ("OVERRIDDEN", "mine"),
+        ] {
+            let resp = app
+                .post(
+                    &format!("/workspaces/{id}/secrets"),
+                    Some(ADMIN_TOKEN),
+                    &json!({"key": key, "value": value}),
+                )
+                .await;
+            assert!(resp.status.is_success(), "{}", resp.text);
+        }
+        app.service.drain().await;
+        let last = rec.requests_for(id).last().cloned().expect("restarted");
+        assert!(
+            rec.requests_for(id).len() >= 2,
+            "a secret write restarts the workspace"
+        );
+        assert_eq!(
+            env_of(&last, "API_KEY").as_deref(),
+            Some("sk-written-through-the-api")
+        );
+        assert_eq!(env_of(&last, "OVERRIDDEN").as_deref(), Some("mine"));
+        assert_eq!(env_of(&last, "SHARED").as_deref(), Some("from-global"));
+    }
+}
