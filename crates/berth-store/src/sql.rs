@@ -579,6 +579,55 @@ pub(crate) fn idempotency_aad(key: &str) -> Vec<u8> {
 /// inherent `begin()` returning a transaction of database `$db`.
 macro_rules! impl_workspace_store {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// Appends one event inside `tx`: every event is recorded in the transaction of the
+            /// change it describes.
+            async fn record_event(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                event_type: &str,
+                workspace: impl Into<Option<uuid::Uuid>>,
+                payload: &serde_json::Value,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(event_type)
+                    .bind(workspace.into())
+                    .bind(sqlx::types::Json(payload))
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// The one compare-and-set of a status change: the row moves only from the statuses
+            /// the transition leaves from, and its event is recorded only when the row changed.
+            async fn apply_transition(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                workspace: uuid::Uuid,
+                t: berth_domain::status::Transition,
+                failure: Option<(&str, &str)>,
+                payload: &serde_json::Value,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                let sql = $crate::sql::transition_sql(t.from().len());
+                let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                    .bind(t.to().as_str())
+                    .bind(at)
+                    .bind(failure.map(|(_, message)| message))
+                    .bind(failure.map(|(code, _)| code))
+                    .bind(workspace);
+                for st in t.from() {
+                    q = q.bind(st.as_str());
+                }
+                let changed = q.execute(&mut **tx).await?.rows_affected() == 1;
+                if changed && let Some(event) = t.event() {
+                    Self::record_event(tx, event.as_str(), workspace, payload, at).await?;
+                }
+                Ok(changed)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::WorkspaceStore for $store {
             async fn ping(&self) -> $crate::Result<()> {
@@ -675,14 +724,7 @@ macro_rules! impl_workspace_store {
                         .await?;
                 }
                 for event in &new.events {
-                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(event.event_type.as_str())
-                        .bind(id)
-                        .bind(Json(&event.payload))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::record_event(&mut tx, event.event_type.as_str(), id, &event.payload, now).await?;
                 }
                 if let Some(idem) = &new.idempotency {
                     let sealed = self.keys.seal(
@@ -776,37 +818,18 @@ macro_rules! impl_workspace_store {
                 id: berth_domain::WorkspaceId,
                 change: $crate::StatusChange,
             ) -> $crate::Result<bool> {
-                use sqlx::types::Json;
-                let t = change.transition;
                 let now = $crate::model::now();
-                let sql = $crate::sql::transition_sql(t.from().len());
-                let (code, message) = match &change.failure {
-                    Some((c, m)) => (Some(c.as_str()), Some(m.as_str())),
-                    None => (None, None),
-                };
+                let failure = change.failure.as_ref().map(|(c, m)| (c.as_str(), m.as_str()));
                 let mut tx = self.begin().await?;
-                let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
-                    .bind(t.to().as_str())
-                    .bind(now)
-                    .bind(message)
-                    .bind(code)
-                    .bind(uuid::Uuid::from(id));
-                for st in t.from() {
-                    q = q.bind(st.as_str());
-                }
-                let changed = q.execute(&mut *tx).await?.rows_affected() == 1;
-                if changed {
-                    if let Some(event) = t.event() {
-                        sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                            .bind(uuid::Uuid::new_v4())
-                            .bind(event.as_str())
-                            .bind(uuid::Uuid::from(id))
-                            .bind(Json(&change.payload))
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                }
+                let changed = Self::apply_transition(
+                    &mut tx,
+                    uuid::Uuid::from(id),
+                    change.transition,
+                    failure,
+                    &change.payload,
+                    now,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(changed)
             }
@@ -983,7 +1006,6 @@ macro_rules! impl_workspace_store {
                 token: $crate::NewToken,
                 how: $crate::IssueToken,
             ) -> $crate::Result<()> {
-                use sqlx::types::Json;
                 let now = $crate::model::now();
                 let uid = uuid::Uuid::from(id);
                 let mut tx = self.begin().await?;
@@ -1017,14 +1039,7 @@ macro_rules! impl_workspace_store {
                     .execute(&mut *tx)
                     .await?;
                 if let Some(event) = &how.event {
-                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(event.event_type.as_str())
-                        .bind(uid)
-                        .bind(Json(&event.payload))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::record_event(&mut tx, event.event_type.as_str(), uid, &event.payload, now).await?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -1098,14 +1113,7 @@ macro_rules! impl_workspace_store {
                         ),
                     });
                 }
-                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                    .bind(uuid::Uuid::new_v4())
-                    .bind(berth_domain::event::EventType::WorkspaceOnline.as_str())
-                    .bind(uid)
-                    .bind(Json(&registration.event_payload))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::record_event(&mut tx, berth_domain::event::EventType::WorkspaceOnline.as_str(), uid, &registration.event_payload, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1115,7 +1123,6 @@ macro_rules! impl_workspace_store {
                 id: berth_domain::WorkspaceId,
                 hb: $crate::Heartbeat,
             ) -> $crate::Result<$crate::HeartbeatOutcome> {
-                use sqlx::types::Json;
                 let now = $crate::model::now();
                 let uid = uuid::Uuid::from(id);
                 let mut tx = self.begin().await?;
@@ -1142,42 +1149,15 @@ macro_rules! impl_workspace_store {
                 if task_changed {
                     // Recorded (the reference only broadcast it) so subscribers can resume it;
                     // plain heartbeats are not events: liveness lives in the row.
-                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(berth_domain::event::EventType::TaskUpdated.as_str())
-                        .bind(uid)
-                        .bind(Json(serde_json::json!({"current_task": hb.current_task, "active_tasks": hb.active_tasks})))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::record_event(&mut tx, berth_domain::event::EventType::TaskUpdated.as_str(), uid, &serde_json::json!({"current_task": hb.current_task, "active_tasks": hb.active_tasks}), now).await?;
                 }
                 let previous_status: berth_domain::status::WorkspaceStatus = status
                     .parse()
                     .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
                 let mut current = previous_status;
                 if let Some((t, payload)) = berth_domain::heartbeat::evaluate(previous_status, &hb.report) {
-                    let sql = $crate::sql::transition_sql(t.from().len());
-                    let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
-                        .bind(t.to().as_str())
-                        .bind(now)
-                        .bind(Option::<&str>::None)
-                        .bind(Option::<&str>::None)
-                        .bind(uid);
-                    for st in t.from() {
-                        q = q.bind(st.as_str());
-                    }
-                    if q.execute(&mut *tx).await?.rows_affected() == 1 {
+                    if Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
                         current = t.to();
-                        if let Some(event) = t.event() {
-                            sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                                .bind(uuid::Uuid::new_v4())
-                                .bind(event.as_str())
-                                .bind(uid)
-                                .bind(Json(&payload))
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
                     }
                 }
                 tx.commit().await?;
@@ -1204,14 +1184,7 @@ macro_rules! impl_workspace_store {
                 if n == 0 {
                     return Err($crate::Error::NotFound);
                 }
-                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                    .bind(uuid::Uuid::new_v4())
-                    .bind(berth_domain::event::EventType::AgentCardUpdated.as_str())
-                    .bind(uid)
-                    .bind(Json(serde_json::json!({"agent_card": card})))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::record_event(&mut tx, berth_domain::event::EventType::AgentCardUpdated.as_str(), uid, &serde_json::json!({"agent_card": card}), now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1283,10 +1256,8 @@ macro_rules! impl_workspace_store {
                 root: berth_domain::WorkspaceId,
                 descendants: Vec<berth_domain::WorkspaceId>,
             ) -> $crate::Result<u64> {
-                use sqlx::types::Json;
                 let t = berth_domain::status::Transition::Removed;
                 let now = $crate::model::now();
-                let sql = $crate::sql::transition_sql(t.from().len());
                 let mut tx = self.begin().await?;
                 let mut changed = 0u64;
                 let total = descendants.len();
@@ -1296,25 +1267,8 @@ macro_rules! impl_workspace_store {
                     .chain(std::iter::once((root, serde_json::json!({"cascade_deleted": total}))))
                 {
                     let uid = uuid::Uuid::from(id);
-                    let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(t.to().as_str())
-                        .bind(now)
-                        .bind(Option::<&str>::None)
-                        .bind(Option::<&str>::None)
-                        .bind(uid);
-                    for st in t.from() {
-                        q = q.bind(st.as_str());
-                    }
-                    if q.execute(&mut *tx).await?.rows_affected() == 1 {
+                    if Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
                         changed += 1;
-                        sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                            .bind(uuid::Uuid::new_v4())
-                            .bind(berth_domain::event::EventType::WorkspaceRemoved.as_str())
-                            .bind(uid)
-                            .bind(Json(&payload))
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
                     }
                     sqlx::query::<$db>($crate::sql::DELETE_LAYOUT).bind(uid).execute(&mut *tx).await?;
                     sqlx::query::<$db>($crate::sql::REVOKE_TOKENS).bind(now).bind(uid).execute(&mut *tx).await?;
@@ -1489,7 +1443,6 @@ macro_rules! impl_workspace_store {
                 container_cutoff: chrono::DateTime<chrono::Utc>,
                 external_cutoff: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<Vec<$crate::Lapsed>> {
-                use sqlx::types::Json;
                 let now = $crate::model::now();
                 let mut tx = self.begin().await?;
                 let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as::<$db, (uuid::Uuid, String)>($crate::sql::MARK_LAPSED)
@@ -1508,14 +1461,7 @@ macro_rules! impl_workspace_store {
                     } else {
                         berth_domain::event::EventType::WorkspaceOffline
                     };
-                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(event.as_str())
-                        .bind(uid)
-                        .bind(Json(serde_json::json!({})))
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::record_event(&mut tx, event.as_str(), uid, &serde_json::json!({}), now).await?;
                     lapsed.push($crate::Lapsed { id: uid.into(), status });
                 }
                 tx.commit().await?;
@@ -1594,7 +1540,6 @@ macro_rules! impl_workspace_store {
                 value: secrecy::SecretString,
                 audit: serde_json::Value,
             ) -> $crate::Result<()> {
-                use sqlx::types::Json;
                 let now = $crate::model::now();
                 let mut tx = self.begin().await?;
                 match scope {
@@ -1633,14 +1578,7 @@ macro_rules! impl_workspace_store {
                             .await?;
                     }
                 }
-                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                    .bind(uuid::Uuid::new_v4())
-                    .bind($crate::sql::SECRET_SET_EVENT)
-                    .bind(scope.workspace_id().map(uuid::Uuid::from))
-                    .bind(Json(&audit))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::record_event(&mut tx, $crate::sql::SECRET_SET_EVENT, scope.workspace_id().map(uuid::Uuid::from), &audit, now).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -1651,7 +1589,6 @@ macro_rules! impl_workspace_store {
                 key: String,
                 audit: serde_json::Value,
             ) -> $crate::Result<bool> {
-                use sqlx::types::Json;
                 let now = $crate::model::now();
                 let mut tx = self.begin().await?;
                 let n = match scope {
@@ -1673,14 +1610,7 @@ macro_rules! impl_workspace_store {
                 if n == 0 {
                     return Ok(false);
                 }
-                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                    .bind(uuid::Uuid::new_v4())
-                    .bind($crate::sql::SECRET_DELETE_EVENT)
-                    .bind(scope.workspace_id().map(uuid::Uuid::from))
-                    .bind(Json(&audit))
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::record_event(&mut tx, $crate::sql::SECRET_DELETE_EVENT, scope.workspace_id().map(uuid::Uuid::from), &audit, now).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -1872,14 +1802,7 @@ macro_rules! impl_workspace_store {
                         _ => $crate::Error::from(e),
                     })?;
                 for event in &events {
-                    sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                        .bind(uuid::Uuid::new_v4())
-                        .bind(event.event_type.as_str())
-                        .bind(ws)
-                        .bind(Json(&event.payload))
-                        .bind(entry.created_at)
-                        .execute(&mut *tx)
-                        .await?;
+                    Self::record_event(&mut tx, event.event_type.as_str(), ws, &event.payload, entry.created_at).await?;
                 }
                 tx.commit().await?;
                 Ok($crate::ActivityRecord {
