@@ -300,13 +300,7 @@ impl WorkspaceService {
                 .map_err(RegistryError::UnsafeUrl)?;
         }
         let card = reconcile_card(req.agent_card, &row.name, row.role.as_deref(), id);
-        if serde_json::to_vec(&card)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
-            > AGENT_CARD_CAP
-        {
-            return Err(RegistryError::CardTooLarge);
-        }
+        check_card_size(&card)?;
         let had_token = self
             .store
             .has_live_token(id)
@@ -408,13 +402,7 @@ impl WorkspaceService {
         if card.is_null() {
             return Err(RegistryError::InvalidBody);
         }
-        if serde_json::to_vec(&card)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX)
-            > AGENT_CARD_CAP
-        {
-            return Err(RegistryError::CardTooLarge);
-        }
+        check_card_size(&card)?;
         self.gate(id, bearer).await?;
         self.store.update_card(id, card).await.map_err(|e| match e {
             berth_store::Error::NotFound => RegistryError::NotFound,
@@ -627,6 +615,16 @@ impl WorkspaceService {
                 active_tasks: w.active_tasks,
             })
             .collect())
+    }
+}
+
+/// Refuses an agent card larger than [`AGENT_CARD_CAP`] once serialized.
+fn check_card_size(card: &Value) -> Result<(), RegistryError> {
+    let len = serde_json::to_vec(card).map_or(usize::MAX, |v| v.len());
+    if len > AGENT_CARD_CAP {
+        Err(RegistryError::CardTooLarge)
+    } else {
+        Ok(())
     }
 }
 
