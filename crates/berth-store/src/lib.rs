@@ -5,6 +5,7 @@ pub mod cipher;
 mod error;
 mod model;
 mod postgres;
+mod queue;
 mod sql;
 mod sqlite;
 
@@ -18,6 +19,9 @@ pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
 pub use postgres::PgStore;
+pub use queue::{
+    Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage,
+};
 pub use sqlite::SqliteStore;
 
 /// Result alias of this crate.
@@ -250,6 +254,74 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Deletes activity rows written before `older_than`, in bounded batches; returns how many.
     async fn prune_activity(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
+    /// Queues a message for a busy target (REFERENCE-2.md §4.12) in one transaction: refused
+    /// ([`Enqueued::Full`]) when the target already has `max_pending` pending items, answered
+    /// with the pending item ([`Enqueued::Duplicate`]) when one has the same idempotency key.
+    /// [`Error::NotFound`] when the target does not exist.
+    async fn enqueue_a2a(&self, item: NewQueueItem) -> Result<Enqueued>;
+
+    /// Claims the target's next deliverable item (highest priority, then oldest; not expired)
+    /// and marks it `dispatched` with one more attempt, unless another item of the target is
+    /// already `dispatched` (one delivery per target at a time keeps them in order).
+    async fn claim_a2a(
+        &self,
+        workspace_id: WorkspaceId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<QueueItem>>;
+
+    /// Ends the attempt of a `dispatched` item; `false` when it was not `dispatched`.
+    async fn settle_a2a(&self, id: uuid::Uuid, settle: QueueSettle) -> Result<bool>;
+
+    /// One queue item.
+    async fn a2a_queue_item(&self, id: uuid::Uuid) -> Result<Option<QueueItem>>;
+
+    /// A target's queue items, oldest first (every status).
+    async fn a2a_queue_of(&self, workspace_id: WorkspaceId) -> Result<Vec<QueueItem>>;
+
+    /// Targets with deliverable `queued` items.
+    async fn a2a_queued_targets(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<WorkspaceId>>;
+
+    /// Queue upkeep: expired `queued` items become `dropped`, and `dispatched` items whose
+    /// attempt started before `stale_before` (a crash or a lost drain) go back to `queued`.
+    /// Returns (dropped, requeued).
+    async fn a2a_queue_upkeep(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        stale_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(u64, u64)>;
+
+    /// Marks `queued` items enqueued before `older_than` (of one target, or all) `dropped`.
+    async fn drop_stale_a2a(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+        workspace_id: Option<WorkspaceId>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64>;
+
+    /// Sets a live workspace's `last_outbound_at` (its A2A message was delivered).
+    async fn touch_last_outbound(
+        &self,
+        id: WorkspaceId,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+
+    /// Adds one response's token usage to the workspace's row of the UTC day starting at
+    /// `period_start` (§4.14). [`Error::NotFound`] when the workspace does not exist.
+    async fn add_token_usage(
+        &self,
+        id: WorkspaceId,
+        period_start: chrono::DateTime<chrono::Utc>,
+        input_tokens: i64,
+        output_tokens: i64,
+        cost_usd: f64,
+    ) -> Result<()>;
+
+    /// The workspace's token-usage rows, oldest day first.
+    async fn token_usage(&self, id: WorkspaceId) -> Result<Vec<TokenUsage>>;
 }
 
 /// Shorthand used by [`WorkspaceStore::transition`] callers.

@@ -1887,6 +1887,209 @@ macro_rules! impl_workspace_store {
                     }
                 }
             }
+
+            async fn enqueue_a2a(&self, item: $crate::NewQueueItem) -> $crate::Result<$crate::Enqueued> {
+                let ws = uuid::Uuid::from(item.workspace_id);
+                let mut tx = self.begin().await?;
+                let exists: i64 = sqlx::query_scalar::<$db, i64>($crate::queue::WORKSPACE_EXISTS)
+                    .bind(ws)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if exists == 0 {
+                    return Err($crate::Error::NotFound);
+                }
+                let inserted = sqlx::query::<$db>($crate::queue::ENQUEUE)
+                    .bind(item.id)
+                    .bind(ws)
+                    .bind(item.caller_id)
+                    .bind(&item.body)
+                    .bind(&item.method)
+                    .bind(&item.idempotency_key)
+                    .bind(item.enqueued_at)
+                    .bind(item.expires_at)
+                    .bind(item.max_pending)
+                    .bind($crate::QUEUE_PRIORITY_TASK)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                let depth: i64 = sqlx::query_scalar::<$db, i64>($crate::queue::QUEUED_DEPTH)
+                    .bind(ws)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let outcome = if inserted {
+                    $crate::Enqueued::Queued { id: item.id, depth }
+                } else {
+                    let pending = match &item.idempotency_key {
+                        Some(key) => sqlx::query_scalar::<$db, uuid::Uuid>($crate::queue::PENDING_WITH_KEY)
+                            .bind(ws)
+                            .bind(key)
+                            .fetch_optional(&mut *tx)
+                            .await?,
+                        None => None,
+                    };
+                    match pending {
+                        Some(id) => $crate::Enqueued::Duplicate { id, depth },
+                        None => $crate::Enqueued::Full {
+                            pending: sqlx::query_scalar::<$db, i64>($crate::queue::PENDING_COUNT)
+                                .bind(ws)
+                                .fetch_one(&mut *tx)
+                                .await?,
+                        },
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn claim_a2a(
+                &self,
+                workspace_id: berth_domain::WorkspaceId,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Option<$crate::QueueItem>> {
+                let mut tx = self.begin().await?;
+                let row = sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::claim_sql()))
+                    .bind(uuid::Uuid::from(workspace_id))
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(row.map($crate::QueueItem::from))
+            }
+
+            async fn settle_a2a(&self, id: uuid::Uuid, settle: $crate::QueueSettle) -> $crate::Result<bool> {
+                let requeue = settle.status == "queued";
+                let dispatched_at: Option<chrono::DateTime<chrono::Utc>> = None;
+                let completed_at = (!requeue).then_some(settle.at);
+                let n = sqlx::query::<$db>($crate::queue::SETTLE)
+                    .bind(id)
+                    .bind(&settle.status)
+                    .bind(if requeue { dispatched_at } else { Some(settle.at) })
+                    .bind(completed_at)
+                    .bind(&settle.last_error)
+                    .bind(&settle.response_body)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn a2a_queue_item(&self, id: uuid::Uuid) -> $crate::Result<Option<$crate::QueueItem>> {
+                Ok(sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::select_item_sql()))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map($crate::QueueItem::from))
+            }
+
+            async fn a2a_queue_of(&self, workspace_id: berth_domain::WorkspaceId) -> $crate::Result<Vec<$crate::QueueItem>> {
+                Ok(sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::list_items_sql()))
+                    .bind(uuid::Uuid::from(workspace_id))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::QueueItem::from)
+                    .collect())
+            }
+
+            async fn a2a_queued_targets(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<Vec<berth_domain::WorkspaceId>> {
+                Ok(sqlx::query_scalar::<$db, uuid::Uuid>($crate::queue::QUEUED_TARGETS)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(berth_domain::WorkspaceId::from)
+                    .collect())
+            }
+
+            async fn a2a_queue_upkeep(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                stale_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<(u64, u64)> {
+                let dropped = sqlx::query::<$db>($crate::queue::EXPIRE)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                let requeued = sqlx::query::<$db>($crate::queue::REQUEUE_STALE)
+                    .bind(stale_before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok((dropped, requeued))
+            }
+
+            async fn drop_stale_a2a(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+                workspace_id: Option<berth_domain::WorkspaceId>,
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let q = match workspace_id {
+                    Some(w) => sqlx::query::<$db>($crate::queue::DROP_STALE_OF)
+                        .bind(now)
+                        .bind(older_than)
+                        .bind(uuid::Uuid::from(w)),
+                    None => sqlx::query::<$db>($crate::queue::DROP_STALE).bind(now).bind(older_than),
+                };
+                Ok(q.execute(&self.pool).await?.rows_affected())
+            }
+
+            async fn touch_last_outbound(
+                &self,
+                id: berth_domain::WorkspaceId,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::queue::TOUCH_OUTBOUND)
+                    .bind(at)
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn add_token_usage(
+                &self,
+                id: berth_domain::WorkspaceId,
+                period_start: chrono::DateTime<chrono::Utc>,
+                input_tokens: i64,
+                output_tokens: i64,
+                cost_usd: f64,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::queue::ADD_TOKEN_USAGE)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(uuid::Uuid::from(id))
+                    .bind(period_start)
+                    .bind(input_tokens)
+                    .bind(output_tokens)
+                    .bind(cost_usd)
+                    .bind($crate::model::now())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| match &e {
+                        sqlx::Error::Database(d)
+                            if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
+                        {
+                            $crate::Error::NotFound
+                        }
+                        _ => $crate::Error::from(e),
+                    })?;
+                Ok(())
+            }
+
+            async fn token_usage(&self, id: berth_domain::WorkspaceId) -> $crate::Result<Vec<$crate::TokenUsage>> {
+                Ok(sqlx::query_as::<$db, $crate::queue::TokenUsageRow>($crate::queue::TOKEN_USAGE)
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::TokenUsage::from)
+                    .collect())
+            }
         }
 
         impl $store {

@@ -7,3 +7,4 @@ mod activity;
 mod contract;
 mod harness;
 mod parity;
+mod queue;
