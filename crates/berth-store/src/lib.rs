@@ -19,9 +19,7 @@ pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
 pub use postgres::PgStore;
-pub use queue::{
-    Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage,
-};
+pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage};
 pub use sqlite::SqliteStore;
 
 /// Result alias of this crate.
