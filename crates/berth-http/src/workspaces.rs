@@ -14,9 +14,10 @@ use berth_core::{CreateContext, CreateRequest, InitialMemory, WorkspaceView};
 use berth_domain::WorkspaceId;
 use berth_domain::compute::Compute;
 use berth_domain::status::WorkspaceStatus;
+use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::auth::Admin;
@@ -230,10 +231,7 @@ async fn list(
         }
         _ => None,
     };
-    let body: Vec<Value> = rows
-        .iter()
-        .map(|v| Value::Object(workspace_json(v)))
-        .collect();
+    let body: Vec<WorkspaceJson<'_>> = rows.iter().map(WorkspaceJson::list).collect();
     let mut resp = Json(body).into_response();
     if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("x-next-cursor", next);
@@ -251,7 +249,7 @@ async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let id =
         WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
     let view = state
@@ -273,65 +271,102 @@ async fn get_one(
             }),
         ));
     }
-    let mut ws = workspace_json(&view);
-    for key in [
-        "budget_limit",
-        "monthly_spend",
-        "current_task",
-        "last_sample_error",
-        "workspace_dir",
-    ] {
-        ws.remove(key);
-    }
-    ws.insert(
-        "last_outbound_at".into(),
-        json!(view.workspace.last_outbound_at),
-    );
-    Ok(Json(Value::Object(ws)))
+    Ok(Json(WorkspaceJson::get(&view)).into_response())
 }
 
-/// The List/Get projection (REFERENCE.md §2.2), plus berth's `failure_code`.
-fn workspace_json(v: &WorkspaceView) -> Map<String, Value> {
-    let w = &v.workspace;
-    let mut m = Map::new();
-    m.insert("id".into(), json!(w.id));
-    m.insert("name".into(), json!(w.name));
-    m.insert("role".into(), json!(w.role));
-    m.insert("tier".into(), json!(w.tier));
-    m.insert("status".into(), json!(w.status));
-    m.insert(
-        "agent_card".into(),
-        w.agent_card.clone().unwrap_or(Value::Null),
-    );
-    m.insert("url".into(), json!(w.url.clone().unwrap_or_default()));
-    m.insert("parent_id".into(), json!(w.parent_id));
-    m.insert("active_tasks".into(), json!(w.active_tasks));
-    m.insert("max_concurrent_tasks".into(), json!(w.max_concurrent_tasks));
-    m.insert("last_error_rate".into(), json!(w.last_error_rate));
-    m.insert(
-        "last_sample_error".into(),
-        json!(w.last_sample_error.clone().unwrap_or_default()),
-    );
-    m.insert("failure_code".into(), json!(w.failure_code));
-    m.insert("uptime_seconds".into(), json!(w.uptime_seconds));
-    m.insert(
-        "current_task".into(),
-        json!(w.current_task.clone().unwrap_or_default()),
-    );
-    m.insert("runtime".into(), json!(w.runtime));
-    m.insert("workspace_dir".into(), json!(w.workspace_dir));
-    m.insert("x".into(), json!(w.x));
-    m.insert("y".into(), json!(w.y));
-    m.insert("collapsed".into(), json!(w.collapsed));
-    m.insert("budget_limit".into(), json!(w.budget_limit));
-    m.insert("monthly_spend".into(), json!(w.monthly_spend));
-    m.insert("broadcast_enabled".into(), json!(w.broadcast_enabled));
-    m.insert("talk_to_user_enabled".into(), json!(w.talk_to_user_enabled));
-    m.insert("compute".into(), w.compute.clone());
-    if let Some(ms) = v.provision_timeout_ms {
-        m.insert("provision_timeout_ms".into(), json!(ms));
+/// The List/Get projection (REFERENCE.md §2.2), plus berth's `failure_code`: a typed view that
+/// borrows from the row and is serialised straight to the response bytes (no intermediate
+/// `serde_json::Value` per field). Fields are in alphabetical order, the order the former
+/// `serde_json::Map` (a `BTreeMap`) wrote them in, so the wire bytes are unchanged. The list-only
+/// fields are `Some` in the list and skipped by `GET /workspaces/{id}`, which adds
+/// `last_outbound_at` instead.
+#[derive(Serialize)]
+struct WorkspaceJson<'a> {
+    active_tasks: i64,
+    agent_card: Option<&'a Value>,
+    broadcast_enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_limit: Option<Option<i64>>,
+    collapsed: bool,
+    compute: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_task: Option<&'a str>,
+    failure_code: Option<&'a str>,
+    id: WorkspaceId,
+    last_error_rate: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_outbound_at: Option<Option<DateTime<Utc>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_sample_error: Option<&'a str>,
+    max_concurrent_tasks: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    monthly_spend: Option<i64>,
+    name: &'a str,
+    parent_id: Option<WorkspaceId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provision_timeout_ms: Option<i64>,
+    role: Option<&'a str>,
+    runtime: &'a str,
+    status: WorkspaceStatus,
+    talk_to_user_enabled: bool,
+    tier: i64,
+    uptime_seconds: i64,
+    url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workspace_dir: Option<Option<&'a str>>,
+    x: f64,
+    y: f64,
+}
+
+impl<'a> WorkspaceJson<'a> {
+    /// The `GET /workspaces` element.
+    fn list(v: &'a WorkspaceView) -> Self {
+        let w = &v.workspace;
+        Self {
+            budget_limit: Some(w.budget_limit),
+            current_task: Some(w.current_task.as_deref().unwrap_or_default()),
+            last_outbound_at: None,
+            last_sample_error: Some(w.last_sample_error.as_deref().unwrap_or_default()),
+            monthly_spend: Some(w.monthly_spend),
+            workspace_dir: Some(w.workspace_dir.as_deref()),
+            ..Self::get(v)
+        }
     }
-    m
+
+    /// The `GET /workspaces/{id}` body: the list element without the budget, the current task,
+    /// the last sample error and the host directory, plus `last_outbound_at`.
+    fn get(v: &'a WorkspaceView) -> Self {
+        let w = &v.workspace;
+        Self {
+            active_tasks: w.active_tasks,
+            agent_card: w.agent_card.as_ref(),
+            broadcast_enabled: w.broadcast_enabled,
+            budget_limit: None,
+            collapsed: w.collapsed,
+            compute: &w.compute,
+            current_task: None,
+            failure_code: w.failure_code.as_deref(),
+            id: w.id,
+            last_error_rate: w.last_error_rate,
+            last_outbound_at: Some(w.last_outbound_at),
+            last_sample_error: None,
+            max_concurrent_tasks: w.max_concurrent_tasks,
+            monthly_spend: None,
+            name: &w.name,
+            parent_id: w.parent_id,
+            provision_timeout_ms: v.provision_timeout_ms,
+            role: w.role.as_deref(),
+            runtime: &w.runtime,
+            status: w.status,
+            talk_to_user_enabled: w.talk_to_user_enabled,
+            tier: w.tier,
+            uptime_seconds: w.uptime_seconds,
+            url: w.url.as_deref().unwrap_or_default(),
+            workspace_dir: None,
+            x: w.x,
+            y: w.y,
+        }
+    }
 }
 
 /// Opaque list cursors: `<created_at RFC 3339>|<id>`, hex-encoded so they are URL-safe.
