@@ -3,12 +3,15 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection as _, PgPool, Postgres, Transaction};
 use std::str::FromStr;
 
 use crate::{KeyRing, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// A pooled connection idle longer than this is pinged before it is handed out (both stores).
+pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 
 /// A [`crate::WorkspaceStore`] over a PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -25,6 +28,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(32)
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection on acquire by default: a round trip per query. Only
+            // connections that sat idle (where a server restart or idle timeout may have cut
+            // them) are pinged; a failed ping discards the connection and acquire tries another.
+            // sqlx still checks every connection when it is released to the pool.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection as _, Sqlite, SqlitePool, Transaction};
 
 use crate::{KeyRing, Result};
 
@@ -44,6 +44,17 @@ impl SqliteStore {
     async fn with_options(options: SqliteConnectOptions, keys: KeyRing) -> Result<Self> {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // As for PostgreSQL: no ping (a round trip to the connection's worker thread) on
+            // every acquire, only for connections that sat idle.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > crate::postgres::PING_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
