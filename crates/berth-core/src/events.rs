@@ -21,7 +21,8 @@
 //! stops when the service is dropped. Clients that reconnect resume from the log itself
 //! (`Last-Event-ID`), not from the bus.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use berth_domain::WorkspaceId;
@@ -42,6 +43,15 @@ pub struct EventConfig {
     pub poll_interval: Duration,
     /// How long the tailer waits for a missing sequence id before skipping it.
     pub gap_grace: Duration,
+    /// Events queued for one live subscriber (a WebSocket or SSE client) that its connection has
+    /// not written yet (see [`LiveEvents`]).
+    pub subscriber_queue: usize,
+    /// How long a subscriber's full queue may go without its connection taking an event before
+    /// the subscriber is cut off (see [`LiveEvents`]).
+    pub stall_timeout: Duration,
+    /// How long a live stream waits for its client to accept one frame before it drops the
+    /// connection (a client that stopped reading cannot even be sent a close frame).
+    pub send_timeout: Duration,
 }
 
 impl Default for EventConfig {
@@ -51,6 +61,9 @@ impl Default for EventConfig {
             buffer: 1024,
             poll_interval: Duration::from_millis(200),
             gap_grace: Duration::from_secs(2),
+            subscriber_queue: 256,
+            stall_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -71,6 +84,12 @@ pub(crate) struct EventBus {
     sender: broadcast::Sender<Arc<EventRecord>>,
     tailer: tokio::sync::OnceCell<()>,
     last_prune: std::sync::Mutex<Option<Instant>>,
+    /// Live subscriptions ([`LiveEvents`]) whose pump still runs.
+    live: Arc<AtomicUsize>,
+    /// Live subscriptions cut off, by reason (indexed by [`CutOff::index`]).
+    cut: [AtomicU64; 3],
+    /// Live connections dropped because their client took no frame within the send timeout.
+    dropped: AtomicU64,
 }
 
 impl EventBus {
@@ -81,8 +100,179 @@ impl EventBus {
             sender,
             tailer: tokio::sync::OnceCell::new(),
             last_prune: std::sync::Mutex::new(None),
+            live: Arc::new(AtomicUsize::new(0)),
+            cut: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            dropped: AtomicU64::new(0),
         }
     }
+}
+
+/// Which events a live subscription receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventScope {
+    /// Every event this principal may see ([`WorkspaceService::event_visible_to`]): `GET /ws`.
+    Principal(Principal),
+    /// The events of one workspace: its SSE stream.
+    Workspace(WorkspaceId),
+}
+
+/// Why a live subscription was cut off. After the cut the subscription holds no place on the bus;
+/// the client is told why and resumes from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutOff {
+    /// Its queue ([`EventConfig::subscriber_queue`]) stayed full for
+    /// [`EventConfig::stall_timeout`]: the client stopped reading, or reads slower than events
+    /// arrive.
+    QueueFull,
+    /// It fell more than [`EventConfig::buffer`] events behind the bus itself.
+    Lagged,
+    /// Deciding whether an event is visible to it failed (the store was unreachable).
+    FilterFailed,
+}
+
+impl CutOff {
+    const ALL: [CutOff; 3] = [CutOff::QueueFull, CutOff::Lagged, CutOff::FilterFailed];
+
+    fn index(self) -> usize {
+        match self {
+            CutOff::QueueFull => 0,
+            CutOff::Lagged => 1,
+            CutOff::FilterFailed => 2,
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CutOff::QueueFull => "queue_full",
+            CutOff::Lagged => "lagged",
+            CutOff::FilterFailed => "filter_failed",
+        }
+    }
+
+    /// The reason told to the client (at most 123 bytes: it fits a WebSocket close frame).
+    pub fn reason(self) -> &'static str {
+        match self {
+            CutOff::QueueFull | CutOff::Lagged => {
+                "client too slow: events not read in time; reconnect to resume"
+            }
+            CutOff::FilterFailed => "event filter failed; reconnect to resume",
+        }
+    }
+}
+
+/// What a live subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The next event in sequence order.
+    Event(Arc<EventRecord>),
+    /// The subscription was cut off; every event queued before the cut has been delivered
+    /// and nothing follows.
+    CutOff(CutOff),
+}
+
+/// A live subscription with an explicit slow-consumer policy: a pump task moves the events of
+/// its [`EventScope`] from the bus into a bounded queue of [`EventConfig::subscriber_queue`]
+/// events. The queue never grows past that. When it is full, the pump waits (the bus holds up
+/// to [`EventConfig::buffer`] events for it meanwhile, which absorbs bursts); when the
+/// connection takes nothing for [`EventConfig::stall_timeout`], or the pump falls more than
+/// `buffer` events behind the bus, the subscription is cut off: the pump leaves the bus and
+/// records the reason, and [`LiveEvents::next`] yields the events queued before the cut, in
+/// order, followed by [`Delivery::CutOff`]. Events are never skipped silently, and one slow
+/// client costs the others nothing: the bus never waits for a subscriber.
+pub struct LiveEvents {
+    rx: tokio::sync::mpsc::Receiver<Arc<EventRecord>>,
+    cut: Arc<OnceLock<CutOff>>,
+    reported: bool,
+}
+
+impl std::fmt::Debug for LiveEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveEvents")
+            .field("queued", &self.rx.len())
+            .field("cut", &self.cut.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveEvents {
+    /// The next delivery; `None` once a cut has been reported (or the bus has closed).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        if let Some(e) = self.rx.recv().await {
+            return Some(Delivery::Event(e));
+        }
+        if self.reported {
+            return None;
+        }
+        self.reported = true;
+        self.cut.get().copied().map(Delivery::CutOff)
+    }
+}
+
+/// Decrements the live-subscriber gauge when a pump ends, however it ends.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Moves visible events from the bus into the subscriber's queue until the subscriber goes
+/// away or is cut off.
+async fn pump(
+    service: WorkspaceService,
+    scope: EventScope,
+    mut bus: EventReceiver,
+    tx: tokio::sync::mpsc::Sender<Arc<EventRecord>>,
+    cut: Arc<OnceLock<CutOff>>,
+    _guard: LiveGuard,
+) {
+    let stall = service.events.config.stall_timeout;
+    let outcome = loop {
+        let received = tokio::select! {
+            // The client went away: leave the bus at once.
+            () = tx.closed() => return,
+            r = bus.recv() => r,
+        };
+        let event = match received {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(_)) => break CutOff::Lagged,
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let visible = match scope {
+            EventScope::Workspace(id) => event.workspace_id == Some(id),
+            EventScope::Principal(p) => match service.event_visible_to(p, &event).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "event filter failed");
+                    break CutOff::FilterFailed;
+                }
+            },
+        };
+        if !visible {
+            continue;
+        }
+        match tx.try_send(event) {
+            Ok(()) => {}
+            Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+                match tx.send_timeout(event, stall).await {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        break CutOff::QueueFull;
+                    }
+                    Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => return,
+                }
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    };
+    // Leave the bus before anything else: a cut subscriber holds no place on it.
+    drop(bus);
+    let _ = cut.set(outcome);
+    service.events.cut[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(reason = outcome.label(), "live event subscriber cut off");
+    // Dropping `tx` ends the queue: the consumer drains it, then sees the cut.
 }
 
 impl std::fmt::Debug for EventBus {
@@ -212,6 +402,81 @@ impl WorkspaceService {
     pub async fn subscribe_events(&self) -> Result<EventReceiver, berth_store::Error> {
         self.spawn_event_tailer().await?;
         Ok(self.events.sender.subscribe())
+    }
+
+    /// Subscribes to the live events of `scope` with a bounded queue and the cut-off policy
+    /// of [`LiveEvents`] (starting the tailer if needed). Every event committed after this call
+    /// returns is delivered in sequence order, up to a cut.
+    pub async fn subscribe_live(
+        &self,
+        scope: EventScope,
+    ) -> Result<LiveEvents, berth_store::Error> {
+        let bus = self.subscribe_events().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(self.events.config.subscriber_queue.max(1));
+        let cut = Arc::new(OnceLock::new());
+        self.events.live.fetch_add(1, Ordering::Relaxed);
+        let guard = LiveGuard(self.events.live.clone());
+        tokio::spawn(pump(self.clone(), scope, bus, tx, cut.clone(), guard));
+        Ok(LiveEvents {
+            rx,
+            cut,
+            reported: false,
+        })
+    }
+
+    /// Live subscriptions currently holding a place on the bus (cut-off or closed ones do not).
+    pub fn live_subscribers(&self) -> usize {
+        self.events.live.load(Ordering::Relaxed)
+    }
+
+    /// Live subscriptions cut off so far, for one reason.
+    pub fn live_subscribers_cut(&self, reason: CutOff) -> u64 {
+        self.events.cut[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Records that a live connection was dropped because its client took no frame within
+    /// [`EventConfig::send_timeout`] (called by the HTTP layer).
+    pub fn note_live_connection_dropped(&self) {
+        self.events.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Live connections dropped so far because their client stopped reading.
+    pub fn live_connections_dropped(&self) -> u64 {
+        self.events.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The live-event gauges in the Prometheus text format.
+    pub(crate) fn render_event_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "# HELP berth_event_subscribers Live event subscribers (WebSocket and SSE clients) on the bus."
+        );
+        let _ = writeln!(out, "# TYPE berth_event_subscribers gauge");
+        let _ = writeln!(out, "berth_event_subscribers {}", self.live_subscribers());
+        let _ = writeln!(
+            out,
+            "# HELP berth_event_subscribers_cut_total Live event subscribers cut off, by reason."
+        );
+        let _ = writeln!(out, "# TYPE berth_event_subscribers_cut_total counter");
+        for reason in CutOff::ALL {
+            let _ = writeln!(
+                out,
+                "berth_event_subscribers_cut_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                self.live_subscribers_cut(reason)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP berth_event_connections_dropped_total Live connections dropped because the client took no frame within the send timeout."
+        );
+        let _ = writeln!(out, "# TYPE berth_event_connections_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "berth_event_connections_dropped_total {}",
+            self.live_connections_dropped()
+        );
     }
 
     /// Events after `after` in sequence order (oldest first), optionally of one workspace.

@@ -24,7 +24,7 @@ pub use activity::{ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityRetenti
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
-pub use events::{EventConfig, EventReceiver};
+pub use events::{CutOff, Delivery, EventConfig, EventReceiver, EventScope, LiveEvents};
 pub use hooks::EnvMutator;
 pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
 pub use loops::{

@@ -402,7 +402,9 @@ impl WorkspaceService {
                 (l.name, at)
             })
             .collect();
-        Ok(self.metrics.render(&by_status, &ticks))
+        let mut out = self.metrics.render(&by_status, &ticks);
+        self.render_event_metrics(&mut out);
+        Ok(out)
     }
 
     /// Starts the create → online clock of a workspace whose create just committed.

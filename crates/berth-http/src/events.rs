@@ -2,10 +2,17 @@
 //! (admin, newest first, plus `?after=` paging), the per-workspace SSE stream with `id:` lines,
 //! keep-alives and `Last-Event-ID` resume, and the authenticated `GET /ws` WebSocket.
 //!
-//! Both live streams subscribe to the core's bus before they read anything, and a client that
-//! falls too far behind the bus is cut off with a clear reason instead of silently losing
-//! events: SSE clients get an `event: error` frame and reconnect with `Last-Event-ID` (which
-//! replays from the log); WebSocket clients get close code 1013.
+//! Both live streams subscribe to the core's bus (a [`LiveEvents`] with a bounded queue) before
+//! they read anything. A client that does not read what is queued for it is cut off with a clear
+//! reason instead of silently losing events: the events queued before the cut are still written,
+//! in order, then SSE clients get an `event: error` frame (with `last_event_id`) and the end of
+//! the stream, and reconnect with `Last-Event-ID` (which replays from the log); WebSocket clients
+//! get close code 1013 with the reason. A connection that does not accept a single frame within
+//! [`berth_core::EventConfig::send_timeout`] is dropped (a cut subscription has already left the
+//! bus, so such a connection holds at most its queue).
+//!
+//! Browsers cannot set `Authorization` on a WebSocket upgrade, so `GET /ws` also takes the
+//! credential as `?token=<credential>` (checked like the header; the request log redacts it).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -19,11 +26,12 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use berth_core::{EventReceiver, EventRecord, Principal, WorkspaceService};
+use berth_core::{
+    CutOff, Delivery, EventRecord, EventScope, LiveEvents, Principal, WorkspaceService,
+};
 use berth_domain::WorkspaceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{Admin, Bearer, WorkspaceAuth};
 use crate::extract::{ApiPath, ApiQuery};
@@ -31,12 +39,8 @@ use crate::{ApiError, AppState};
 
 /// Keep-alive comment interval of SSE streams (and ping interval of WebSockets).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// A WebSocket send that does not complete in this time means a client that stopped reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Log rows read per page when an SSE client resumes.
 const RESUME_PAGE: i64 = 500;
-/// Why a slow client was cut off.
-const TOO_SLOW: &str = "client too slow: events were dropped; reconnect to resume";
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -124,6 +128,16 @@ fn sse_frame(e: &EventRecord) -> Bytes {
     Bytes::from(format!("id: {}\ndata: {data}\n\n", e.seq))
 }
 
+/// The last frame of a cut-off SSE stream: a comment and an `error` event saying why, with the
+/// id to resume from.
+fn sse_cut_frame(why: CutOff, last_sent: i64) -> Bytes {
+    let body = json!({"error": why.reason(), "last_event_id": last_sent});
+    Bytes::from(format!(
+        ": cut off: {}\nevent: error\ndata: {body}\n\n",
+        why.label()
+    ))
+}
+
 enum Phase {
     Start,
     Run,
@@ -134,7 +148,7 @@ enum Phase {
 struct SseStream {
     service: WorkspaceService,
     id: WorkspaceId,
-    rx: EventReceiver,
+    live: LiveEvents,
     backlog: VecDeque<EventRecord>,
     /// While replaying: the log cursor.
     resume: Option<i64>,
@@ -181,19 +195,19 @@ impl SseStream {
                 continue;
             }
             tokio::select! {
-                r = self.rx.recv() => match r {
-                    Ok(e) if e.workspace_id == Some(self.id) && e.seq > self.last_sent => {
+                d = self.live.next() => match d {
+                    // Replayed from the log already.
+                    Some(Delivery::Event(e)) if e.seq <= self.last_sent => {}
+                    Some(Delivery::Event(e)) => {
                         self.last_sent = e.seq;
                         return Some(sse_frame(&e));
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(workspace.id = %self.id, missed = n, "SSE client too slow; disconnected");
+                    Some(Delivery::CutOff(why)) => {
+                        tracing::warn!(workspace.id = %self.id, reason = why.label(), last_event_id = self.last_sent, "SSE client cut off");
                         self.phase = Phase::Done;
-                        let body = json!({"error": TOO_SLOW, "last_event_id": self.last_sent});
-                        return Some(Bytes::from(format!("event: error\ndata: {body}\n\n")));
+                        return Some(sse_cut_frame(why, self.last_sent));
                     }
-                    Err(RecvError::Closed) => return None,
+                    None => return None,
                 },
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
             }
@@ -224,15 +238,15 @@ async fn sse(
         Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
     }
     // Subscribe before reading the log, so nothing falls between the replay and the live feed.
-    let rx = state
+    let live = state
         .service
-        .subscribe_events()
+        .subscribe_live(EventScope::Workspace(auth.id))
         .await
         .map_err(|e| ApiError::internal("failed to subscribe to events", e))?;
     let stream = SseStream {
         service: state.service.clone(),
         id: auth.id,
-        rx,
+        live,
         backlog: VecDeque::new(),
         resume: last_event_id,
         last_sent: last_event_id.unwrap_or(0),
@@ -275,15 +289,35 @@ fn ws_frame(e: &EventRecord) -> String {
     .to_string()
 }
 
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
 /// `GET /ws`: the admin bearer sees every event; a workspace token (the token decides the
 /// workspace, whatever `X-Workspace-ID` says) sees the events of workspaces it may communicate
-/// with; no credential is refused outside `--dev`.
+/// with; no credential is refused outside `--dev`, before any upgrade. The credential comes from
+/// `Authorization: Bearer` or, for browsers, which cannot set that header on an upgrade, from
+/// `?token=`; giving both is a 400.
 async fn ws(
     State(state): State<AppState>,
     Bearer(bearer): Bearer,
+    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let principal = match bearer.as_deref() {
+    let axum::extract::Query(query) =
+        query.map_err(|_| ApiError::BadRequest("invalid query".into()))?;
+    let credential = match (bearer, query.token) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give the token either in the Authorization header or as ?token=, not both".into(),
+            ));
+        }
+        (Some(t), None) | (None, Some(t)) => Some(t),
+        (None, None) => None,
+    };
+    let principal = match credential.as_deref().map(str::trim) {
+        Some("") => return Err(ApiError::Unauthorized("invalid auth token")),
         Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
         Some(t) => match state.service.authenticate_token(t).await {
             Ok(Some(owner)) => Principal::Workspace(owner),
@@ -303,29 +337,53 @@ async fn ws(
             json!({"error": "websocket upgrade required"}),
         )
     })?;
-    let rx = state
+    let live = state
         .service
-        .subscribe_events()
+        .subscribe_live(EventScope::Principal(principal))
         .await
         .map_err(|e| ApiError::internal("failed to subscribe to events", e))?;
     let service = state.service.clone();
-    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, service, principal, rx)))
+    Ok(upgrade.on_upgrade(move |socket| run_ws(socket, live, service)))
 }
 
-async fn send(socket: &mut WebSocket, msg: Message) -> bool {
-    matches!(
-        tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
+/// How sending one frame went.
+#[derive(PartialEq, Eq)]
+enum Sent {
+    Ok,
+    /// The client did not take the frame within the send timeout.
+    TimedOut,
+    /// The connection is gone.
+    Closed,
 }
 
-async fn run_ws(
-    mut socket: WebSocket,
-    service: WorkspaceService,
-    principal: Principal,
-    mut rx: EventReceiver,
-) {
+/// Sends one frame, waiting at most `limit` for the client to take it.
+async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> Sent {
+    match tokio::time::timeout(limit, socket.send(msg)).await {
+        Ok(Ok(())) => Sent::Ok,
+        Ok(Err(_)) => Sent::Closed,
+        Err(_) => Sent::TimedOut,
+    }
+}
+
+/// The close frame of a cut-off WebSocket: 1013 (try again later) for a slow client, 1011 when
+/// the filter failed; the reason names the last sequence id delivered.
+fn ws_cut_frame(why: CutOff, last_sent: i64) -> CloseFrame {
+    let code = match why {
+        CutOff::QueueFull | CutOff::Lagged => close_code::AGAIN,
+        CutOff::FilterFailed => close_code::ERROR,
+    };
+    // A close reason is at most 123 bytes; this one is well under.
+    let reason = format!("{} (last seq {last_sent})", why.reason());
+    CloseFrame {
+        code,
+        reason: reason.into(),
+    }
+}
+
+async fn run_ws(mut socket: WebSocket, mut live: LiveEvents, service: WorkspaceService) {
+    let send_timeout = service.event_config().send_timeout;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    let mut last_sent = 0;
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -333,31 +391,35 @@ async fn run_ws(
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            r = rx.recv() => match r {
-                Ok(e) => {
-                    let visible = match service.event_visible_to(principal, &e).await {
-                        Ok(v) => v,
-                        Err(err) => {
-                            tracing::error!(error = %err, "event filter failed; closing");
+            d = live.next() => match d {
+                Some(Delivery::Event(e)) => {
+                    match send(&mut socket, Message::Text(ws_frame(&e).into()), send_timeout).await {
+                        Sent::Ok => last_sent = e.seq,
+                        Sent::Closed => return,
+                        Sent::TimedOut => {
+                            tracing::warn!(last_seq = last_sent, "WebSocket client took no frame in time; connection dropped");
+                            service.note_live_connection_dropped();
                             return;
                         }
-                    };
-                    if visible && !send(&mut socket, Message::Text(ws_frame(&e).into())).await {
-                        tracing::warn!("WebSocket client stopped reading; disconnected");
-                        return;
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "WebSocket client too slow; disconnected");
-                    let frame = CloseFrame { code: close_code::AGAIN, reason: TOO_SLOW.into() };
-                    send(&mut socket, Message::Close(Some(frame))).await;
+                Some(Delivery::CutOff(why)) => {
+                    tracing::warn!(reason = why.label(), last_seq = last_sent, "WebSocket client cut off");
+                    let frame = ws_cut_frame(why, last_sent);
+                    let _ = send(&mut socket, Message::Close(Some(frame)), send_timeout).await;
                     return;
                 }
-                Err(RecvError::Closed) => return,
+                None => return,
             },
             _ = ping.tick() => {
-                if !send(&mut socket, Message::Ping(Bytes::new())).await {
-                    return;
+                match send(&mut socket, Message::Ping(Bytes::new()), send_timeout).await {
+                    Sent::Ok => {}
+                    Sent::Closed => return,
+                    Sent::TimedOut => {
+                        tracing::warn!(last_seq = last_sent, "WebSocket client took no ping in time; connection dropped");
+                        service.note_live_connection_dropped();
+                        return;
+                    }
                 }
             }
         }

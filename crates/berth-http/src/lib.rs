@@ -14,6 +14,7 @@ mod secrets;
 mod system;
 mod templates;
 mod tokens;
+mod trace;
 mod workspaces;
 
 use std::net::{IpAddr, SocketAddr};
@@ -98,7 +99,7 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(trace::make_span::<axum::body::Body>))
         .with_state(state)
 }
 

@@ -19,7 +19,7 @@ use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app};
 /// Upper bound for one read, so a broken stream fails the test instead of hanging it.
 const READ_LIMIT: Duration = Duration::from_secs(20);
 
-async fn serve(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+pub(crate) async fn serve(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -35,21 +35,32 @@ async fn serve(app: &TestApp) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) 
 }
 
 /// A minimal SSE client over HTTP/1.1 chunked encoding.
-struct Sse {
+pub(crate) struct Sse {
     reader: BufReader<TcpStream>,
     headers: Vec<(String, String)>,
-    status: u16,
+    pub(crate) status: u16,
     pending: String,
 }
 
 impl Sse {
-    async fn open(
+    pub(crate) async fn open(
         addr: SocketAddr,
         id: WorkspaceId,
         token: &str,
         last_event_id: Option<i64>,
     ) -> Sse {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Sse::open_on(stream, addr, id, token, last_event_id).await
+    }
+
+    /// Opens the stream over an already connected socket.
+    pub(crate) async fn open_on(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        id: WorkspaceId,
+        token: &str,
+        last_event_id: Option<i64>,
+    ) -> Sse {
         let mut req = format!(
             "GET /workspaces/{id}/events/stream HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nAuthorization: Bearer {token}\r\n"
         );
@@ -112,7 +123,7 @@ impl Sse {
     }
 
     /// The next SSE block (up to a blank line), comments included.
-    async fn block(&mut self) -> Option<String> {
+    pub(crate) async fn block(&mut self) -> Option<String> {
         loop {
             if let Some(end) = self.pending.find("\n\n") {
                 let block = self.pending[..end].to_owned();
@@ -127,7 +138,7 @@ impl Sse {
     }
 
     /// The next event frame, skipping comments: `(id, data)`.
-    async fn event(&mut self) -> (i64, Value) {
+    pub(crate) async fn event(&mut self) -> (i64, Value) {
         loop {
             let block = self.block().await.expect("stream ended");
             if block.starts_with(':') {
@@ -242,9 +253,10 @@ async fn sse_refuses_other_tokens_unknown_workspaces_and_bad_cursors() {
     assert_eq!(resp.json, json!({"error": "invalid Last-Event-ID"}));
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-async fn ws_connect(
+pub(crate) async fn ws_connect(
     addr: SocketAddr,
     bearer: Option<&str>,
     workspace_header: Option<WorkspaceId>,
@@ -381,4 +393,121 @@ async fn ws_needs_a_credential_outside_dev() {
     let mut ws = ws_connect(addr, None, None).await.expect("dev connects");
     set_secret(&dev, id, "DEV").await;
     assert_eq!(keys_until(&mut ws, "DEV").await, vec!["DEV"]);
+}
+
+/// A log sink for one test.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn ws_with_query(
+    addr: SocketAddr,
+    query: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let req = format!("ws://{addr}/ws?{query}")
+        .into_client_request()
+        .expect("request");
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+fn handshake_status(r: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16 {
+    match r {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("expected an HTTP refusal, got an upgrade"),
+    }
+}
+
+#[tokio::test]
+async fn ws_takes_the_browser_credential_as_a_token_query_parameter_and_never_logs_it() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app().await;
+    // p1 ─ a, b (siblings); p2 ─ c (a's cousin).
+    let p1 = app
+        .create_id(json!({"name": "p1", "model": "openai/gpt-4o"}))
+        .await;
+    let p2 = app
+        .create_id(json!({"name": "p2", "model": "openai/gpt-4o"}))
+        .await;
+    let child = |name: &str, parent: WorkspaceId| json!({"name": name, "model": "openai/gpt-4o", "parent_id": parent.to_string()});
+    let a = app.create_id(child("a", p1)).await;
+    let b = app.create_id(child("b", p1)).await;
+    let c = app.create_id(child("c", p2)).await;
+    app.service.drain().await;
+    let token_a = app.admin_mint(a).await;
+    let (addr, _stop) = serve(&app).await;
+
+    // Refused before the upgrade: a wrong, an empty or no credential; both ways at once.
+    const WRONG: &str = "wrong-credential-3f9a7c";
+    assert_eq!(
+        handshake_status(ws_with_query(addr, &format!("token={WRONG}")).await),
+        401
+    );
+    assert_eq!(handshake_status(ws_with_query(addr, "token=").await), 401);
+    assert_eq!(handshake_status(ws_with_query(addr, "other=1").await), 401);
+    let mut both = format!("ws://{addr}/ws?token={token_a}")
+        .into_client_request()
+        .unwrap();
+    both.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token_a}").parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(both).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+        }
+        other => panic!("expected 400, got {other:?}"),
+    }
+
+    let mut admin = ws_with_query(addr, &format!("token={ADMIN_TOKEN}"))
+        .await
+        .expect("admin connects with ?token=");
+    let mut as_a = ws_with_query(addr, &format!("token={token_a}"))
+        .await
+        .expect("workspace token connects with ?token=");
+    set_secret(&app, c, "COUSIN").await;
+    set_secret(&app, b, "SIBLING").await;
+    set_secret(&app, p2, "UNCLE").await;
+    set_secret(&app, a, "SELF").await;
+    assert_eq!(keys_until(&mut as_a, "SELF").await, vec!["SIBLING", "SELF"]);
+    assert_eq!(
+        keys_until(&mut admin, "SELF").await,
+        vec!["COUSIN", "SIBLING", "UNCLE", "SELF"]
+    );
+    drop((admin, as_a));
+
+    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        captured.contains("/ws?token=[redacted]"),
+        "request spans were captured: {captured}"
+    );
+    for secret in [ADMIN_TOKEN, token_a.as_str(), WRONG] {
+        assert!(
+            !captured.contains(secret),
+            "a log line carries a credential"
+        );
+    }
 }
