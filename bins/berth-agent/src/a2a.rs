@@ -1,13 +1,16 @@
 //! The agent's A2A surface: a JSON-RPC 2.0 endpoint that echoes `message/send`, the agent card
 //! and a health probe.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
 
 /// JSON-RPC: the body is not JSON.
 const PARSE_ERROR: i64 = -32700;
@@ -23,15 +26,58 @@ const INVALID_PARAMS: i64 = -32602;
 pub struct AgentState {
     card: Arc<Value>,
     in_flight: Arc<AtomicU64>,
+    reply_delay: Duration,
 }
 
 impl AgentState {
-    /// State serving `card`, counting requests in `in_flight` (read by the heartbeat).
-    pub fn new(card: Value, in_flight: Arc<AtomicU64>) -> Self {
+    /// State serving `card`, counting requests in `in_flight` (read by the heartbeat), taking
+    /// `reply_delay` over each `message/send`.
+    pub fn new(card: Value, in_flight: Arc<AtomicU64>, reply_delay: Duration) -> Self {
         Self {
             card: Arc::new(card),
             in_flight,
+            reply_delay,
         }
+    }
+}
+
+/// The A2A listener: while `max` requests are in flight (`max > 0`), every new connection is
+/// closed unanswered, which the platform's proxy reads as "busy" and queues the message.
+pub struct BusyListener {
+    inner: TcpListener,
+    in_flight: Arc<AtomicU64>,
+    max: u64,
+}
+
+impl BusyListener {
+    /// Wraps `inner`.
+    pub fn new(inner: TcpListener, in_flight: Arc<AtomicU64>, max: u64) -> Self {
+        Self {
+            inner,
+            in_flight,
+            max,
+        }
+    }
+}
+
+impl axum::serve::Listener for BusyListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            if self.max > 0 && self.in_flight.load(Ordering::Relaxed) >= self.max {
+                tracing::info!(peer = %addr, "busy: connection closed unanswered");
+                drop(io);
+                continue;
+            }
+            return (io, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
     }
 }
 
@@ -84,6 +130,9 @@ async fn health() -> Json<Value> {
 /// JSON-RPC-over-HTTP convention has it; the body is taken raw so a parse failure is ours to report.
 async fn rpc(State(state): State<AgentState>, body: axum::body::Bytes) -> Json<Value> {
     let _in_flight = InFlight::enter(&state.in_flight);
+    if !state.reply_delay.is_zero() {
+        tokio::time::sleep(state.reply_delay).await;
+    }
     Json(handle(&body))
 }
 

@@ -51,6 +51,12 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// `WORKSPACE_NAME`, else the `name:` line of `$WORKSPACE_CONFIG_PATH/config.yaml`, else the id.
     pub name: String,
+    /// `AGENT_MAX_CONCURRENCY`: A2A requests handled at once; while that many are in flight a
+    /// new connection is closed unanswered (the "busy" signal of the platform's A2A proxy).
+    /// `0` (the default) means no limit.
+    pub max_concurrency: u64,
+    /// `AGENT_REPLY_DELAY_MS`: how long each `message/send` takes (simulated work); default 0.
+    pub reply_delay: Duration,
 }
 
 const DEFAULT_PORT: u16 = 8000;
@@ -105,6 +111,21 @@ impl Config {
             bail!("HEARTBEAT_INTERVAL_SECS must be at least 1");
         }
 
+        let max_concurrency: u64 = match get("AGENT_MAX_CONCURRENCY") {
+            Some(s) => s
+                .trim()
+                .parse()
+                .with_context(|| format!("AGENT_MAX_CONCURRENCY {s:?} is not a number"))?,
+            None => 0,
+        };
+        let reply_delay_ms: u64 = match get("AGENT_REPLY_DELAY_MS") {
+            Some(s) => s
+                .trim()
+                .parse()
+                .with_context(|| format!("AGENT_REPLY_DELAY_MS {s:?} is not a number"))?,
+            None => 0,
+        };
+
         let name = get("WORKSPACE_NAME")
             .map(|n| n.trim().to_owned())
             .or_else(|| {
@@ -123,6 +144,8 @@ impl Config {
             agent_url,
             heartbeat_interval: Duration::from_secs(heartbeat_secs),
             name,
+            max_concurrency,
+            reply_delay: Duration::from_millis(reply_delay_ms),
         })
     }
 }
@@ -181,6 +204,21 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(c.token, None);
         assert_eq!(c.name, "ws-1");
+        assert_eq!(c.max_concurrency, 0);
+        assert_eq!(c.reply_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn busy_simulation_settings_are_read() {
+        let c = Config::from_lookup(lookup(&[
+            ("WORKSPACE_ID", "w"),
+            ("PLATFORM_URL", "http://p"),
+            ("AGENT_MAX_CONCURRENCY", "1"),
+            ("AGENT_REPLY_DELAY_MS", "1500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.max_concurrency, 1);
+        assert_eq!(c.reply_delay, Duration::from_millis(1500));
     }
 
     #[test]
@@ -237,6 +275,8 @@ mod tests {
             ("AGENT_HOST", "localhost"),
             ("HEARTBEAT_INTERVAL_SECS", "0"),
             ("HEARTBEAT_INTERVAL_SECS", "soon"),
+            ("AGENT_MAX_CONCURRENCY", "-1"),
+            ("AGENT_REPLY_DELAY_MS", "later"),
         ] {
             let r = Config::from_lookup(lookup(&[
                 ("WORKSPACE_ID", "w"),

@@ -9,7 +9,9 @@
 //!
 //! Environment: `WORKSPACE_ID` and `PLATFORM_URL` (required), `WORKSPACE_AUTH_TOKEN` or
 //! `$WORKSPACE_CONFIG_PATH/.auth_token`, `AGENT_HOST`, `AGENT_PORT`, `AGENT_URL`,
-//! `HEARTBEAT_INTERVAL_SECS`, `WORKSPACE_NAME` or the `name:` of `$WORKSPACE_CONFIG_PATH/config.yaml`.
+//! `HEARTBEAT_INTERVAL_SECS`, `WORKSPACE_NAME` or the `name:` of `$WORKSPACE_CONFIG_PATH/config.yaml`;
+//! for tests of a busy agent, `AGENT_MAX_CONCURRENCY` (requests at once; more connections are
+//! closed unanswered) and `AGENT_REPLY_DELAY_MS` (time each `message/send` takes).
 
 mod a2a;
 mod config;
@@ -67,7 +69,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let app = a2a::router(AgentState::new(card.clone(), Arc::clone(&in_flight)));
+    let app = a2a::router(AgentState::new(
+        card.clone(),
+        Arc::clone(&in_flight),
+        config.reply_delay,
+    ));
+    let listener = a2a::BusyListener::new(listener, Arc::clone(&in_flight), config.max_concurrency);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {

@@ -13,8 +13,10 @@
 //! - only `online`/`degraded` targets are dispatched to (#37); a hibernated one is woken (#38);
 //! - normalisation keeps the caller's key order, numbers and escapes byte for byte (#46a).
 //!
-//! The busy queue (§4.12) is not part of this module yet: a connection reset answers the
-//! reference's "busy, retry" 503 instead of queueing.
+//! - a busy agent (the connection reset or closed without an answer) gets the message queued
+//!   durably (§4.12, `queue.rs`); the queue is bounded per target (429 when full);
+//! - a delivered message updates the caller's `last_outbound_at` and the target's token usage
+//!   synchronously (§4.10 step 3, §4.14).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -45,6 +47,11 @@ pub struct A2aSettings {
     pub connect_timeout: Duration,
     /// Largest agent response relayed.
     pub max_response_bytes: usize,
+    /// Pending (queued or in-flight) busy-queue items one target may have; more answer 429.
+    pub queue_max_per_target: i64,
+    /// Delivery attempts of a queued item that fail for another reason than a busy agent
+    /// before it is marked `failed`.
+    pub queue_max_attempts: i64,
 }
 
 impl Default for A2aSettings {
@@ -53,6 +60,8 @@ impl Default for A2aSettings {
             request_timeout: Duration::from_secs(30 * 60),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 10 * 1024 * 1024,
+            queue_max_per_target: 100,
+            queue_max_attempts: 5,
         }
     }
 }
@@ -90,6 +99,13 @@ pub enum A2aReply {
     Queued {
         /// The normalised method.
         method: String,
+    },
+    /// The agent was busy: the message waits in the target's queue (§4.9 step 2).
+    BusyQueued {
+        /// The queue item.
+        queue_id: Uuid,
+        /// Queued items of the target.
+        queue_depth: i64,
     },
     /// The agent answered ≥ 400 (and is not dead): its status and error text.
     AgentError {
@@ -163,6 +179,15 @@ pub enum A2aError {
     /// The connection broke mid-call (reset / EOF): the agent is probably busy.
     #[error("workspace agent busy — retry after a short backoff")]
     Busy,
+    /// The agent is busy and its queue is full.
+    #[error("workspace agent busy and its queue is full — retry after a short backoff")]
+    QueueFull {
+        /// Pending items of the target.
+        pending: i64,
+    },
+    /// No such queue item (or not the caller's).
+    #[error("queue item not found")]
+    QueueItemNotFound,
     /// Any other transport failure.
     #[error("failed to reach workspace agent")]
     Unreachable,
@@ -424,11 +449,15 @@ enum Forward {
 }
 
 /// Everything the rows of one proxied call share.
-struct Call<'a> {
-    target: &'a Workspace,
-    source: Option<Uuid>,
-    method: String,
-    request: Option<Value>,
+pub(crate) struct Call<'a> {
+    pub(crate) target: &'a Workspace,
+    pub(crate) source: Option<Uuid>,
+    pub(crate) method: String,
+    pub(crate) request: Option<Value>,
+    /// The normalised payload, as forwarded (and queued).
+    pub(crate) bytes: String,
+    /// The call delivers a queued item: a busy agent puts it back instead of queueing again.
+    pub(crate) from_queue: bool,
 }
 
 impl WorkspaceService {
@@ -483,6 +512,8 @@ impl WorkspaceService {
             source: source.map(Uuid::from),
             method: normalized.method.clone(),
             request: serde_json::from_slice(&normalized.bytes).ok(),
+            bytes: String::from_utf8_lossy(&normalized.bytes).into_owned(),
+            from_queue: false,
         };
         if row.delivery_mode == "poll" {
             return self.deliver_poll(&call).await;
@@ -494,6 +525,9 @@ impl WorkspaceService {
                 .unwrap_or_else(|| Uuid::new_v4().to_string());
             let reply = mock_reply(target, &id);
             self.success_row(&call, 200, &reply, 0).await;
+            if let Some(caller) = call.source {
+                self.touch_outbound(caller).await;
+            }
             return Ok(A2aReply::Delivered {
                 status: 200,
                 body: reply,
@@ -557,7 +591,7 @@ impl WorkspaceService {
     }
 
     /// Poll mode (§4.4): the inbox row is the delivery, so failing to write it fails the call.
-    async fn deliver_poll(&self, call: &Call<'_>) -> Result<A2aReply, A2aError> {
+    pub(crate) async fn deliver_poll(&self, call: &Call<'_>) -> Result<A2aReply, A2aError> {
         let entry = ActivityEntry {
             activity_type: "a2a_receive".into(),
             source_id: call.source,
@@ -614,7 +648,7 @@ impl WorkspaceService {
     }
 
     /// Push mode (§4.6–4.10).
-    async fn deliver_push(
+    pub(crate) async fn deliver_push(
         &self,
         call: &Call<'_>,
         url: &str,
@@ -670,8 +704,8 @@ impl WorkspaceService {
             }
             Forward::Failed(e) => {
                 let text = describe(&e);
-                self.failure_row(call, &text, duration_ms).await;
                 if e.is_connect() && self.compute_dead(call.target).await {
+                    self.failure_row(call, &text, duration_ms).await;
                     self.request_restart(call.target.id).await;
                     return Err(A2aError::Restarting {
                         after_response: false,
@@ -683,8 +717,13 @@ impl WorkspaceService {
                     || lower.contains("connection closed")
                     || lower.contains("incomplete message")
                 {
-                    return Err(A2aError::Busy);
+                    if call.from_queue {
+                        // The drain puts the item back in place; no row for a retry.
+                        return Err(A2aError::Busy);
+                    }
+                    return self.queue_busy(call, &text, duration_ms).await;
                 }
+                self.failure_row(call, &text, duration_ms).await;
                 Err(A2aError::Unreachable)
             }
             Forward::Response { status, body } => {
@@ -706,6 +745,7 @@ impl WorkspaceService {
                 }
                 if status >= 400 {
                     self.success_row(call, status, &body, duration_ms).await;
+                    self.record_usage(call, &body).await;
                     if gateway_status(status) && self.compute_dead(call.target).await {
                         self.request_restart(call.target.id).await;
                         return Err(A2aError::Restarting {
@@ -733,6 +773,10 @@ impl WorkspaceService {
                     return Err(A2aError::InvalidResponse);
                 }
                 self.success_row(call, status, &body, duration_ms).await;
+                self.record_usage(call, &body).await;
+                if let Some(caller) = call.source {
+                    self.touch_outbound(caller).await;
+                }
                 Ok(A2aReply::Delivered { status, body })
             }
         }
@@ -751,7 +795,13 @@ impl WorkspaceService {
     }
 
     /// The success row (§4.11) and, for a user's call that the agent accepted, `A2A_RESPONSE`.
-    async fn success_row(&self, call: &Call<'_>, status: u16, body: &[u8], duration_ms: i64) {
+    pub(crate) async fn success_row(
+        &self,
+        call: &Call<'_>,
+        status: u16,
+        body: &[u8],
+        duration_ms: i64,
+    ) {
         let response: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         let tool_trace = response
             .pointer("/result/metadata/tool_trace")
@@ -785,7 +835,7 @@ impl WorkspaceService {
     }
 
     /// The failure row (§4.11).
-    async fn failure_row(&self, call: &Call<'_>, error: &str, duration_ms: i64) {
+    pub(crate) async fn failure_row(&self, call: &Call<'_>, error: &str, duration_ms: i64) {
         let entry = ActivityEntry {
             activity_type: "a2a_receive".into(),
             source_id: call.source,
@@ -806,7 +856,12 @@ impl WorkspaceService {
 
     /// Writes a proxy row. The delivery already happened, so a failed write is logged, not
     /// turned into a failed call.
-    async fn write_row(&self, target: WorkspaceId, entry: ActivityEntry, extra: Vec<NewEvent>) {
+    pub(crate) async fn write_row(
+        &self,
+        target: WorkspaceId,
+        entry: ActivityEntry,
+        extra: Vec<NewEvent>,
+    ) {
         if let Err(e) = self.log_activity(target, entry, extra).await {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "a2a: activity row not written");
         }

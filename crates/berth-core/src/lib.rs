@@ -10,6 +10,7 @@ mod loops;
 mod memory;
 mod metrics;
 mod provisioning;
+mod queue;
 pub mod registry;
 mod resolver;
 mod secrets;
@@ -28,14 +29,15 @@ pub use events::{CutOff, Delivery, EventConfig, EventReceiver, EventScope, LiveE
 pub use hooks::EnvMutator;
 pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
 pub use loops::{
-    LOOP_EVENT_RETENTION, LOOP_HEALTH, LOOP_HIBERNATION, LOOP_LIVENESS, LOOP_ORPHANS,
-    LOOP_PROVISION_TIMEOUT, LoopStatus, LoopTicks,
+    LOOP_A2A_QUEUE, LOOP_EVENT_RETENTION, LOOP_HEALTH, LOOP_HIBERNATION, LOOP_LIVENESS,
+    LOOP_ORPHANS, LOOP_PROVISION_TIMEOUT, LoopStatus, LoopTicks,
 };
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
 };
+pub use queue::{DrainReport, QueueViewer};
 pub use resolver::{HostResolver, SystemResolver};
 pub use secrets::{
     DEFAULT_REENCRYPT_BATCH, GLOBAL_RESTART_CONCURRENCY, MODEL_KEY, PROVIDER_KEY, SECRET_KEY_CAP,

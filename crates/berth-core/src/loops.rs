@@ -22,6 +22,8 @@ pub const LOOP_EVENT_RETENTION: &str = "event_retention_sweep";
 pub const LOOP_HIBERNATION: &str = "hibernation_monitor";
 /// The orphan sweep, at start and every minute.
 pub const LOOP_ORPHANS: &str = "orphan_sweep";
+/// The A2A busy-queue pass (upkeep and drains), every `sweep_interval`.
+pub const LOOP_A2A_QUEUE: &str = "a2a_queue_drain";
 
 /// Last tick of each loop, shared by the service's clones.
 #[derive(Debug, Default)]
@@ -88,7 +90,7 @@ impl WorkspaceService {
     }
 
     /// Every known loop with its expected interval.
-    fn known_loops(&self) -> [(&'static str, Duration); 6] {
+    fn known_loops(&self) -> [(&'static str, Duration); 7] {
         let every = self.config.sweep_interval;
         [
             (LOOP_LIVENESS, every),
@@ -97,6 +99,7 @@ impl WorkspaceService {
             (LOOP_EVENT_RETENTION, every),
             (LOOP_HIBERNATION, Duration::from_secs(120)),
             (LOOP_ORPHANS, Duration::from_secs(60)),
+            (LOOP_A2A_QUEUE, every),
         ]
     }
 

@@ -388,6 +388,15 @@ impl WorkspaceService {
             tracing::info!(workspace.id = %id, from = %outcome.previous_status, to = %outcome.status, "status changed by heartbeat");
             self.note_status(id, outcome.status);
         }
+        // Spare capacity: deliver what waits in the busy queue (REFERENCE-2.md §4.12).
+        if req.active_tasks.max(0) < outcome.max_concurrent_tasks
+            && matches!(
+                outcome.status,
+                WorkspaceStatus::Online | WorkspaceStatus::Degraded
+            )
+        {
+            self.spawn_drain(id).await;
+        }
         self.inbound_secret_or_mint(id).await
     }
 

@@ -217,6 +217,12 @@ impl WorkspaceService {
                 tracing::error!(error = %e, "event retention sweep failed");
             }
             self.loops.tick(crate::loops::LOOP_EVENT_RETENTION);
+            match self.sweep_a2a_queue().await {
+                Ok(n) if n > 0 => tracing::debug!(targets = n, "a2a queue drains started"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "a2a queue sweep failed"),
+            }
+            self.loops.tick(crate::loops::LOOP_A2A_QUEUE);
             if last_hibernation_sweep.elapsed() >= HIBERNATION_SWEEP_EVERY {
                 last_hibernation_sweep = tokio::time::Instant::now();
                 if let Err(e) = self.sweep_hibernation(berth_store::now()).await {

@@ -6,25 +6,32 @@
 //! `X-Workspace-ID` header is recorded as the sender); a workspace token is that workspace,
 //! subject to the hierarchy rule, and an `X-Workspace-ID` naming another workspace is refused;
 //! a request without a credential is refused outside `--dev`.
+//!
+//! Also the busy queue's routes (§4.12): `GET /workspaces/{id}/a2a/queue/{queue_id}` (the admin,
+//! or the token of the item's target or sender with that workspace in the path) and
+//! `POST /admin/a2a-queue/drop-stale`.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_core::a2a::parse_caller_header;
-use berth_core::{A2aCaller, A2aError, A2aReply};
+use berth_core::{A2aCaller, A2aError, A2aReply, QueueViewer};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::auth::Bearer;
-use crate::extract::{ApiPath, Body};
+use crate::auth::{Admin, Bearer};
+use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::{ApiError, AppState};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/workspaces/{id}/a2a", post(proxy))
+    Router::new()
+        .route("/workspaces/{id}/a2a", post(proxy))
+        .route("/workspaces/{id}/a2a/queue/{queue_id}", get(queue_status))
+        .route("/admin/a2a-queue/drop-stale", post(drop_stale))
 }
 
 /// Seconds a caller is told to wait for a waking or restarting workspace.
@@ -126,6 +133,19 @@ fn reply_response(r: A2aReply) -> Response {
             json!({"status": "queued", "delivery_mode": "poll", "method": method}),
             None,
         ),
+        A2aReply::BusyQueued {
+            queue_id,
+            queue_depth,
+        } => reply(
+            StatusCode::ACCEPTED,
+            json!({
+                "queued": true,
+                "queue_id": queue_id,
+                "queue_depth": queue_depth,
+                "message": "workspace agent busy — request queued, will dispatch when capacity available",
+            }),
+            None,
+        ),
         A2aReply::AgentError { status, error } => reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             json!({ "error": error }),
@@ -191,6 +211,12 @@ fn error_response(e: A2aError) -> Response {
             json!({"error": message, "busy": true, "retry_after": RETRY_BUSY_SECS}),
             Some(RETRY_BUSY_SECS),
         ),
+        E::QueueFull { pending } => reply(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": message, "busy": true, "queue_full": true, "pending": pending, "retry_after": RETRY_BUSY_SECS}),
+            Some(RETRY_BUSY_SECS),
+        ),
+        E::QueueItemNotFound => error(StatusCode::NOT_FOUND, &message),
         E::Redirected { status } => reply(
             StatusCode::BAD_GATEWAY,
             json!({"error": message, "status": status}),
@@ -217,5 +243,101 @@ fn error_response(e: A2aError) -> Response {
             )
         }
         E::Store { context, source } => ApiError::Internal(context, source).into_response(),
+    }
+}
+
+async fn queue_status(
+    State(state): State<AppState>,
+    ApiPath((id, queue_id)): ApiPath<(String, String)>,
+    Bearer(bearer): Bearer,
+) -> Response {
+    let viewer = match bearer.as_deref() {
+        Some(t) if state.admin.is_admin_token(t) => QueueViewer::Admin,
+        Some(t) => match state.service.authenticate_token(t).await {
+            Ok(Some(owner)) => QueueViewer::Workspace(owner),
+            Ok(None) => return error(StatusCode::UNAUTHORIZED, "invalid auth token"),
+            Err(e) => return ApiError::internal("auth check failed", e).into_response(),
+        },
+        None if state.admin.dev => QueueViewer::Admin,
+        None => return error(StatusCode::UNAUTHORIZED, "missing auth token"),
+    };
+    let (Ok(path), Ok(queue_id)) = (WorkspaceId::parse(&id), uuid::Uuid::parse_str(&queue_id))
+    else {
+        return error(StatusCode::NOT_FOUND, "queue item not found");
+    };
+    match state.service.a2a_queue_status(path, queue_id, viewer).await {
+        Ok(item) => {
+            let mut body = json!({
+                "queue_id": item.id,
+                "workspace_id": item.workspace_id,
+                "status": item.status,
+                "priority": item.priority,
+                "attempts": item.attempts,
+                "enqueued_at": item.enqueued_at,
+            });
+            let obj = body.as_object_mut().expect("object");
+            if let Some(e) = item.last_error {
+                obj.insert("last_error".into(), json!(e));
+            }
+            for (key, at) in [
+                ("dispatched_at", item.dispatched_at),
+                ("completed_at", item.completed_at),
+                ("expires_at", item.expires_at),
+            ] {
+                if let Some(at) = at {
+                    obj.insert(key.into(), json!(at));
+                }
+            }
+            if item.status == "completed"
+                && let Some(r) = item.response_body
+            {
+                let value = serde_json::from_str::<Value>(&r).unwrap_or(Value::String(r));
+                obj.insert("response_body".into(), value);
+            }
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DropStaleQuery {
+    max_age_minutes: Option<String>,
+    workspace_id: Option<String>,
+}
+
+async fn drop_stale(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(q): ApiQuery<DropStaleQuery>,
+) -> Response {
+    let minutes = match q.max_age_minutes.as_deref().map(str::trim) {
+        None | Some("") => 60,
+        Some(m) => match m.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "max_age_minutes must be a positive integer",
+                );
+            }
+        },
+    };
+    let workspace = match q
+        .workspace_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+    {
+        None => None,
+        Some(w) => match WorkspaceId::parse(w) {
+            Ok(id) => Some(id),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "invalid workspace_id"),
+        },
+    };
+    let age = Duration::from_secs(minutes.saturating_mul(60));
+    match state.service.drop_stale_a2a(age, workspace).await {
+        Ok(n) => (StatusCode::OK, Json(json!({"dropped": n}))).into_response(),
+        Err(e) => ApiError::internal("failed to drop stale items", e).into_response(),
     }
 }

@@ -747,3 +747,336 @@ async fn a_message_to_a_hibernated_container_wakes_it() {
         resp.text
     );
 }
+
+// ---- The busy queue (§4.12) -------------------------------------------------------------
+
+/// An A2A agent whose listener closes every new connection unanswered while `busy` is set
+/// (what a saturated agent does), and otherwise echoes the text of each message, with token
+/// usage, recording the order it received them in.
+struct BusyAgent {
+    url: String,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+    texts: Arc<Mutex<Vec<String>>>,
+}
+
+struct SwitchListener {
+    inner: tokio::net::TcpListener,
+    busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl axum::serve::Listener for SwitchListener {
+    type Io = tokio::net::TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            if self.busy.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(io);
+                continue;
+            }
+            return (io, addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl BusyAgent {
+    async fn start() -> Self {
+        let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let texts: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = texts.clone();
+        let handler = move |body: Bytes| {
+            let seen = seen.clone();
+            async move {
+                let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let text = req["params"]["message"]["parts"][0]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().expect("texts").push(text.clone());
+                let reply = json!({"jsonrpc": "2.0", "id": req["id"], "result": {
+                    "parts": [{"kind": "text", "text": format!("echo: {text}")}],
+                    "usage": {"input_tokens": 10, "output_tokens": 4},
+                }});
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    reply.to_string(),
+                )
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind agent");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let switch = SwitchListener {
+            inner: listener,
+            busy: busy.clone(),
+        };
+        tokio::spawn(async move {
+            axum::serve(switch, Router::new().route("/", post(handler)))
+                .await
+                .expect("agent server");
+        });
+        BusyAgent { url, busy, texts }
+    }
+
+    fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.texts.lock().expect("texts").clone()
+    }
+}
+
+fn message_with_id(text: &str, id: &str) -> String {
+    json!({"method": "message/send", "params": {"message": {"role": "user", "messageId": id, "parts": [{"kind": "text", "text": text}]}}})
+        .to_string()
+}
+
+async fn queue_item(
+    app: &TestApp,
+    path: WorkspaceId,
+    queue_id: &str,
+    bearer: Option<&str>,
+) -> Resp {
+    app.call(
+        Method::GET,
+        &format!("/workspaces/{path}/a2a/queue/{queue_id}"),
+        bearer,
+    )
+    .await
+}
+
+/// Polls the item (as admin) until its status is `want`; bounded so a hang fails the test.
+async fn wait_item(app: &TestApp, target: WorkspaceId, queue_id: &str, want: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let resp = queue_item(app, target, queue_id, Some(ADMIN_TOKEN)).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        if resp.json["status"] == want {
+            return resp.json;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queue item never became {want}: {}",
+            resp.json
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A busy agent's messages are queued (202), wait while it stays busy, and are delivered in
+/// order once a heartbeat reports spare capacity; the caller's bookkeeping follows.
+async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order(app: TestApp) {
+    let agent = BusyAgent::start().await;
+    let (parent, _) = agent_ws(&app, "parent", &agent.url, None).await;
+    let (a, a_token) = agent_ws(&app, "a", &agent.url, Some(parent)).await;
+    let (b, b_token) = agent_ws(&app, "b", &agent.url, Some(parent)).await;
+    let (outsider, outsider_token) = agent_ws(&app, "outsider", &agent.url, None).await;
+
+    agent.set_busy(true);
+    let mut ids = Vec::new();
+    for (n, text) in ["one", "two", "three"].into_iter().enumerate() {
+        let resp = a2a(
+            &app,
+            b,
+            Some(&a_token),
+            None,
+            message_with_id(text, &format!("m-{n}")),
+        )
+        .await;
+        assert_eq!(resp.status, StatusCode::ACCEPTED, "{}", resp.text);
+        assert_eq!(resp.json["queued"], true);
+        assert_eq!(resp.json["queue_depth"], n + 1);
+        assert_eq!(
+            resp.json["message"],
+            "workspace agent busy — request queued, will dispatch when capacity available"
+        );
+        ids.push(resp.json["queue_id"].as_str().expect("queue_id").to_owned());
+    }
+    // The same message again is the same item.
+    let again = a2a(&app, b, Some(&a_token), None, message_with_id("one", "m-0")).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.text);
+    assert_eq!(again.json["queue_id"], ids[0].as_str());
+    assert_eq!(again.json["queue_depth"], 3);
+
+    let logged = rows(&app, b).await;
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    assert!(
+        logged
+            .iter()
+            .all(|r| r["summary"] == "message/send → b (queued: target busy)"
+                && r["status"] == "ok"
+                && r["source_id"] == a.to_string())
+    );
+
+    // The sender and the target may read an item (through their own id); nobody else may.
+    let item = queue_item(&app, a, &ids[0], Some(&a_token)).await;
+    assert_eq!(item.status, StatusCode::OK, "{}", item.text);
+    assert_eq!(item.json["status"], "queued");
+    assert_eq!(item.json["workspace_id"], b.to_string());
+    assert_eq!(item.json["priority"], 50);
+    assert_eq!(item.json["attempts"], 0);
+    assert!(item.json.get("body").is_none() && item.json.get("caller_id").is_none());
+    assert_eq!(
+        queue_item(&app, b, &ids[0], Some(&b_token)).await.status,
+        StatusCode::OK
+    );
+    for (path, token) in [(outsider, &outsider_token), (b, &a_token)] {
+        let resp = queue_item(&app, path, &ids[0], Some(token)).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{}", resp.text);
+        assert_eq!(resp.json, err("queue item not found"));
+    }
+    assert_eq!(
+        queue_item(&app, a, &ids[0], None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        queue_item(&app, a, "not-a-uuid", Some(ADMIN_TOKEN))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Still busy: a drain puts the head back in place, nothing is lost or reordered.
+    let report = app.service.drain_a2a_queue(b).await.expect("drain");
+    assert_eq!((report.delivered, report.requeued), (0, 1));
+    let head = queue_item(&app, b, &ids[0], Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(head["status"], "queued");
+    assert_eq!(head["attempts"], 1);
+    assert_eq!(head["last_error"], "workspace agent busy");
+    assert!(agent.texts().is_empty());
+
+    // Capacity frees up: the heartbeat starts the drain, which delivers all three in order.
+    agent.set_busy(false);
+    app.heartbeat_ok(b, &b_token, json!({"active_tasks": 0}))
+        .await;
+    let last = wait_item(&app, b, &ids[2], "completed").await;
+    assert_eq!(agent.texts(), ["one", "two", "three"]);
+    assert_eq!(
+        last["response_body"]["result"]["parts"][0]["text"],
+        "echo: three"
+    );
+    for id in &ids[..2] {
+        assert_eq!(
+            queue_item(&app, b, id, Some(ADMIN_TOKEN)).await.json["status"],
+            "completed"
+        );
+    }
+    // Drained deliveries are logged like direct ones, and the caller's bookkeeping follows.
+    let delivered: Vec<Value> = rows(&app, b)
+        .await
+        .into_iter()
+        .filter(|r| r["summary"] == "message/send → b")
+        .collect();
+    assert_eq!(delivered.len(), 3, "{delivered:?}");
+    assert!(delivered.iter().all(|r| r["source_id"] == a.to_string()));
+    let caller = app.get(&format!("/workspaces/{a}")).await.json;
+    assert!(caller["last_outbound_at"].is_string(), "{caller}");
+    let usage = app.store.token_usage(b).await.expect("usage");
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].call_count, 3);
+    assert_eq!((usage[0].input_tokens, usage[0].output_tokens), (30, 12));
+}
+
+#[tokio::test]
+async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order_sqlite() {
+    a_busy_agent_gets_its_messages_queued_then_delivered_in_order(loopback_app().await).await;
+}
+
+#[tokio::test]
+async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order_postgres() {
+    let app = Setup {
+        loopback: true,
+        postgres: true,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    a_busy_agent_gets_its_messages_queued_then_delivered_in_order(app).await;
+}
+
+#[tokio::test]
+async fn a_full_queue_answers_429_and_queues_nothing_more() {
+    let app = Setup {
+        loopback: true,
+        a2a: Some(berth_core::A2aSettings {
+            queue_max_per_target: 2,
+            ..Default::default()
+        }),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let agent = BusyAgent::start().await;
+    let (b, _) = agent_ws(&app, "b", &agent.url, None).await;
+    agent.set_busy(true);
+    for n in 0..2 {
+        let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, message(&format!("m{n}"))).await;
+        assert_eq!(resp.status, StatusCode::ACCEPTED, "{}", resp.text);
+    }
+    let full = a2a(&app, b, Some(ADMIN_TOKEN), None, message("m2")).await;
+    assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS, "{}", full.text);
+    assert_eq!(full.header("retry-after"), Some("30"));
+    assert_eq!(full.json["busy"], true);
+    assert_eq!(full.json["queue_full"], true);
+    assert_eq!(full.json["pending"], 2);
+    assert_eq!(app.store.a2a_queue_of(b).await.expect("queue").len(), 2);
+    let failure = &rows(&app, b).await[0];
+    assert_eq!(failure["status"], "error");
+    assert!(
+        failure["summary"].as_str().is_some_and(
+            |s| s.starts_with("A2A request to b failed:") && s.ends_with("(queue full)")
+        ),
+        "{failure}"
+    );
+}
+
+#[tokio::test]
+async fn drop_stale_needs_the_admin_and_valid_numbers() {
+    let app = loopback_app().await;
+    let agent = BusyAgent::start().await;
+    let (b, b_token) = agent_ws(&app, "b", &agent.url, None).await;
+    agent.set_busy(true);
+    let queued = a2a(&app, b, Some(ADMIN_TOKEN), None, message("old")).await;
+    assert_eq!(queued.status, StatusCode::ACCEPTED, "{}", queued.text);
+
+    let denied = app
+        .post("/admin/a2a-queue/drop-stale", Some(&b_token), &json!({}))
+        .await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    for bad in ["0", "-1", "soon"] {
+        let resp = app
+            .post(
+                &format!("/admin/a2a-queue/drop-stale?max_age_minutes={bad}"),
+                Some(ADMIN_TOKEN),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(resp.json, err("max_age_minutes must be a positive integer"));
+    }
+    let resp = app
+        .post(
+            "/admin/a2a-queue/drop-stale?workspace_id=nope",
+            Some(ADMIN_TOKEN),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    // Nothing is an hour old yet.
+    let resp = app
+        .post("/admin/a2a-queue/drop-stale", Some(ADMIN_TOKEN), &json!({}))
+        .await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(resp.json, json!({"dropped": 0}));
+    assert_eq!(
+        app.store.a2a_queue_of(b).await.expect("queue")[0].status,
+        "queued"
+    );
+}

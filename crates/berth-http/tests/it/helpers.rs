@@ -156,6 +156,8 @@ pub struct Setup {
     pub metrics_open: bool,
     /// Loopback agent URLs allowed without `--dev` (A2A tests target servers on 127.0.0.1).
     pub loopback: bool,
+    /// The A2A proxy's limits instead of the defaults.
+    pub a2a: Option<berth_core::A2aSettings>,
 }
 
 impl Default for Setup {
@@ -168,6 +170,7 @@ impl Default for Setup {
             windows: None,
             loopback: false,
             metrics_open: false,
+            a2a: None,
         }
     }
 }
@@ -216,13 +219,16 @@ impl Setup {
             // Fields the binary takes from its flags (sweep interval, …) keep their defaults.
             ..defaults
         };
-        let service = WorkspaceService::new(
+        let mut service = WorkspaceService::new(
             store.clone(),
             self.provisioner,
             Arc::new(test_resolver()),
             TemplateCatalog::load(&templates),
             core,
         );
+        if let Some(a2a) = self.a2a {
+            service = service.with_a2a_settings(a2a);
+        }
         let token = SecretString::from(ADMIN_TOKEN.to_owned());
         let state = AppState {
             service: service.clone(),

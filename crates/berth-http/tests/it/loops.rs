@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::app;
 
-const LOOPS: [&str; 6] = [
+const LOOPS: [&str; 7] = [
+    "a2a_queue_drain",
     "event_retention_sweep",
     "health_sweep",
     "hibernation_monitor",
@@ -58,6 +59,7 @@ async fn sweeps_record_ticks_and_silence_turns_stale() {
     // until those five loops have ticked.
     let ticked = |body: &Value, name: &str| !body["subsystems"][name]["last_tick_at"].is_null();
     let expected = [
+        "a2a_queue_drain",
         "event_retention_sweep",
         "health_sweep",
         "liveness_sweep",
