@@ -34,10 +34,10 @@ pub use loops::{
 };
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub use queue::{DrainReport, QueueViewer};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
 };
-pub use queue::{DrainReport, QueueViewer};
 pub use resolver::{HostResolver, SystemResolver};
 pub use secrets::{
     DEFAULT_REENCRYPT_BATCH, GLOBAL_RESTART_CONCURRENCY, MODEL_KEY, PROVIDER_KEY, SECRET_KEY_CAP,
