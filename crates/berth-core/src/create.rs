@@ -21,7 +21,7 @@ use berth_domain::validation::{
     DeliveryMode, FieldError, Tier, validate_workspace_access, validate_workspace_dir,
     validate_workspace_fields,
 };
-use berth_store::{NewEvent, NewIdempotency, NewWorkspace};
+use berth_store::{NewEvent, NewIdempotency, NewWorkspace, WorkspaceOrigin};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -207,7 +207,7 @@ pub enum CreateError {
 }
 
 /// Validated pieces of a create, ready to write.
-struct Plan {
+pub(crate) struct Plan {
     name: String,
     role: Option<String>,
     tier: Tier,
@@ -241,6 +241,18 @@ impl WorkspaceService {
         req: CreateRequest,
         ctx: CreateContext,
     ) -> Result<Created, CreateError> {
+        self.create_with_origin(req, ctx, None).await
+    }
+
+    /// [`Self::create`], for a bundle import when `origin` is given: the same checks and
+    /// provisioning, and the origin (source bundle id, agent card, files) is written in the
+    /// create's transaction (`bundles.rs`).
+    pub(crate) async fn create_with_origin(
+        &self,
+        req: CreateRequest,
+        ctx: CreateContext,
+        origin: Option<WorkspaceOrigin>,
+    ) -> Result<Created, CreateError> {
         // An idempotent retry returns the first result before anything else is checked.
         if let Some(key) = &ctx.idempotency_key
             && let Some(replay) = self.replay(key, &ctx.request_hash).await?
@@ -249,7 +261,7 @@ impl WorkspaceService {
         }
         let plan = self.validate(req.clone()).await?;
         for _ in 0..NAME_RACE_RETRIES {
-            match self.write(&plan, &req, &ctx).await {
+            match self.write(&plan, &req, &ctx, origin.as_ref()).await {
                 Err(CreateError::Store(berth_store::Error::NameTaken)) => continue,
                 Err(CreateError::Store(berth_store::Error::IdempotencyKeyUsed)) => {
                     let key = ctx.idempotency_key.as_deref().unwrap_or_default();
@@ -289,7 +301,7 @@ impl WorkspaceService {
     }
 
     /// Every check of REFERENCE.md §2.1 steps 1–17 (and berth's additions), no writes.
-    async fn validate(&self, mut req: CreateRequest) -> Result<Plan, CreateError> {
+    pub(crate) async fn validate(&self, mut req: CreateRequest) -> Result<Plan, CreateError> {
         // 1. Bind: a name is required.
         if req.name.is_empty() {
             return Err(CreateError::InvalidPayload);
@@ -463,6 +475,7 @@ impl WorkspaceService {
         plan: &Plan,
         req: &CreateRequest,
         ctx: &CreateContext,
+        origin: Option<&WorkspaceOrigin>,
     ) -> Result<Created, CreateError> {
         let candidates: Vec<String> = (0..NAME_ATTEMPTS)
             .map(|k| name_candidate(&plan.name, k))
@@ -482,9 +495,14 @@ impl WorkspaceService {
 
         let id = WorkspaceId::new_v4();
         let tier = i64::from(plan.tier.get());
+        let mut provisioning = json!({"name": name, "tier": tier, "runtime": plan.runtime});
+        if let Some(origin) = origin {
+            // The reference's import event names its source bundle (REFERENCE.md §8).
+            provisioning["source_bundle_id"] = origin.source_bundle_id.clone().into();
+        }
         let mut events = vec![NewEvent {
             event_type: EventType::WorkspaceProvisioning,
-            payload: json!({"name": name, "tier": tier, "runtime": plan.runtime}),
+            payload: provisioning,
         }];
         let mut status = WorkspaceStatus::Provisioning;
         let mut token = None;
@@ -566,13 +584,18 @@ impl WorkspaceService {
             provisioning_started_at: (!plan.external).then(berth_store::now),
             idempotency,
         };
-        self.store
-            .create_workspace(new)
-            .await
-            .map_err(|e| match e {
-                berth_store::Error::ParentNotFound => CreateError::ParentNotFound,
-                other => CreateError::Store(other),
-            })?;
+        let written = match origin {
+            None => self.store.create_workspace(new).await,
+            Some(origin) => {
+                self.store
+                    .create_imported_workspace(new, origin.clone())
+                    .await
+            }
+        };
+        written.map_err(|e| match e {
+            berth_store::Error::ParentNotFound => CreateError::ParentNotFound,
+            other => CreateError::Store(other),
+        })?;
         self.invalidate_hierarchy().await;
         tracing::info!(workspace.id = %id, workspace.runtime = %plan.runtime, workspace.status = %status, "workspace created");
         self.note_created(id, plan.external);
@@ -592,6 +615,14 @@ impl WorkspaceService {
                 workspace_access: plan.workspace_access.clone(),
                 compute: plan.compute.canonical_json(),
                 required_env: plan.required_env.clone(),
+                config_files: origin
+                    .map(|o| {
+                        o.files
+                            .iter()
+                            .map(|(path, content)| (path.clone(), content.clone().into_bytes()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             };
             self.start_provisioning(provision).await;
         }

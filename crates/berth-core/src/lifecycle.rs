@@ -544,6 +544,17 @@ impl WorkspaceService {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
+        // A bundle import's files are part of the workspace: every provisioning writes them.
+        let config_files = match self.store.workspace_files(row.id).await {
+            Ok(files) => files
+                .into_iter()
+                .map(|(path, content)| (path, content.into_bytes()))
+                .collect(),
+            Err(e) => {
+                tracing::error!(workspace.id = %row.id, error = %e, "could not read the workspace's bundle files");
+                Default::default()
+            }
+        };
         ProvisionPlan {
             id: row.id,
             name: row.name.clone(),
@@ -566,6 +577,7 @@ impl WorkspaceService {
                 })
                 .map(|t| t.manifest.required_env)
                 .unwrap_or_default(),
+            config_files,
         }
     }
 

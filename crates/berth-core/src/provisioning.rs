@@ -30,6 +30,9 @@ pub(crate) struct ProvisionPlan {
     pub(crate) compute: serde_json::Value,
     /// Environment variables the template requires (`runtime_config.required_env`).
     pub(crate) required_env: Vec<String>,
+    /// Files a bundle import stored for the workspace (`workspace_files`), written over the
+    /// template or the generated `config.yaml`.
+    pub(crate) config_files: BTreeMap<String, Vec<u8>>,
 }
 
 /// Operator credentials that a global secret must never hand to a workspace (REFERENCE.md §5.0
@@ -269,6 +272,7 @@ impl WorkspaceService {
                 generated_default_config(&cfg).into_bytes(),
             );
         }
+        config_files.extend(plan.config_files.clone());
         ProvisionRequest {
             workspace_id: plan.id,
             name: plan.name.clone(),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod activity;
+mod bundle;
 pub mod cipher;
 mod error;
 mod model;
@@ -15,6 +16,7 @@ use berth_domain::status::Transition;
 use secrecy::SecretString;
 
 pub use activity::{ACTIVITY_PAGE_MAX, ActivityQuery, ActivityRecord, ActivitySource, NewActivity};
+pub use bundle::WorkspaceOrigin;
 pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
@@ -50,6 +52,17 @@ pub trait WorkspaceStore: Send + Sync {
     /// [`Error::IdempotencyKeyUsed`] if another create already used the key; nothing is written
     /// on any error.
     async fn create_workspace(&self, new: NewWorkspace) -> Result<()>;
+
+    /// [`Self::create_workspace`] for a workspace imported from a bundle: the same transaction
+    /// also records its source bundle id, its agent card and its configuration files.
+    async fn create_imported_workspace(
+        &self,
+        new: NewWorkspace,
+        origin: WorkspaceOrigin,
+    ) -> Result<()>;
+
+    /// The configuration files a workspace was imported with (path → content), by path.
+    async fn workspace_files(&self, id: WorkspaceId) -> Result<Vec<(String, String)>>;
 
     /// The stored result of a create that used this idempotency key, if any.
     async fn idempotent_create(&self, key: &str) -> Result<Option<IdempotentCreate>>;

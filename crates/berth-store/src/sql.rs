@@ -31,6 +31,16 @@ provisioning_started_at, created_at, updated_at) \
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
 ON CONFLICT DO NOTHING";
 
+/// What a bundle import adds to its row (REFERENCE-2.md §3.3).
+pub(crate) const SET_ORIGIN: &str =
+    "UPDATE workspaces SET source_bundle_id = $1, agent_card = $2 WHERE id = $3";
+
+pub(crate) const INSERT_FILE: &str =
+    "INSERT INTO workspace_files (workspace_id, path, content) VALUES ($1, $2, $3)";
+
+pub(crate) const SELECT_FILES: &str =
+    "SELECT path, content FROM workspace_files WHERE workspace_id = $1 ORDER BY path";
+
 pub(crate) const PARENT_IS_LIVE: &str =
     "SELECT COUNT(*) FROM workspaces WHERE id = $1 AND status <> 'removed'";
 
@@ -580,81 +590,13 @@ pub(crate) fn idempotency_aad(key: &str) -> Vec<u8> {
 macro_rules! impl_workspace_store {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Appends one event inside `tx`: every event is recorded in the transaction of the
-            /// change it describes.
-            async fn record_event(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                event_type: &str,
-                workspace: impl Into<Option<uuid::Uuid>>,
-                payload: &serde_json::Value,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::Result<()> {
-                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
-                    .bind(uuid::Uuid::new_v4())
-                    .bind(event_type)
-                    .bind(workspace.into())
-                    .bind(sqlx::types::Json(payload))
-                    .bind(at)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
-            }
-
-            /// The one compare-and-set of a status change: the row moves only from the statuses
-            /// the transition leaves from, and its event is recorded only when the row changed.
-            async fn apply_transition(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                workspace: uuid::Uuid,
-                t: berth_domain::status::Transition,
-                failure: Option<(&str, &str)>,
-                payload: &serde_json::Value,
-                at: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::Result<bool> {
-                let sql = $crate::sql::transition_sql(t.from().len());
-                let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
-                    .bind(t.to().as_str())
-                    .bind(at)
-                    .bind(failure.map(|(_, message)| message))
-                    .bind(failure.map(|(code, _)| code))
-                    .bind(workspace);
-                for st in t.from() {
-                    q = q.bind(st.as_str());
-                }
-                let changed = q.execute(&mut **tx).await?.rows_affected() == 1;
-                if changed && let Some(event) = t.event() {
-                    Self::record_event(tx, event.as_str(), workspace, payload, at).await?;
-                }
-                Ok(changed)
-            }
-        }
-
-        #[async_trait::async_trait]
-        impl $crate::WorkspaceStore for $store {
-            async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
-            }
-
-            async fn taken_names(
+            /// The one create transaction (see [`crate::WorkspaceStore::create_workspace`]),
+            /// plus what a bundle import adds when `origin` is given.
+            async fn write_create(
                 &self,
-                parent: Option<berth_domain::WorkspaceId>,
-                candidates: Vec<String>,
-            ) -> $crate::Result<Vec<String>> {
-                if candidates.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let sql = $crate::sql::taken_names_sql(parent.is_none(), candidates.len());
-                let mut q = sqlx::query_scalar::<$db, String>(sqlx::AssertSqlSafe(sql));
-                if let Some(parent) = parent {
-                    q = q.bind(uuid::Uuid::from(parent));
-                }
-                for c in candidates {
-                    q = q.bind(c);
-                }
-                Ok(q.fetch_all(&self.pool).await?)
-            }
-
-            async fn create_workspace(&self, new: $crate::NewWorkspace) -> $crate::Result<()> {
+                new: $crate::NewWorkspace,
+                origin: Option<$crate::WorkspaceOrigin>,
+            ) -> $crate::Result<()> {
                 use secrecy::ExposeSecret as _;
                 use sqlx::types::Json;
                 let now = $crate::model::now();
@@ -745,8 +687,120 @@ macro_rules! impl_workspace_store {
                         return Err($crate::Error::IdempotencyKeyUsed);
                     }
                 }
+                if let Some(origin) = &origin {
+                    sqlx::query::<$db>($crate::sql::SET_ORIGIN)
+                        .bind(&origin.source_bundle_id)
+                        .bind(origin.agent_card.as_ref().map(Json))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for (path, content) in &origin.files {
+                        sqlx::query::<$db>($crate::sql::INSERT_FILE)
+                            .bind(id)
+                            .bind(path)
+                            .bind(content)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            /// Appends one event inside `tx`: every event is recorded in the transaction of the
+            /// change it describes.
+            async fn record_event(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                event_type: &str,
+                workspace: impl Into<Option<uuid::Uuid>>,
+                payload: &serde_json::Value,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::INSERT_EVENT)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind(event_type)
+                    .bind(workspace.into())
+                    .bind(sqlx::types::Json(payload))
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            /// The one compare-and-set of a status change: the row moves only from the statuses
+            /// the transition leaves from, and its event is recorded only when the row changed.
+            async fn apply_transition(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                workspace: uuid::Uuid,
+                t: berth_domain::status::Transition,
+                failure: Option<(&str, &str)>,
+                payload: &serde_json::Value,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<bool> {
+                let sql = $crate::sql::transition_sql(t.from().len());
+                let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql))
+                    .bind(t.to().as_str())
+                    .bind(at)
+                    .bind(failure.map(|(_, message)| message))
+                    .bind(failure.map(|(code, _)| code))
+                    .bind(workspace);
+                for st in t.from() {
+                    q = q.bind(st.as_str());
+                }
+                let changed = q.execute(&mut **tx).await?.rows_affected() == 1;
+                if changed && let Some(event) = t.event() {
+                    Self::record_event(tx, event.as_str(), workspace, payload, at).await?;
+                }
+                Ok(changed)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::WorkspaceStore for $store {
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn taken_names(
+                &self,
+                parent: Option<berth_domain::WorkspaceId>,
+                candidates: Vec<String>,
+            ) -> $crate::Result<Vec<String>> {
+                if candidates.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = $crate::sql::taken_names_sql(parent.is_none(), candidates.len());
+                let mut q = sqlx::query_scalar::<$db, String>(sqlx::AssertSqlSafe(sql));
+                if let Some(parent) = parent {
+                    q = q.bind(uuid::Uuid::from(parent));
+                }
+                for c in candidates {
+                    q = q.bind(c);
+                }
+                Ok(q.fetch_all(&self.pool).await?)
+            }
+
+            async fn create_workspace(&self, new: $crate::NewWorkspace) -> $crate::Result<()> {
+                self.write_create(new, None).await
+            }
+
+            async fn create_imported_workspace(
+                &self,
+                new: $crate::NewWorkspace,
+                origin: $crate::WorkspaceOrigin,
+            ) -> $crate::Result<()> {
+                self.write_create(new, Some(origin)).await
+            }
+
+            async fn workspace_files(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Vec<(String, String)>> {
+                Ok(sqlx::query_as::<$db, (String, String)>($crate::sql::SELECT_FILES)
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn idempotent_create(

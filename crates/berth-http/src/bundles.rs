@@ -1,0 +1,99 @@
+//! `/bundles`: export a workspace tree as a bundle and import one (REFERENCE-2.md §3), both
+//! admin. The import route has a body limit of its own ([`BUNDLE_BODY_LIMIT`]), so a bundle
+//! with prompts and skills fits while a huge one is refused with 413 before anything is read.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use berth_core::{Bundle, BundleError, ImportedWorkspace};
+use berth_domain::WorkspaceId;
+use serde_json::json;
+
+use crate::auth::Admin;
+use crate::extract::{ApiPath, Body};
+use crate::platform_url::PlatformUrl;
+use crate::{ApiError, AppState};
+
+/// Largest `POST /bundles/import` body.
+pub const BUNDLE_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/bundles/export/{id}", get(export))
+        .route(
+            "/bundles/import",
+            post(import).layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
+        )
+}
+
+impl From<BundleError> for ApiError {
+    fn from(e: BundleError) -> Self {
+        match e {
+            BundleError::NotFound => ApiError::NotFound("bundle not found"),
+            BundleError::NameRequired => ApiError::BadRequest("bundle name is required".into()),
+            BundleError::InvalidPath(path) => ApiError::Custom(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "invalid file path", "path": path}),
+            ),
+            BundleError::Invalid(message) => ApiError::BadRequest(message),
+            e @ BundleError::TooDeep => ApiError::Custom(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": e.to_string(), "code": "BUNDLE_TOO_DEEP"}),
+            ),
+            // Create's own answer (status, body and code), naming the workspace of the bundle.
+            BundleError::Create { name, source } => {
+                let api = ApiError::from(source);
+                match api {
+                    ApiError::Internal(..) => api,
+                    other => with_workspace(other, &name),
+                }
+            }
+            BundleError::Store(public, cause) => ApiError::internal(public, cause),
+            e @ BundleError::Io(_) => ApiError::internal("failed to read template files", e),
+        }
+    }
+}
+
+/// Adds `"workspace": name` to a 4xx body.
+fn with_workspace(e: ApiError, name: &str) -> ApiError {
+    let (status, mut body) = match e {
+        ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
+        ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
+        ApiError::Custom(status, body) => (status, body),
+        other => return other,
+    };
+    if let Some(map) = body.as_object_mut() {
+        map.insert("workspace".into(), name.into());
+    }
+    ApiError::Custom(status, body)
+}
+
+/// 200 with the bundle of the workspace and its live descendants; 404 `bundle not found`.
+async fn export(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Bundle>, ApiError> {
+    let id = WorkspaceId::parse(&id).map_err(|_| ApiError::NotFound("bundle not found"))?;
+    Ok(Json(state.service.export_bundle(id).await?))
+}
+
+/// 201 with the result tree; 400 `invalid bundle` when the body does not bind.
+async fn import(
+    _: Admin,
+    State(state): State<AppState>,
+    PlatformUrl(platform_url): PlatformUrl,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<ImportedWorkspace>), ApiError> {
+    let invalid = || ApiError::BadRequest("invalid bundle".into());
+    // A bundle is an object (serde would also bind a struct from an array).
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|_| invalid())?;
+    if !value.is_object() {
+        return Err(invalid());
+    }
+    let bundle: Bundle = serde_json::from_value(value).map_err(|_| invalid())?;
+    let imported = state.service.import_bundle(bundle, platform_url).await?;
+    Ok((StatusCode::CREATED, Json(imported)))
+}
