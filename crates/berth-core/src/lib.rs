@@ -2,6 +2,7 @@
 
 pub mod a2a;
 pub mod activity;
+mod bundles;
 mod create;
 mod events;
 mod hooks;
@@ -22,6 +23,10 @@ pub mod token;
 
 pub use a2a::{A2aCaller, A2aError, A2aReply, A2aSettings};
 pub use activity::{ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityRetention};
+pub use bundles::{
+    BUNDLE_MAX_DEPTH, BUNDLE_MAX_FILES, BUNDLE_MAX_WORKSPACES, Bundle, BundleError, BundleSkill,
+    BundleTool, ImportedWorkspace,
+};
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };

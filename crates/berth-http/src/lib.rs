@@ -3,6 +3,7 @@
 mod a2a;
 mod activity;
 mod auth;
+mod bundles;
 mod error;
 mod events;
 mod extract;
@@ -27,6 +28,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 pub use auth::{AdminAuth, WorkspaceAuth};
+pub use bundles::BUNDLE_BODY_LIMIT;
 pub use error::ApiError;
 
 /// Largest request body accepted (a create with secrets and memories is far smaller).
@@ -86,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(activity::router())
         .merge(a2a::router())
         .merge(templates::router())
+        .merge(bundles::router())
         .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {

@@ -10,6 +10,7 @@ mod abilities_budget;
 mod activity;
 mod atomicity;
 mod auth;
+mod bundles;
 mod backpressure;
 mod callbacks;
 mod config;
