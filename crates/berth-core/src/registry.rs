@@ -397,7 +397,10 @@ impl WorkspaceService {
         {
             self.spawn_drain(id).await;
         }
-        self.inbound_secret_or_mint(id).await
+        match outcome.inbound_secret {
+            Some(secret) => Ok(secret),
+            None => self.inbound_secret_or_mint(id).await,
+        }
     }
 
     /// `POST /registry/update-card`.

@@ -273,7 +273,7 @@ pub struct Heartbeat {
 }
 
 /// What a heartbeat did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct HeartbeatOutcome {
     /// Status before the heartbeat.
     pub previous_status: WorkspaceStatus,
@@ -283,6 +283,9 @@ pub struct HeartbeatOutcome {
     pub task_changed: bool,
     /// The workspace's concurrency limit.
     pub max_concurrent_tasks: i64,
+    /// The workspace's platform-inbound secret (read in the heartbeat's transaction, so the
+    /// answer needs no second query), `None` when none was minted yet.
+    pub inbound_secret: Option<secrecy::SecretString>,
 }
 
 /// A workspace whose liveness lapsed and the status it was moved to.

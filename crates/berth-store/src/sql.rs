@@ -338,8 +338,10 @@ WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMI
 
 pub(crate) const WORKSPACE_STATUS: &str = "SELECT status FROM workspaces WHERE id = $1";
 
-pub(crate) const WORKSPACE_STATUS_TASK: &str =
-    "SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1";
+/// What a heartbeat reads before its UPDATE, in its transaction: the status and task it compares
+/// with, and the sealed inbound secret it answers with (no second query after the commit).
+pub(crate) const HEARTBEAT_BEFORE: &str = "SELECT status, current_task, max_concurrent_tasks, \
+inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
 
 /// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
 /// statuses the `AgentRegistered` transition leaves from. A provisioned (non-external) workspace
@@ -1180,12 +1182,13 @@ macro_rules! impl_workspace_store {
                 let now = $crate::model::now();
                 let uid = uuid::Uuid::from(id);
                 let mut tx = self.begin().await?;
-                let before: Option<(String, Option<String>, i64)> =
-                    sqlx::query_as::<$db, (String, Option<String>, i64)>($crate::sql::WORKSPACE_STATUS_TASK)
+                type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>);
+                let before: Option<Before> =
+                    sqlx::query_as::<$db, Before>($crate::sql::HEARTBEAT_BEFORE)
                         .bind(uid)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let Some((status, previous_task, max_concurrent)) = before.filter(|(s, _, _)| s != "removed") else {
+                let Some((status, previous_task, max_concurrent, sealed, key_id)) = before.filter(|b| b.0 != "removed") else {
                     return Err($crate::Error::NotFound);
                 };
                 sqlx::query::<$db>($crate::sql::HEARTBEAT)
@@ -1215,11 +1218,16 @@ macro_rules! impl_workspace_store {
                     }
                 }
                 tx.commit().await?;
+                let inbound_secret = match (sealed, key_id) {
+                    (Some(bytes), Some(key_id)) => Some(self.keys.open_str(&key_id, &bytes, &$crate::sql::inbound_aad(id))?),
+                    _ => None,
+                };
                 Ok($crate::HeartbeatOutcome {
                     previous_status,
                     status: current,
                     task_changed,
                     max_concurrent_tasks: max_concurrent,
+                    inbound_secret,
                 })
             }
 

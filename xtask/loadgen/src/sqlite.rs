@@ -1,6 +1,7 @@
 //! The database limit of the SQLite store: the statements berth runs for one create, one list and
 //! one heartbeat, replayed with sqlx against a berth SQLite file, with berth's connection settings
-//! (WAL, `synchronous=NORMAL`, foreign keys, a pool of 8, `BEGIN IMMEDIATE` for writes).
+//! (WAL, `synchronous=NORMAL`, foreign keys, a pool of 8 without a ping on every acquire,
+//! `BEGIN IMMEDIATE` for writes).
 //!
 //! The SQL is copied from `crates/berth-store/src/sql.rs` (the crate's constants are private);
 //! when those statements change, change these too, or the baseline measures something else.
@@ -47,15 +48,13 @@ const VALIDATE_TOKEN: &str = "\
 SELECT t.id, t.workspace_id, t.last_used_at FROM workspace_auth_tokens t \
 JOIN workspaces w ON w.id = t.workspace_id \
 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'";
-const WORKSPACE_STATUS_TASK: &str =
-    "SELECT status, current_task, max_concurrent_tasks FROM workspaces WHERE id = $1";
+const HEARTBEAT_BEFORE: &str = "SELECT status, current_task, max_concurrent_tasks, \
+inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
 const HEARTBEAT: &str = "\
 UPDATE workspaces SET last_heartbeat_at = $1, last_error_rate = $2, last_sample_error = $3, \
 active_tasks = $4, uptime_seconds = $5, current_task = $6, \
 monthly_spend = CASE WHEN $7 IS NULL THEN monthly_spend ELSE $7 END, updated_at = $1 \
 WHERE id = $8 AND status <> 'removed'";
-const SELECT_INBOUND_SECRET: &str =
-    "SELECT inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
 /// The live agents to heartbeat as (registered, so `online`).
 const AGENTS: &str = "\
 SELECT w.id, t.token_hash FROM workspaces w JOIN workspace_auth_tokens t ON t.workspace_id = w.id \
@@ -76,6 +75,8 @@ async fn open(args: &Args, concurrency: usize) -> Result<SqlitePool> {
         .busy_timeout(Duration::from_secs(10));
     Ok(SqlitePoolOptions::new()
         .max_connections(8.min(concurrency as u32).max(1))
+        // berth pings a pooled connection before use only after 30 s idle: never in a run.
+        .test_before_acquire(false)
         .connect_with(options)
         .await?)
 }
@@ -189,8 +190,8 @@ pub async fn list(args: &Args) -> Result<Report> {
     Ok(report)
 }
 
-/// `sqlite-heartbeat --db FILE`: the statements of one heartbeat (token check, then status read
-/// and UPDATE in a write transaction, then the inbound secret), round-robin over online agents.
+/// `sqlite-heartbeat --db FILE`: the statements of one heartbeat (token check, then the status and
+/// inbound-secret read and the UPDATE in a write transaction), round-robin over online agents.
 pub async fn heartbeat(args: &Args) -> Result<Report> {
     let plan = plan(args)?;
     let pool = open(args, plan.concurrency).await?;
@@ -213,7 +214,8 @@ pub async fn heartbeat(args: &Args) -> Result<Report> {
             ensure!(found.is_some(), "token of {id} not found");
             let now = Utc::now();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let _: Option<(String, Option<String>, i64)> = sqlx::query_as(WORKSPACE_STATUS_TASK)
+            type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>);
+            let _: Option<Before> = sqlx::query_as(HEARTBEAT_BEFORE)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -229,11 +231,6 @@ pub async fn heartbeat(args: &Args) -> Result<Report> {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            let _: Option<(Option<Vec<u8>>, Option<String>)> =
-                sqlx::query_as(SELECT_INBOUND_SECRET)
-                    .bind(id)
-                    .fetch_optional(&pool)
-                    .await?;
             Ok(None)
         }
     })
