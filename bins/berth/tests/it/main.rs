@@ -1,6 +1,7 @@
 //! End-to-end tests of the real `berth` binary: each test spawns `berth serve` on a free loopback
 //! port over a data directory of its own and talks to it over HTTP, as a user or an agent would.
 
+mod a2a;
 mod cli;
 mod demo;
 mod docker;
