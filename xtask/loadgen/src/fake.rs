@@ -49,7 +49,7 @@ pub async fn serve_fixed(args: &Args) -> Result<()> {
 }
 
 /// Resolves when stdin reaches end of file (or fails); read on a blocking thread.
-async fn stdin_closed() {
+pub(crate) async fn stdin_closed() {
     let _ = tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
         std::io::stdin().lock().read_to_end(&mut sink)

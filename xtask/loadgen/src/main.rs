@@ -12,12 +12,17 @@
 //! - `register` / `heartbeat`: the registry calls of simulated agents read from `--agents`.
 //! - `create-online`: create from a template, then poll until the workspace is `online`.
 //! - `serve-fixed`: an axum route returning a fixed JSON body of `--bytes` (the HTTP-stack limit).
+//! - `fanout`: 1,000 (`--subscribers`) WebSocket subscribers on `/ws`, events produced at
+//!   `--rate` for `--secs`; latency from each event's timestamp to its receipt (issue 6).
+//! - `serve-fanout`: the fan-out baseline, an axum WebSocket route fed by a bare
+//!   `tokio::sync::broadcast` with frames of `--bytes`.
 //! - `agent-start`: starts `berth agent` against a fake registry, timing its first register.
 //! - `sqlite-create`, `sqlite-list`, `sqlite-heartbeat`: berth's SQL replayed with sqlx against a
 //!   berth SQLite file (the database limit of the SQLite store).
 
 mod args;
 mod fake;
+mod fanout;
 mod http;
 mod sqlite;
 mod stats;
@@ -49,6 +54,8 @@ async fn run() -> Result<()> {
         "create-online" => http::create_online(&args).await?,
         "agent-start" => fake::agent_start(&args).await?,
         "serve-fixed" => return fake::serve_fixed(&args).await,
+        "fanout" => fanout::fanout(&args).await?,
+        "serve-fanout" => return fanout::serve_fanout(&args).await,
         "sqlite-create" => sqlite::create(&args).await?,
         "sqlite-list" => sqlite::list(&args).await?,
         "sqlite-heartbeat" => sqlite::heartbeat(&args).await?,

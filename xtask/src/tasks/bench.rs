@@ -14,11 +14,12 @@
 //! | `POST /registry/heartbeat`, 1,000 and 10,000 agents | the heartbeat's SQL: `pgbench` / sqlx |
 //! | create p99 while 10,000 agents beat every 30 s | the same creates without the beats |
 //! | create → `online`, process provisioner | `berth agent` started by hand, to its first register |
+//! | event fan-out: 1,000 `/ws` subscribers, 20 events/s | an axum WebSocket route fed by a bare `tokio::sync::broadcast`, same frame size |
 //! | resident memory, idle and with 10,000 workspaces | — |
 //!
 //! `--quick` runs fewer requests, list sizes 100 and 1,000 and 1,000 agents. Each store runs in
-//! three phases on fresh databases (create/get; list/heartbeat/memory; create → online), so the
-//! row counts a scenario sees do not depend on the others. Targets are reported, never asserted:
+//! four phases on fresh databases (create/get; list/heartbeat/memory; event fan-out; create →
+//! online), so the row counts a scenario sees do not depend on the others. Targets are reported, never asserted:
 //! the task exits 0 unless something crashed. Output: `target/bench/report.md` (also printed) and
 //! `target/bench/report.json`. Every process started here has a guard that ends it; scratch
 //! files live in `target/bench/tmp-<pid>` and are removed at the end.
@@ -53,6 +54,11 @@ const ADMIN_TOKEN: &str = "bench-admin-token";
 /// Creates per second in the create-under-heartbeat-load scenario.
 const CREATE_RATE: u64 = 20;
 
+/// WebSocket subscribers of the event fan-out scenario (issue 6).
+const FANOUT_SUBSCRIBERS: usize = 1000;
+/// Events per second produced in the fan-out scenario.
+const FANOUT_RATE: u64 = 20;
+
 /// How much each scenario does.
 struct Sizes {
     mode: &'static str,
@@ -65,6 +71,8 @@ struct Sizes {
     /// Seconds of paced creates timed with, and without, the background heartbeats.
     load_secs: u64,
     online: usize,
+    /// Seconds of events produced in the fan-out scenario.
+    fanout_secs: u64,
     /// Time bound of each load run.
     max_secs: u64,
 }
@@ -82,6 +90,7 @@ impl Sizes {
                 heartbeats: 5000,
                 load_secs: 10,
                 online: 10,
+                fanout_secs: 5,
                 max_secs: 60,
             }
         } else {
@@ -95,6 +104,7 @@ impl Sizes {
                 heartbeats: 20000,
                 load_secs: 30,
                 online: 30,
+                fanout_secs: 15,
                 max_secs: 120,
             }
         }
@@ -144,6 +154,9 @@ struct Bench {
     loadgen: PathBuf,
     sizes: Sizes,
     scratch: TempDir,
+    /// The open-file limit berth and the loadgen are started with, when this process's soft
+    /// limit is too low for the fan-out scenario's sockets.
+    nofile: Option<u64>,
 }
 
 /// Runs the task; `args` may be `--quick`.
@@ -166,6 +179,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         loadgen: root.join("target/release/berth-loadgen"),
         sizes: Sizes::new(quick),
         scratch: TempDir::create(out_dir.join(format!("tmp-{}", std::process::id())))?,
+        nofile: raised_nofile(),
         root,
     };
 
@@ -236,7 +250,49 @@ fn machine() -> String {
     format!("{model}, {cores} cores, {mem_gib:.0} GiB RAM, {kernel}")
 }
 
+/// Open files the fan-out scenario needs in one process: a socket per subscriber, plus room for
+/// database connections, log files and the rest.
+const NOFILE_NEEDED: u64 = FANOUT_SUBSCRIBERS as u64 + 1024;
+
+/// The open-file limit to start children with when the soft limit (from `/proc/self/limits`) is
+/// below [`NOFILE_NEEDED`]: the hard limit, at most 4 × that. `None` when no raise is needed (or
+/// the limits cannot be read, in which case the fan-out run reports its connect errors).
+fn raised_nofile() -> Option<u64> {
+    let limits = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut nums = line.split_whitespace().filter_map(|w| {
+        w.parse::<u64>()
+            .ok()
+            .or((w == "unlimited").then_some(u64::MAX))
+    });
+    let (soft, hard) = (nums.next()?, nums.next()?);
+    if soft >= NOFILE_NEEDED {
+        return None;
+    }
+    if hard < NOFILE_NEEDED {
+        eprintln!(
+            "xtask: bench: the open-file hard limit ({hard}) is below the {NOFILE_NEEDED} the fan-out scenario needs; expect connect errors"
+        );
+    }
+    Some(hard.min(4 * NOFILE_NEEDED))
+}
+
 impl Bench {
+    /// A command for `program`, started through `sh -c 'ulimit -n …; exec …'` when the open-file
+    /// limit must be raised (`exec` keeps the pid, so the guards and RSS readings still apply).
+    fn command(&self, program: &Path) -> Command {
+        match self.nofile {
+            None => Command::new(program),
+            Some(n) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(program);
+                cmd
+            }
+        }
+    }
+
     /// All phases of one store; an error ends the store's run and is recorded in its report.
     fn store_run(&self, name: &str, store: &Store<'_>) -> StoreReport {
         eprintln!("xtask: bench: === {name} ===");
@@ -247,6 +303,7 @@ impl Bench {
         let result = self
             .phase_create_get(store, &mut report)
             .and_then(|()| self.phase_list_heartbeat(store, &mut report))
+            .and_then(|()| self.phase_fanout(store, &mut report))
             .and_then(|()| self.phase_online(store, &mut report));
         if let Err(err) = result {
             eprintln!("xtask: bench: {name} failed: {err:#}");
@@ -288,7 +345,7 @@ impl Bench {
     /// [`Self::serve`] with extra `berth serve` flags.
     fn serve_with(&self, db: &Db, provisioner: &str, extra: &[&str]) -> Result<Server> {
         let port = free_port()?;
-        let mut cmd = Command::new(&self.berth);
+        let mut cmd = self.command(&self.berth);
         cmd.current_dir(&self.root)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -314,7 +371,7 @@ impl Bench {
     /// Runs `berth-loadgen <mode> <args>` and reads its result line.
     fn loadgen(&self, what: &str, mode: &str, args: &[(&str, String)]) -> Result<Measure> {
         eprintln!("xtask: bench: {what}");
-        let mut cmd = Command::new(&self.loadgen);
+        let mut cmd = self.command(&self.loadgen);
         cmd.arg(mode);
         for (name, value) in args {
             cmd.arg(format!("--{name}")).arg(value);
@@ -467,7 +524,7 @@ impl Bench {
         server.ensure_running()?;
         let bytes = measure.body_bytes.unwrap_or(1000);
         let fixed_log = self.scratch.path().join("serve-fixed.log");
-        let mut fixed_cmd = Command::new(&self.loadgen);
+        let mut fixed_cmd = self.command(&self.loadgen);
         fixed_cmd.args(["serve-fixed", "--bytes", &bytes.to_string()]);
         let fixed = Background::spawn(fixed_cmd, &fixed_log)?;
         let fixed_url = wait_for_line(&fixed_log, "listening ")?;
@@ -684,7 +741,7 @@ impl Bench {
         let beat_secs = secs + 4;
         let rate = agent_count as f64 / 30.0;
         let log = db_log(agents, "heartbeat-load.log");
-        let mut cmd = Command::new(&self.loadgen);
+        let mut cmd = self.command(&self.loadgen);
         cmd.arg("heartbeat")
             .args(["--base", &server.base])
             .arg("--agents")
@@ -728,7 +785,62 @@ impl Bench {
         Ok(())
     }
 
-    /// Phase 3: create → `online` under the process provisioner, against `berth agent` alone.
+    /// Phase 3: event fan-out. [`FANOUT_SUBSCRIBERS`] admin WebSocket subscribers on `/ws`, one
+    /// agent whose heartbeats change its `current_task` [`FANOUT_RATE`] times a second (each a
+    /// recorded `TASK_UPDATED` event), latency from the event's timestamp to its receipt at each
+    /// subscriber. Baseline: the same subscribers on an axum WebSocket route fed by a bare
+    /// `tokio::sync::broadcast` with frames of the same size (the stack's limit without the
+    /// database, the event log and its tailer).
+    fn phase_fanout(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
+        let db = self.fresh_db(store, "fanout")?;
+        let mut server = self.serve(&db, "none")?;
+        let secs = self.sizes.fanout_secs.to_string();
+        let args = |base: &str, producer: &str| {
+            vec![
+                ("base", base.to_owned()),
+                ("token", ADMIN_TOKEN.to_owned()),
+                ("producer", producer.to_owned()),
+                ("subscribers", FANOUT_SUBSCRIBERS.to_string()),
+                ("rate", FANOUT_RATE.to_string()),
+                ("secs", secs.clone()),
+            ]
+        };
+        let measure = self.loadgen(
+            &format!("event fan-out: {FANOUT_SUBSCRIBERS} /ws subscribers, {FANOUT_RATE} events/s"),
+            "fanout",
+            &args(&server.base, "berth"),
+        )?;
+        server.ensure_running()?;
+        drop(server);
+        let bytes = measure.body_bytes.unwrap_or(200);
+        let log = self.scratch.path().join("serve-fanout.log");
+        let mut cmd = self.command(&self.loadgen);
+        cmd.args(["serve-fanout", "--bytes", &bytes.to_string()]);
+        let bare = Background::spawn(cmd, &log)?;
+        let base = wait_for_line(&log, "listening ")?;
+        let baseline = self.loadgen(
+            "baseline: bare broadcast fan-out over axum WebSockets",
+            "fanout",
+            &args(&base, "emit"),
+        )?;
+        drop(bare);
+        report.rows.push(Row {
+            scenario: format!(
+                "event fan-out, {FANOUT_SUBSCRIBERS} `/ws` subscribers, {FANOUT_RATE} events/s \
+                 ({bytes} B frames; latency = event timestamp → receipt; baseline p99 {:.1} ms)",
+                baseline.p99_ms
+            ),
+            ratio: ratio(measure.p50_ms, baseline.p50_ms),
+            ratio_note: Some("p50 ÷ baseline p50"),
+            target: None,
+            measure,
+            baseline_name: "bare tokio broadcast → axum WebSocket".into(),
+            baseline: Some(baseline),
+        });
+        Ok(())
+    }
+
+    /// Phase 4: create → `online` under the process provisioner, against `berth agent` alone.
     fn phase_online(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
         let db = self.fresh_db(store, "online")?;
         let mut server = self.serve(&db, "process")?;
