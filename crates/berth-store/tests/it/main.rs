@@ -8,3 +8,4 @@ mod contract;
 mod harness;
 mod parity;
 mod queue;
+mod rotation;
