@@ -156,6 +156,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_A2A_TIMEOUT_SECS", default_value_t = 1800)]
     pub a2a_timeout_secs: u64,
 
+    /// Messages one busy agent may have waiting in the A2A queue; more are answered 429.
+    #[arg(long, env = "BERTH_A2A_QUEUE_MAX", default_value_t = 100)]
+    pub a2a_queue_max: u64,
+
     /// Days the event log keeps events.
     #[arg(long, env = "BERTH_EVENT_RETENTION_DAYS", default_value_t = 30)]
     pub event_retention_days: u64,

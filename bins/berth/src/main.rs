@@ -141,6 +141,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     service = service.with_a2a_settings(berth_core::A2aSettings {
         request_timeout: Duration::from_secs(args.a2a_timeout_secs.max(1)),
+        queue_max_per_target: i64::try_from(args.a2a_queue_max.max(1)).unwrap_or(i64::MAX),
         ..Default::default()
     });
     service = service.with_event_config(berth_core::EventConfig {
