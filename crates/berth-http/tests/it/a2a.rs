@@ -1080,3 +1080,59 @@ async fn drop_stale_needs_the_admin_and_valid_numbers() {
         "queued"
     );
 }
+
+/// Drains follow the target: no drain while a heartbeat reports it saturated; the sweeper's
+/// pass delivers into a poll inbox when the target switched to poll mode meanwhile; an item
+/// whose target was removed fails instead of waiting forever.
+#[tokio::test]
+async fn drains_follow_the_targets_state() {
+    let app = loopback_app().await;
+    let agent = BusyAgent::start().await;
+    let (parent, _) = agent_ws(&app, "parent", &agent.url, None).await;
+    let (a, a_token) = agent_ws(&app, "a", &agent.url, Some(parent)).await;
+    let (b, b_token) = agent_ws(&app, "b", &agent.url, Some(parent)).await;
+    let (c, _) = agent_ws(&app, "c", &agent.url, Some(parent)).await;
+    agent.set_busy(true);
+    let to_b = a2a(&app, b, Some(&a_token), None, message("for b")).await;
+    assert_eq!(to_b.status, StatusCode::ACCEPTED, "{}", to_b.text);
+    let to_c = a2a(&app, c, Some(&a_token), None, message("for c")).await;
+    assert_eq!(to_c.status, StatusCode::ACCEPTED, "{}", to_c.text);
+    let (b_item, c_item) = (
+        to_b.json["queue_id"].as_str().unwrap().to_owned(),
+        to_c.json["queue_id"].as_str().unwrap().to_owned(),
+    );
+
+    // Saturated (1 of 1 tasks): the heartbeat starts no drain.
+    app.heartbeat_ok(b, &b_token, json!({"active_tasks": 1}))
+        .await;
+    app.service.drain().await;
+    let item = queue_item(&app, b, &b_item, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(
+        (item["status"].clone(), item["attempts"].clone()),
+        (json!("queued"), json!(0))
+    );
+
+    // B now polls; C is removed. The sweeper's pass settles both.
+    let resp = app.register(b, Some(&b_token), Some("poll")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    let resp = app.delete(c, "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(app.service.sweep_a2a_queue().await.expect("sweep"), 2);
+    app.service.drain().await;
+
+    let item = queue_item(&app, b, &b_item, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(item["status"], "completed", "{item}");
+    let inbox = rows(&app, b).await;
+    assert_eq!(inbox[0]["summary"], "message/send → b (queued for poll)");
+    assert_eq!(inbox[0]["source_id"], a.to_string());
+    assert_eq!(
+        inbox[0]["request_body"]["params"]["message"]["parts"][0]["text"],
+        "for b"
+    );
+    let item = queue_item(&app, c, &c_item, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(item["status"], "failed", "{item}");
+    assert_eq!(item["last_error"], "workspace removed");
+    assert!(agent.texts().is_empty());
+    // Nothing is left to drain.
+    assert_eq!(app.service.sweep_a2a_queue().await.expect("sweep"), 0);
+}
