@@ -20,6 +20,7 @@ mod sweeps;
 mod template_admin;
 mod templates;
 pub mod token;
+mod viewport;
 
 pub use a2a::{A2aCaller, A2aError, A2aReply, A2aSettings};
 pub use activity::{ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityRetention};
@@ -65,5 +66,5 @@ pub use resolver::MockHostResolver;
 /// Store records the core's API hands out.
 pub use berth_store::{
     ActivityQuery, ActivityRecord, ActivitySource, EventRecord, Page, ReencryptReport, TokenInfo,
-    Workspace,
+    Viewport, Workspace,
 };

@@ -16,6 +16,7 @@ mod system;
 mod templates;
 mod tokens;
 mod trace;
+mod viewport;
 mod workspaces;
 
 use std::net::{IpAddr, SocketAddr};
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(a2a::router())
         .merge(templates::router())
         .merge(bundles::router())
+        .merge(viewport::router())
         .merge(metrics::router())
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {

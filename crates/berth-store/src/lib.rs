@@ -9,6 +9,7 @@ mod postgres;
 mod queue;
 mod sql;
 mod sqlite;
+mod viewport;
 
 use async_trait::async_trait;
 use berth_domain::WorkspaceId;
@@ -23,6 +24,7 @@ pub use model::*;
 pub use postgres::PgStore;
 pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage};
 pub use sqlite::SqliteStore;
+pub use viewport::Viewport;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -63,6 +65,12 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// The configuration files a workspace was imported with (path → content), by path.
     async fn workspace_files(&self, id: WorkspaceId) -> Result<Vec<(String, String)>>;
+
+    /// The saved canvas viewport, if one was saved.
+    async fn viewport(&self) -> Result<Option<Viewport>>;
+
+    /// Saves the canvas viewport (replacing the previous one).
+    async fn save_viewport(&self, viewport: Viewport) -> Result<()>;
 
     /// The stored result of a create that used this idempotency key, if any.
     async fn idempotent_create(&self, key: &str) -> Result<Option<IdempotentCreate>>;

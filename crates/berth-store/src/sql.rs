@@ -41,6 +41,13 @@ pub(crate) const INSERT_FILE: &str =
 pub(crate) const SELECT_FILES: &str =
     "SELECT path, content FROM workspace_files WHERE workspace_id = $1 ORDER BY path";
 
+pub(crate) const SELECT_VIEWPORT: &str = "SELECT x, y, zoom FROM canvas_viewport WHERE id = 1";
+
+pub(crate) const UPSERT_VIEWPORT: &str = "\
+INSERT INTO canvas_viewport (id, x, y, zoom, saved_at) VALUES (1, $1, $2, $3, $4) \
+ON CONFLICT (id) DO UPDATE SET x = excluded.x, y = excluded.y, zoom = excluded.zoom, \
+saved_at = excluded.saved_at";
+
 pub(crate) const PARENT_IS_LIVE: &str =
     "SELECT COUNT(*) FROM workspaces WHERE id = $1 AND status <> 'removed'";
 
@@ -803,6 +810,24 @@ macro_rules! impl_workspace_store {
                     .bind(uuid::Uuid::from(id))
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn viewport(&self) -> $crate::Result<Option<$crate::Viewport>> {
+                let row = sqlx::query_as::<$db, (f64, f64, f64)>($crate::sql::SELECT_VIEWPORT)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(x, y, zoom)| $crate::Viewport { x, y, zoom }))
+            }
+
+            async fn save_viewport(&self, v: $crate::Viewport) -> $crate::Result<()> {
+                sqlx::query::<$db>($crate::sql::UPSERT_VIEWPORT)
+                    .bind(v.x)
+                    .bind(v.y)
+                    .bind(v.zoom)
+                    .bind($crate::model::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn idempotent_create(

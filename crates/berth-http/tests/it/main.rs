@@ -37,3 +37,4 @@ mod templates;
 mod tokens;
 mod update;
 mod validation;
+mod viewport;
