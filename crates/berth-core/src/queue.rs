@@ -11,8 +11,9 @@
 //! - an item that meets a busy agent again goes back to `queued` in place: it keeps its turn and
 //!   is never lost (#39); busy retries do not count towards `failed`;
 //! - a timeout is not retried (the agent may have acted on it; #34): the item is `failed`;
-//! - drained deliveries are logged like direct ones and the reply is kept on the item, readable
-//!   through `GET /workspaces/{id}/a2a/queue/{queue_id}` (#40);
+//! - drained deliveries are logged like direct ones, the reply is kept on the item (readable
+//!   through `GET /workspaces/{id}/a2a/queue/{queue_id}`) and the caller gets an `a2a_send` row
+//!   with the reply on its own log (#40);
 //! - a target that switched to poll mode gets the inbox row (#45); interrupted deliveries are
 //!   requeued and expired items dropped (#41); callers of the status route are authenticated (#42).
 //!
@@ -261,6 +262,32 @@ impl WorkspaceService {
         Ok(targets.len())
     }
 
+    /// The caller of a drained message learns the answer (§9.4 #40): an `a2a_send` row on its
+    /// own log (with its `ACTIVITY_LOGGED` event) carrying the request and the reply.
+    async fn notify_caller(&self, call: &Call<'_>, reply: &[u8]) {
+        let Some(caller) = call.source else { return };
+        let entry = ActivityEntry {
+            activity_type: "a2a_send".into(),
+            source_id: Some(caller),
+            target_id: Some(call.target.id.into()),
+            method: Some(call.method.clone()),
+            summary: Some(format!(
+                "{} → {} (delivered from the queue)",
+                call.method, call.target.name
+            )),
+            request_body: call.request.clone(),
+            response_body: Some(serde_json::from_slice(reply).unwrap_or(Value::Null)),
+            status: "ok".into(),
+            ..ActivityEntry::default()
+        };
+        if let Err(e) = self
+            .log_activity(WorkspaceId::from(caller), entry, Vec::new())
+            .await
+        {
+            tracing::warn!(caller = %caller, error = %e, "a2a queue: caller not notified");
+        }
+    }
+
     /// One delivery attempt of a claimed item (§4.12 Drain step 2, without re-authorising).
     async fn deliver_queued(&self, item: &QueueItem) -> Attempt {
         let row = match self.store.get_workspace(item.workspace_id).await {
@@ -291,6 +318,7 @@ impl WorkspaceService {
                 .unwrap_or_else(|| Uuid::new_v4().to_string());
             let reply = mock_reply(row.id, &id);
             self.success_row(&call, 200, &reply, 0).await;
+            self.notify_caller(&call, &reply).await;
             return Attempt::Delivered(Some(String::from_utf8_lossy(&reply).into_owned()));
         }
         match row.status {
@@ -311,6 +339,7 @@ impl WorkspaceService {
             .await
         {
             Ok(A2aReply::Delivered { body, .. }) => {
+                self.notify_caller(&call, &body).await;
                 Attempt::Delivered(Some(String::from_utf8_lossy(&body).into_owned()))
             }
             Ok(A2aReply::AgentError { status, error }) if status >= 500 => {

@@ -976,6 +976,27 @@ async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order(app: Test
         .collect();
     assert_eq!(delivered.len(), 3, "{delivered:?}");
     assert!(delivered.iter().all(|r| r["source_id"] == a.to_string()));
+    // The caller learns each answer on its own log, in order.
+    let notes: Vec<Value> = rows(&app, a)
+        .await
+        .into_iter()
+        .filter(|r| r["activity_type"] == "a2a_send")
+        .collect();
+    let answers: Vec<&str> = notes
+        .iter()
+        .rev()
+        .map(|r| {
+            r["response_body"]["result"]["parts"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(answers, ["echo: one", "echo: two", "echo: three"]);
+    assert_eq!(
+        notes[0]["summary"],
+        "message/send → b (delivered from the queue)"
+    );
+    assert_eq!(notes[0]["target_id"], b.to_string());
     let caller = app.get(&format!("/workspaces/{a}")).await.json;
     assert!(caller["last_outbound_at"].is_string(), "{caller}");
     let usage = app.store.token_usage(b).await.expect("usage");
