@@ -91,6 +91,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     let (store, backend) = setup::open_store(&args.store).await?;
+    setup::check_key_ring(store.as_ref(), &args.store).await?;
     tracing::info!(store = %backend, "store ready");
 
     let token_path = args.store.data_dir.join("admin-token");

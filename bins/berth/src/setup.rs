@@ -72,6 +72,36 @@ pub fn key_ring(args: &StoreArgs) -> Result<KeyRing> {
     KeyRing::parse(&text).context("invalid secret key ring")
 }
 
+/// Refuses to serve with a key ring that cannot open what the database holds: a key id in use
+/// that the ring lacks (a missing key) or whose key opens none of its values (a wrong key, e.g.
+/// a regenerated key file). Starting anyway would hand workspaces missing secrets.
+pub async fn check_key_ring(store: &dyn WorkspaceStore, args: &StoreArgs) -> Result<()> {
+    let bad = store
+        .unreadable_key_ids()
+        .await
+        .context("checking the secret key ring against the database")?;
+    if bad.is_empty() {
+        return Ok(());
+    }
+    let details: Vec<String> = bad
+        .iter()
+        .map(|(id, e)| match e {
+            berth_store::CipherError::UnknownKey(_) => {
+                format!("{id:?} (missing from the key ring)")
+            }
+            _ => format!("{id:?} (present, but it does not open the values sealed with it)"),
+        })
+        .collect();
+    let source = match &args.secret_keys {
+        Some(_) => "--secret-keys / BERTH_SECRET_KEYS".to_owned(),
+        None => args.data_dir.join("secret-keys").display().to_string(),
+    };
+    bail!(
+        "refusing to start: the database holds secrets sealed with key {} that the secret key ring          ({source}) cannot open; start with the key ring that sealed them (after a rotation, keep          the old key after the new one until `berth secrets rotate-key` has finished)",
+        details.join(", ")
+    )
+}
+
 /// Opens the store the configuration names, running migrations.
 pub async fn open_store(args: &StoreArgs) -> Result<(Arc<dyn WorkspaceStore>, String)> {
     std::fs::create_dir_all(&args.data_dir)

@@ -143,6 +143,12 @@ pub trait WorkspaceStore: Send + Sync {
     async fn reencrypt(&self, batch_size: u32, max_batches: Option<u32>)
     -> Result<ReencryptReport>;
 
+    /// Checks the key ring against what is stored: for every key id a sealed value uses, whether
+    /// the ring has that key and it opens a sample of the values sealed under it. Returns the key
+    /// ids it cannot open with, and why (empty: every key in use is present and right). The
+    /// server refuses to start unless this is empty.
+    async fn unreadable_key_ids(&self) -> Result<Vec<(String, CipherError)>>;
+
     /// The newest events first, optionally of one workspace, at most `limit`.
     async fn latest_events(
         &self,

@@ -160,6 +160,8 @@ pub(crate) struct SealedTable {
     pub(crate) update: &'static str,
     /// `(key id, rows)` not under `$1`.
     pub(crate) count: &'static str,
+    /// `(owner, key, bytes)` of a few rows under key id `$1`.
+    pub(crate) sample: &'static str,
 }
 
 impl SealedTable {
@@ -186,6 +188,7 @@ pub(crate) const WORKSPACE_SECRETS_TABLE: SealedTable = SealedTable {
     update: "UPDATE workspace_secrets SET encrypted_value = $1, key_id = $2 \
              WHERE id = $3 AND key_id = $4 AND encrypted_value = $5",
     count: "SELECT key_id, COUNT(*) FROM workspace_secrets WHERE key_id <> $1 GROUP BY key_id",
+    sample: "SELECT workspace_id, key, encrypted_value FROM workspace_secrets WHERE key_id = $1 LIMIT 3",
 };
 
 pub(crate) const GLOBAL_SECRETS_TABLE: SealedTable = SealedTable {
@@ -198,6 +201,7 @@ pub(crate) const GLOBAL_SECRETS_TABLE: SealedTable = SealedTable {
     update: "UPDATE global_secrets SET encrypted_value = $1, key_id = $2 \
              WHERE id = $3 AND key_id = $4 AND encrypted_value = $5",
     count: "SELECT key_id, COUNT(*) FROM global_secrets WHERE key_id <> $1 GROUP BY key_id",
+    sample: "SELECT id, key, encrypted_value FROM global_secrets WHERE key_id = $1 LIMIT 3",
 };
 
 pub(crate) const IDEMPOTENCY_TABLE: SealedTable = SealedTable {
@@ -210,6 +214,7 @@ pub(crate) const IDEMPOTENCY_TABLE: SealedTable = SealedTable {
     update: "UPDATE idempotency_keys SET response_body = $1, key_id = $2 \
              WHERE key = $3 AND key_id = $4 AND response_body = $5",
     count: "SELECT key_id, COUNT(*) FROM idempotency_keys WHERE key_id <> $1 GROUP BY key_id",
+    sample: "SELECT workspace_id, key, response_body FROM idempotency_keys WHERE key_id = $1 LIMIT 3",
 };
 
 pub(crate) const INBOUND_TABLE: SealedTable = SealedTable {
@@ -226,6 +231,8 @@ pub(crate) const INBOUND_TABLE: SealedTable = SealedTable {
     count: "SELECT inbound_secret_key_id, COUNT(*) FROM workspaces \
             WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id <> $1 \
             GROUP BY inbound_secret_key_id",
+    sample: "SELECT id, name, inbound_secret FROM workspaces \
+             WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id = $1 LIMIT 3",
 };
 
 /// `UPDATE … WHERE status IN (…)` for a transition leaving from `n_from` statuses. Placeholders:
@@ -1811,6 +1818,56 @@ macro_rules! impl_workspace_store {
                     rows: resealed,
                     remaining_by_key_id: remaining,
                 })
+            }
+
+            async fn unreadable_key_ids(
+                &self,
+            ) -> $crate::Result<Vec<(String, $crate::CipherError)>> {
+                let mut bad: std::collections::BTreeMap<String, $crate::CipherError> =
+                    std::collections::BTreeMap::new();
+                for table in [
+                    &$crate::sql::WORKSPACE_SECRETS_TABLE,
+                    &$crate::sql::GLOBAL_SECRETS_TABLE,
+                    &$crate::sql::IDEMPOTENCY_TABLE,
+                    &$crate::sql::INBOUND_TABLE,
+                ] {
+                    // No key id is empty: this counts the rows of every key id in use.
+                    let in_use: Vec<(String, i64)> =
+                        sqlx::query_as::<$db, (String, i64)>(table.count)
+                            .bind("")
+                            .fetch_all(&self.pool)
+                            .await?;
+                    for (key_id, _) in in_use {
+                        if bad.contains_key(&key_id) {
+                            continue;
+                        }
+                        let rows: Vec<(Option<uuid::Uuid>, String, Vec<u8>)> =
+                            sqlx::query_as::<$db, (Option<uuid::Uuid>, String, Vec<u8>)>(
+                                table.sample,
+                            )
+                            .bind(&key_id)
+                            .fetch_all(&self.pool)
+                            .await?;
+                        // The key is wrong only if no sample opens (one damaged row is not a
+                        // wrong key).
+                        let mut first_error = None;
+                        for (owner, key, bytes) in &rows {
+                            match self.keys.open(&key_id, bytes, &table.aad(*owner, key)) {
+                                Ok(_) => {
+                                    first_error = None;
+                                    break;
+                                }
+                                Err(e) => {
+                                    first_error.get_or_insert(e);
+                                }
+                            }
+                        }
+                        if let Some(e) = first_error {
+                            bad.insert(key_id, e);
+                        }
+                    }
+                }
+                Ok(bad.into_iter().collect())
             }
 
             async fn latest_events(

@@ -1,4 +1,5 @@
-//! Server modes: `--dev` is loopback-only, and only `--dev` opens the admin routes.
+//! Server modes: `--dev` is loopback-only, only `--dev` opens the admin routes, and a secret key
+//! ring that cannot open the stored secrets (wrong or missing key) refuses to start.
 
 use std::fs::File;
 use std::process::Stdio;
@@ -100,4 +101,119 @@ async fn admin_routes_need_the_token_unless_dev() {
         .await;
     assert_eq!(status, 201);
     assert!(server.log_text().contains("DEVELOPMENT MODE"));
+}
+
+/// Runs `berth serve` expecting it to refuse to start; returns its stderr.
+async fn refused_start(data_dir: &std::path::Path, extra: &[&str]) -> String {
+    let log = data_dir.with_extension("refused.log");
+    let mut child = berth_command()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--templates-dir")
+        .arg(repo_root().join("fixtures/templates"))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let status = wait_for("berth to refuse to start", Duration::from_secs(30), || {
+        let r = child.try_wait();
+        async move {
+            match r {
+                Ok(Some(s)) => Ok(s),
+                Ok(None) => Err("still running".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .to_owned();
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    let stderr = std::fs::read_to_string(&log).expect("stderr");
+    assert!(!status.success(), "berth started: {stderr}");
+    stderr
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves() {
+    use secrecy::ExposeSecret as _;
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let mut server = Server::start(&data, &[]).await;
+    let (status, body) = server
+        .admin_post(
+            "/admin/secrets",
+            &serde_json::json!({"key": "API_KEY", "value": "sealed-value-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+    let key_file = data.join("secret-keys");
+    let original = std::fs::read_to_string(&key_file).expect("generated key file");
+    assert!(original.starts_with("k1:"));
+
+    // A wrong key under the right id (a key file regenerated or copied from elsewhere).
+    let impostor = berth_store::KeyRing::generate_line("k1");
+    std::fs::write(&key_file, format!("{}\n", impostor.expose_secret())).unwrap();
+    let stderr = refused_start(&data, &[]).await;
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(
+        stderr.contains("\"k1\" (present, but it does not open the values sealed with it)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&key_file.display().to_string()), "{stderr}");
+    assert!(
+        !stderr.contains(impostor.expose_secret()),
+        "key material logged"
+    );
+    assert!(!stderr.contains(original.trim()), "key material logged");
+
+    // A missing key file: a new key is generated, which cannot open the old values either.
+    std::fs::remove_file(&key_file).unwrap();
+    let stderr = refused_start(&data, &[]).await;
+    assert!(
+        stderr.contains("\"k1\" (present, but it does not open"),
+        "{stderr}"
+    );
+
+    // A configured ring that lacks the key in use.
+    let other = berth_store::KeyRing::generate_line("k2");
+    let stderr = refused_start(&data, &["--secret-keys", other.expose_secret()]).await;
+    assert!(
+        stderr.contains("\"k1\" (missing from the key ring)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--secret-keys / BERTH_SECRET_KEYS"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(other.expose_secret()),
+        "key material logged"
+    );
+
+    // The right key (restored file) serves, and the secret is still there; a ring with a new
+    // key first and the old one after it serves too (the rotation set-up).
+    std::fs::write(&key_file, &original).unwrap();
+    let mut server = Server::start(&data, &[]).await;
+    let (status, body) = server
+        .call(
+            reqwest::Method::GET,
+            "/admin/secrets",
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body[0]["key"], "API_KEY", "{body}");
+    server.stop().await;
+    let ring = format!("{}\n{}", other.expose_secret(), original.trim());
+    let mut server = Server::start(&data, &["--secret-keys", &ring]).await;
+    server.stop().await;
 }

@@ -177,3 +177,74 @@ async fn postgres_rotation_survives_the_connection_dropping_mid_batch_and_resume
     // The old key can go: the new one alone opens everything.
     assert_all_readable(&pg.with_key_ring(ring(&[&k2])), &ids).await;
 }
+
+/// `unreadable_key_ids` names the key ids in use that the ring lacks or holds different bytes for.
+async fn the_key_check_names_missing_and_wrong_keys(b: Backend) {
+    let (k1, k2) = (KeyRing::generate_line("k1"), KeyRing::generate_line("k2"));
+    let impostor = KeyRing::generate_line("k1");
+    let rekeyed = |keys: KeyRing| -> Box<dyn WorkspaceStore> {
+        match &b {
+            Backend::Sqlite(s, _) => Box::new(s.with_key_ring(keys)),
+            Backend::Postgres(s) => Box::new(s.with_key_ring(keys)),
+        }
+    };
+    let old = rekeyed(ring(&[&k1]));
+    // Nothing sealed yet: any ring is fine.
+    assert!(
+        rekeyed(ring(&[&k2]))
+            .unreadable_key_ids()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let n = workspace("sealed");
+    let id = n.id;
+    old.create_workspace(n).await.unwrap();
+    old.set_inbound_secret(id, secret("inbound")).await.unwrap();
+    old.set_secret(SecretScope::Global, "G".into(), secret("g"), json!({}))
+        .await
+        .unwrap();
+
+    assert!(old.unreadable_key_ids().await.unwrap().is_empty());
+    assert!(
+        rekeyed(ring(&[&k2, &k1]))
+            .unreadable_key_ids()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let missing = rekeyed(ring(&[&k2])).unreadable_key_ids().await.unwrap();
+    assert_eq!(missing.len(), 1);
+    assert!(
+        matches!(&missing[0], (k, berth_store::CipherError::UnknownKey(u)) if k == "k1" && u == "k1")
+    );
+    let wrong = rekeyed(ring(&[&impostor]))
+        .unreadable_key_ids()
+        .await
+        .unwrap();
+    assert_eq!(wrong.len(), 1);
+    assert!(matches!(&wrong[0], (k, berth_store::CipherError::Corrupt(_)) if k == "k1"));
+    // One damaged row is not a wrong key: another sample under the key still opens.
+    let n = workspace("second");
+    rekeyed(ring(&[&k1])).create_workspace(n).await.unwrap();
+    b.exec(&format!(
+        "UPDATE workspace_secrets SET encrypted_value = encrypted_value || {} WHERE key = 'KEY_0'",
+        if b.is_postgres() {
+            "'\\x00'::bytea"
+        } else {
+            "x'00'"
+        }
+    ))
+    .await;
+    assert!(old.unreadable_key_ids().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_key_check_names_missing_and_wrong_keys() {
+    the_key_check_names_missing_and_wrong_keys(Backend::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_key_check_names_missing_and_wrong_keys() {
+    the_key_check_names_missing_and_wrong_keys(Backend::postgres().await).await;
+}
