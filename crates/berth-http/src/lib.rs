@@ -7,6 +7,7 @@ mod bundles;
 mod error;
 mod events;
 mod extract;
+mod headers;
 mod lifecycle;
 mod metrics;
 mod platform_url;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(headers::security))
         .layer(TraceLayer::new_for_http().make_span_with(trace::make_span::<axum::body::Body>))
         .with_state(state)
 }

@@ -31,6 +31,7 @@ mod read;
 mod registry;
 mod restart;
 mod secrets;
+mod security_headers;
 mod state;
 mod system;
 mod templates;
