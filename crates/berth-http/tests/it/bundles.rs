@@ -395,3 +395,38 @@ async fn bad_bundles_change_nothing_sqlite() {
 async fn bad_bundles_change_nothing_postgres() {
     bad_bundles_change_nothing(true).await;
 }
+
+/// An external-like runtime takes Create's external branch: no provisioning, `awaiting_agent`,
+/// and the once-only connection payload in the import's answer.
+async fn an_external_bundle_gets_its_connection(postgres: bool) {
+    let rec = Recorder::new();
+    let app = server(postgres, rec.clone()).await;
+    let bundle = json!({"name": "Laptop", "runtime": "external", "agent_card": {"name": "laptop"}});
+    let resp = import(&app, &bundle).await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text);
+    assert_eq!(resp.json["status"], "awaiting_agent");
+    let id = WorkspaceId::parse(resp.json["workspace_id"].as_str().unwrap()).unwrap();
+    assert_eq!(resp.json["connection"]["workspace_id"], id.to_string());
+    let token = resp.json["connection"]["auth_token"]
+        .as_str()
+        .expect("token");
+    app.service.drain().await;
+    assert!(rec.requests_for(id).is_empty(), "nothing to provision");
+    assert_eq!(
+        app.row(id).await.agent_card,
+        Some(json!({"name": "laptop"}))
+    );
+    // The token is live: the agent can connect back with it.
+    let resp = app.heartbeat(id, Some(token), json!({})).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+}
+
+#[tokio::test]
+async fn an_external_bundle_gets_its_connection_sqlite() {
+    an_external_bundle_gets_its_connection(false).await;
+}
+
+#[tokio::test]
+async fn an_external_bundle_gets_its_connection_postgres() {
+    an_external_bundle_gets_its_connection(true).await;
+}
