@@ -30,6 +30,7 @@ mod pause;
 mod read;
 mod registry;
 mod restart;
+mod secret_logs;
 mod secrets;
 mod security_headers;
 mod state;
