@@ -193,6 +193,7 @@ impl WorkspaceService {
         let mut report = DrainReport::default();
         while let Some(item) = self.store.claim_a2a(target, berth_store::now()).await? {
             let attempt = self.deliver_queued(&item).await;
+            let mut counts = true;
             let (status, error, response, stop) = match attempt {
                 Attempt::Delivered(response) => {
                     report.delivered += 1;
@@ -200,6 +201,7 @@ impl WorkspaceService {
                 }
                 Attempt::NotNow(e) => {
                     report.requeued += 1;
+                    counts = false;
                     ("queued", Some(e), None, true)
                 }
                 Attempt::Retry(e) if item.attempts < self.a2a.queue_max_attempts => {
@@ -219,6 +221,7 @@ impl WorkspaceService {
                         status: status.into(),
                         last_error: error,
                         response_body: response,
+                        counts,
                         at: berth_store::now(),
                     },
                 )

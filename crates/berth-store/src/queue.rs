@@ -105,6 +105,9 @@ pub struct QueueSettle {
     pub last_error: Option<String>,
     /// The agent's answer.
     pub response_body: Option<String>,
+    /// Whether the attempt counts in `attempts` (`false` takes back the claim's increment: a
+    /// target that was busy or unavailable was not really tried).
+    pub counts: bool,
     /// Now.
     pub at: DateTime<Utc>,
 }
@@ -172,7 +175,7 @@ pub(crate) fn list_items_sql() -> String {
 
 pub(crate) const SETTLE: &str = "\
 UPDATE a2a_queue SET status = $2, dispatched_at = $3, completed_at = $4, \
-last_error = COALESCE($5, last_error), response_body = $6 \
+last_error = COALESCE($5, last_error), response_body = $6, attempts = attempts - $7 \
 WHERE id = $1 AND status = 'dispatched'";
 
 pub(crate) const QUEUED_TARGETS: &str = "\

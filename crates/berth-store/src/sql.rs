@@ -2112,6 +2112,7 @@ macro_rules! impl_workspace_store {
                     .bind(completed_at)
                     .bind(&settle.last_error)
                     .bind(&settle.response_body)
+                    .bind(i64::from(!settle.counts))
                     .execute(&self.pool)
                     .await?
                     .rows_affected();

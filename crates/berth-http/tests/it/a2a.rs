@@ -757,6 +757,8 @@ struct BusyAgent {
     url: String,
     busy: Arc<std::sync::atomic::AtomicBool>,
     texts: Arc<Mutex<Vec<String>>>,
+    /// When non-zero, every message is answered with this status and `{"error":"overloaded"}`.
+    fail_with: Arc<std::sync::atomic::AtomicU16>,
 }
 
 struct SwitchListener {
@@ -788,10 +790,21 @@ impl BusyAgent {
     async fn start() -> Self {
         let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let texts: Arc<Mutex<Vec<String>>> = Arc::default();
+        let fail_with = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let seen = texts.clone();
+        let failing = fail_with.clone();
         let handler = move |body: Bytes| {
             let seen = seen.clone();
+            let failing = failing.clone();
             async move {
+                let code = failing.load(std::sync::atomic::Ordering::SeqCst);
+                if code != 0 {
+                    return (
+                        StatusCode::from_u16(code).expect("status"),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        r#"{"error":"overloaded"}"#.to_owned(),
+                    );
+                }
                 let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let text = req["params"]["message"]["parts"][0]["text"]
                     .as_str()
@@ -803,6 +816,7 @@ impl BusyAgent {
                     "usage": {"input_tokens": 10, "output_tokens": 4},
                 }});
                 (
+                    StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],
                     reply.to_string(),
                 )
@@ -821,7 +835,12 @@ impl BusyAgent {
                 .await
                 .expect("agent server");
         });
-        BusyAgent { url, busy, texts }
+        BusyAgent {
+            url,
+            busy,
+            texts,
+            fail_with,
+        }
     }
 
     fn set_busy(&self, busy: bool) {
@@ -948,7 +967,8 @@ async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order(app: Test
     assert_eq!((report.delivered, report.requeued), (0, 1));
     let head = queue_item(&app, b, &ids[0], Some(ADMIN_TOKEN)).await.json;
     assert_eq!(head["status"], "queued");
-    assert_eq!(head["attempts"], 1);
+    // A busy bounce is not counted as an attempt.
+    assert_eq!(head["attempts"], 0);
     assert_eq!(head["last_error"], "workspace agent busy");
     assert!(agent.texts().is_empty());
 
@@ -1156,4 +1176,64 @@ async fn drains_follow_the_targets_state() {
     assert!(agent.texts().is_empty());
     // Nothing is left to drain.
     assert_eq!(app.service.sweep_a2a_queue().await.expect("sweep"), 0);
+}
+
+/// Failed deliveries of a queued item: a 5xx answer is retried up to the attempt limit, then
+/// the item is `failed`; a 4xx answer fails it at once. Busy retries do not count.
+#[tokio::test]
+async fn failed_deliveries_are_retried_up_to_the_limit() {
+    let app = Setup {
+        loopback: true,
+        a2a: Some(berth_core::A2aSettings {
+            queue_max_attempts: 3,
+            ..Default::default()
+        }),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let agent = BusyAgent::start().await;
+    let (b, _) = agent_ws(&app, "b", &agent.url, None).await;
+    agent.set_busy(true);
+    let first = a2a(&app, b, Some(ADMIN_TOKEN), None, message("5xx")).await;
+    let second = a2a(&app, b, Some(ADMIN_TOKEN), None, message("4xx")).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{}", second.text);
+    let (first, second) = (
+        first.json["queue_id"].as_str().unwrap().to_owned(),
+        second.json["queue_id"].as_str().unwrap().to_owned(),
+    );
+    // A busy attempt first: it does not count towards the limit.
+    app.service.drain_a2a_queue(b).await.expect("drain");
+    agent.set_busy(false);
+    agent
+        .fail_with
+        .store(503, std::sync::atomic::Ordering::SeqCst);
+    let report = app.service.drain_a2a_queue(b).await.expect("drain");
+    assert_eq!(
+        (report.delivered, report.requeued, report.failed),
+        (0, 1, 0)
+    );
+    let item = queue_item(&app, b, &first, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(item["status"], "queued", "{item}");
+    assert_eq!(item["last_error"], "agent answered 503: overloaded");
+    let report = app.service.drain_a2a_queue(b).await.expect("drain");
+    assert_eq!(report.requeued, 1, "{report:?}");
+    // The first item fails; the same drain moves on to the next one, which is retried.
+    let report = app.service.drain_a2a_queue(b).await.expect("drain");
+    assert_eq!((report.failed, report.requeued), (1, 1), "{report:?}");
+    let item = queue_item(&app, b, &first, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(item["status"], "failed", "{item}");
+    assert_eq!(item["attempts"], 3);
+    // A 4xx answer fails an item at once, with attempts left.
+    agent
+        .fail_with
+        .store(400, std::sync::atomic::Ordering::SeqCst);
+    let report = app.service.drain_a2a_queue(b).await.expect("drain");
+    assert_eq!(report.failed, 1, "{report:?}");
+    let item = queue_item(&app, b, &second, Some(ADMIN_TOKEN)).await.json;
+    assert_eq!(item["status"], "failed", "{item}");
+    assert_eq!(item["attempts"], 2);
+    assert_eq!(item["last_error"], "agent answered 400: overloaded");
+    assert!(item.get("response_body").is_none());
 }

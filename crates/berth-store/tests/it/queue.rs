@@ -89,6 +89,7 @@ fn settle(status: &str, error: Option<&str>, response: Option<&str>) -> QueueSet
         status: status.into(),
         last_error: error.map(str::to_owned),
         response_body: response.map(str::to_owned),
+        counts: true,
         at: berth_store::now(),
     }
 }
@@ -281,6 +282,21 @@ async fn a_requeued_item_keeps_its_turn(b: Backend) {
         b.store().claim_a2a(ws, at).await.unwrap().map(|i| i.id),
         Some(second)
     );
+    // A bounce that does not count takes back the claim's attempt.
+    assert!(
+        b.store()
+            .settle_a2a(
+                second,
+                QueueSettle {
+                    counts: false,
+                    ..settle("queued", Some("target busy"), None)
+                }
+            )
+            .await
+            .unwrap()
+    );
+    let bounced = b.store().a2a_queue_item(second).await.unwrap().unwrap();
+    assert_eq!((bounced.status.as_str(), bounced.attempts), ("queued", 0));
 }
 
 async fn expired_and_stale_items_are_handled(b: Backend) {
