@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::WorkspaceAuth;
 use crate::extract::{ApiQuery, Body};
+use crate::platform_url::PlatformUrl;
 use crate::{ApiError, AppState};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -234,9 +235,26 @@ fn row_json(r: ActivityRecord) -> Value {
 async fn list_activity(
     State(state): State<AppState>,
     auth: WorkspaceAuth,
+    PlatformUrl(platform_url): PlatformUrl,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let query = parse_query(&q)?;
     let rows = state.service.activity(auth.id, query).await?;
-    Ok(Json(Value::Array(rows.into_iter().map(row_json).collect())))
+    if !crate::peer_info::wanted(q.get("include")) {
+        return Ok(Json(Value::Array(rows.into_iter().map(row_json).collect())));
+    }
+    // `include=peer_info`: sender name/role, agent card URL, attachments.
+    let peers = crate::peer_info::peers(&state.service, &rows).await?;
+    let listed = rows
+        .into_iter()
+        .map(|r| {
+            let (source, body) = (r.source_id, r.request_body.clone());
+            let mut v = row_json(r);
+            if let Value::Object(o) = &mut v {
+                crate::peer_info::extend(o, source, body.as_ref(), &peers, &platform_url);
+            }
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(listed)))
 }

@@ -10,6 +10,7 @@ mod extract;
 mod headers;
 mod lifecycle;
 mod metrics;
+mod peer_info;
 mod platform_url;
 mod registry;
 mod secrets;

@@ -27,6 +27,7 @@ mod liveness;
 mod loops;
 mod metrics;
 mod pause;
+mod peer_info;
 mod read;
 mod registry;
 mod restart;
