@@ -46,6 +46,8 @@ pub const BUNDLE_MAX_FILES: usize = 200;
 /// Longest relative file path, in bytes, and deepest nesting.
 const MAX_PATH_BYTES: usize = 512;
 const MAX_PATH_DEPTH: usize = 16;
+/// Longest `id` (stored as the new workspace's `source_bundle_id`).
+const MAX_SOURCE_ID_BYTES: usize = 255;
 /// Largest template file export reads (the reference's exec cap).
 const MAX_EXPORT_FILE_BYTES: u64 = 5 * 1024 * 1024;
 /// The prompt file a bundle's `system_prompt` is.
@@ -228,6 +230,12 @@ fn node_files(b: &Bundle) -> Result<BTreeMap<String, String>, BundleError> {
         if !valid_bundle_path(&path) {
             return Err(BundleError::InvalidPath(path));
         }
+        // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the store.
+        if content.contains('\0') {
+            return Err(BundleError::Invalid(format!(
+                "file {path:?} contains a NUL character"
+            )));
+        }
         if files.insert(path.clone(), content.to_owned()).is_some() {
             return Err(BundleError::Invalid(format!("duplicate file {path:?}")));
         }
@@ -305,12 +313,24 @@ fn prepare(b: &Bundle, depth: usize, count: &mut usize) -> Result<Prepared, Bund
         m => m.to_owned(),
     };
     let agent_card = (!b.agent_card.is_null()).then(|| b.agent_card.clone());
-    if let Some(card) = &agent_card
-        && serde_json::to_vec(card).map_or(usize::MAX, |v| v.len()) > AGENT_CARD_CAP
-    {
-        return Err(BundleError::Invalid(
-            "agent_card must be at most 256 KiB".into(),
-        ));
+    if let Some(card) = &agent_card {
+        let text = serde_json::to_string(card).unwrap_or_default();
+        if text.len() > AGENT_CARD_CAP {
+            return Err(BundleError::Invalid(
+                "agent_card must be at most 256 KiB".into(),
+            ));
+        }
+        // PostgreSQL JSONB cannot hold `\u0000`.
+        if text.contains("\\u0000") {
+            return Err(BundleError::Invalid(
+                "agent_card must not contain NUL characters".into(),
+            ));
+        }
+    }
+    if b.id.len() > MAX_SOURCE_ID_BYTES {
+        return Err(BundleError::Invalid(format!(
+            "bundle id must be at most {MAX_SOURCE_ID_BYTES} bytes"
+        )));
     }
     let children = b
         .sub_workspaces

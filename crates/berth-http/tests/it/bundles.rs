@@ -292,6 +292,10 @@ async fn bad_bundles_change_nothing(postgres: bool) {
         (with(json!({"skills": [{"id": "web", "files": {"/abs": "y"}}]})).to_string(), StatusCode::BAD_REQUEST, path_err("skills/web//abs")),
         // A bad name deep in the tree refuses the whole bundle (the root is not created either).
         (with(json!({"sub_workspaces": [{"name": "C", "runtime": "echo", "model": "echo/echo-1", "prompts": {"../../x": "y"}}]})).to_string(), StatusCode::BAD_REQUEST, path_err("../../x")),
+        // Text PostgreSQL cannot store, and an oversized source id.
+        (with(json!({"system_prompt": "a\0b"})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "file \"system-prompt.md\" contains a NUL character"})),
+        (with(json!({"agent_card": {"name": "x\0"}})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "agent_card must not contain NUL characters"})),
+        (with(json!({"id": "x".repeat(300)})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "bundle id must be at most 255 bytes"})),
         // Binding and required fields.
         ("{not json".to_owned(), StatusCode::BAD_REQUEST, json!({"error": "invalid bundle"})),
         ("[]".to_owned(), StatusCode::BAD_REQUEST, json!({"error": "invalid bundle"})),
