@@ -30,6 +30,8 @@ use crate::a2a::{A2aError, A2aReply, Call, mock_reply};
 use crate::activity::ActivityEntry;
 use crate::service::WorkspaceService;
 
+/// Days a finished queue item (and its reply) stays readable before the upkeep deletes it.
+const QUEUE_KEEP_FINISHED_DAYS: i64 = 7;
 /// Token counts above this are clamped (§4.14).
 const TOKEN_CLAMP: i64 = 10_000_000;
 /// Price per input token, US dollars (§4.14).
@@ -245,7 +247,8 @@ impl WorkspaceService {
     }
 
     /// The sweeper's queue pass: drops expired items, requeues interrupted deliveries (older
-    /// than the delivery ceiling plus a minute), and starts a drain for every target with
+    /// than the delivery ceiling plus a minute), deletes items finished more than a week ago,
+    /// and starts a drain for every target with
     /// queued items. Returns how many drains it started.
     pub async fn sweep_a2a_queue(&self) -> Result<usize, berth_store::Error> {
         let now = berth_store::now();
@@ -254,9 +257,13 @@ impl WorkspaceService {
             - ceiling
                 .checked_add(&TimeDelta::minutes(1))
                 .unwrap_or(ceiling);
-        let (dropped, requeued) = self.store.a2a_queue_upkeep(now, stale_before).await?;
-        if dropped + requeued > 0 {
-            tracing::info!(dropped, requeued, "a2a queue upkeep");
+        let finished_before = now - TimeDelta::days(QUEUE_KEEP_FINISHED_DAYS);
+        let (dropped, requeued, deleted) = self
+            .store
+            .a2a_queue_upkeep(now, stale_before, finished_before)
+            .await?;
+        if dropped + requeued + deleted > 0 {
+            tracing::info!(dropped, requeued, deleted, "a2a queue upkeep");
         }
         let targets = self.store.a2a_queued_targets(now).await?;
         for t in &targets {

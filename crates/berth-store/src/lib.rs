@@ -310,14 +310,16 @@ pub trait WorkspaceStore: Send + Sync {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<WorkspaceId>>;
 
-    /// Queue upkeep: expired `queued` items become `dropped`, and `dispatched` items whose
-    /// attempt started before `stale_before` (a crash or a lost drain) go back to `queued`.
-    /// Returns (dropped, requeued).
+    /// Queue upkeep: expired `queued` items become `dropped`, `dispatched` items whose attempt
+    /// started before `stale_before` (a crash or a lost drain) go back to `queued`, and items
+    /// that finished (`completed`, `failed`, `dropped`) before `finished_before` are deleted.
+    /// Returns (dropped, requeued, deleted).
     async fn a2a_queue_upkeep(
         &self,
         now: chrono::DateTime<chrono::Utc>,
         stale_before: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(u64, u64)>;
+        finished_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(u64, u64, u64)>;
 
     /// Marks `queued` items enqueued before `older_than` (of one target, or all) `dropped`.
     async fn drop_stale_a2a(

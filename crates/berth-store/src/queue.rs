@@ -191,6 +191,9 @@ UPDATE a2a_queue SET status = 'queued', dispatched_at = NULL, \
 last_error = 'delivery attempt interrupted; requeued' \
 WHERE status = 'dispatched' AND dispatched_at < $1";
 
+pub(crate) const DELETE_FINISHED: &str = "\
+DELETE FROM a2a_queue WHERE status IN ('completed', 'failed', 'dropped') AND completed_at < $1";
+
 pub(crate) const DROP_STALE: &str = "\
 UPDATE a2a_queue SET status = 'dropped', completed_at = $1, \
 last_error = COALESCE(last_error || '; ', '') || 'dropped: queued too long' \

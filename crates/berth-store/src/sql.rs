@@ -2154,7 +2154,8 @@ macro_rules! impl_workspace_store {
                 &self,
                 now: chrono::DateTime<chrono::Utc>,
                 stale_before: chrono::DateTime<chrono::Utc>,
-            ) -> $crate::Result<(u64, u64)> {
+                finished_before: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<(u64, u64, u64)> {
                 let dropped = sqlx::query::<$db>($crate::queue::EXPIRE)
                     .bind(now)
                     .execute(&self.pool)
@@ -2165,7 +2166,12 @@ macro_rules! impl_workspace_store {
                     .execute(&self.pool)
                     .await?
                     .rows_affected();
-                Ok((dropped, requeued))
+                let deleted = sqlx::query::<$db>($crate::queue::DELETE_FINISHED)
+                    .bind(finished_before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                Ok((dropped, requeued, deleted))
             }
 
             async fn drop_stale_a2a(

@@ -322,12 +322,13 @@ async fn expired_and_stale_items_are_handled(b: Backend) {
     let claimed = b.store().claim_a2a(ws, now).await.unwrap().unwrap();
     assert_eq!(claimed.id, live);
     // A dispatched item older than the stale mark goes back; the expired one is dropped.
-    let (dropped, requeued) = b
+    let long_ago = now - Duration::days(30);
+    let (dropped, requeued, deleted) = b
         .store()
-        .a2a_queue_upkeep(now, now + Duration::seconds(1))
+        .a2a_queue_upkeep(now, now + Duration::seconds(1), long_ago)
         .await
         .unwrap();
-    assert_eq!((dropped, requeued), (1, 1));
+    assert_eq!((dropped, requeued, deleted), (1, 1, 0));
     let e = b.store().a2a_queue_item(expired).await.unwrap().unwrap();
     assert_eq!(e.status, "dropped");
     assert!(e.completed_at.is_some());
@@ -338,10 +339,10 @@ async fn expired_and_stale_items_are_handled(b: Backend) {
     b.store().claim_a2a(ws, now).await.unwrap().unwrap();
     assert_eq!(
         b.store()
-            .a2a_queue_upkeep(now, now - Duration::seconds(1))
+            .a2a_queue_upkeep(now, now - Duration::seconds(1), long_ago)
             .await
             .unwrap(),
-        (0, 0)
+        (0, 0, 0)
     );
     assert_eq!(
         b.store()
@@ -352,6 +353,23 @@ async fn expired_and_stale_items_are_handled(b: Backend) {
             .status,
         "dispatched"
     );
+    // Finished items go once they are older than the mark; pending ones never do.
+    b.store()
+        .settle_a2a(live, settle("completed", None, None))
+        .await
+        .unwrap();
+    let pending = queued(&b, item(ws, 3, None, now)).await;
+    let mark = berth_store::now() + Duration::seconds(1);
+    assert_eq!(
+        b.store()
+            .a2a_queue_upkeep(now, now - Duration::seconds(1), mark)
+            .await
+            .unwrap(),
+        (0, 0, 2)
+    );
+    assert_eq!(b.store().a2a_queue_item(expired).await.unwrap(), None);
+    assert_eq!(b.store().a2a_queue_item(live).await.unwrap(), None);
+    assert!(b.store().a2a_queue_item(pending).await.unwrap().is_some());
 }
 
 async fn drop_stale_marks_old_queued_items(b: Backend) {
