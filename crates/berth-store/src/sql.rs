@@ -2091,6 +2091,15 @@ macro_rules! impl_workspace_store {
                 workspace_id: berth_domain::WorkspaceId,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> $crate::Result<Option<$crate::QueueItem>> {
+                // Most calls (every heartbeat with spare capacity) find nothing: a plain read
+                // answers them without taking the write lock.
+                let queued: i64 = sqlx::query_scalar::<$db, i64>($crate::queue::QUEUED_DEPTH)
+                    .bind(uuid::Uuid::from(workspace_id))
+                    .fetch_one(&self.pool)
+                    .await?;
+                if queued == 0 {
+                    return Ok(None);
+                }
                 let mut tx = self.begin().await?;
                 let row = sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::claim_sql()))
                     .bind(uuid::Uuid::from(workspace_id))
