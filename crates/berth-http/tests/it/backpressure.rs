@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helpers::{ADMIN_TOKEN, Db, TableResolver, TestApp, app};
+use crate::helpers::{ADMIN_TOKEN, Db, TableResolver, TestApp, app, pg_app};
 use crate::live::{Sse, ws_connect};
 
 /// Upper bound for waiting on a condition, so a broken server fails the test instead of hanging.
@@ -387,7 +387,15 @@ async fn a_websocket_client_that_never_reads_is_dropped_and_holds_no_place_on_th
 
 #[tokio::test]
 async fn an_sse_client_that_stops_reading_is_cut_off_with_a_reason_and_resumes_from_the_log() {
-    let app = app().await;
+    sse_cut_off_and_resume(app().await).await;
+}
+
+#[tokio::test]
+async fn on_postgres_an_sse_client_that_stops_reading_is_cut_off_and_resumes_from_the_log() {
+    sse_cut_off_and_resume(pg_app().await).await;
+}
+
+async fn sse_cut_off_and_resume(app: TestApp) {
     let (id, token) = app.container("alpha").await;
     let (service, router) = pressure_service(
         &app,

@@ -77,14 +77,16 @@ async fn secret_values_are_never_logged_from_write_to_provisioning() {
         )
         .await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    // The admin reads the values back (the write's restart may already have replaced the
+    // workspace's token).
     let values = app
         .call(
             Method::GET,
             &format!("/workspaces/{id}/secrets/values"),
-            Some(&token),
+            Some(ADMIN_TOKEN),
         )
         .await;
-    assert_eq!(values.status, StatusCode::OK);
+    assert_eq!(values.status, StatusCode::OK, "{}", values.text);
     assert!(values.text.contains(WORKSPACE_VALUE), "{}", values.text);
     // The secret change restarts the workspace; an explicit restart provisions it again too.
     app.service.drain().await;
