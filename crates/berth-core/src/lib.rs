@@ -10,6 +10,7 @@ pub mod lifecycle;
 mod loops;
 mod memory;
 mod metrics;
+mod notify;
 mod provisioning;
 mod queue;
 pub mod registry;
@@ -39,6 +40,7 @@ pub use loops::{
     LOOP_ORPHANS, LOOP_PROVISION_TIMEOUT, LoopStatus, LoopTicks,
 };
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
+pub use notify::{NotifyAttachment, NotifyError};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use queue::{DrainReport, QueueViewer};
 pub use registry::{

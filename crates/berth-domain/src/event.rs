@@ -39,6 +39,8 @@ pub enum EventType {
     /// A canvas A2A call got its agent's answer (REFERENCE-2.md §4.11).
     #[serde(rename = "A2A_RESPONSE")]
     A2aResponse,
+    /// An agent sent its user a message (`POST /workspaces/{id}/notify`, REFERENCE-2.md §2.6).
+    AgentMessage,
 }
 
 impl EventType {
@@ -60,6 +62,7 @@ impl EventType {
             Self::ExternalCredentialsRotated => "EXTERNAL_CREDENTIALS_ROTATED",
             Self::ActivityLogged => "ACTIVITY_LOGGED",
             Self::A2aResponse => "A2A_RESPONSE",
+            Self::AgentMessage => "AGENT_MESSAGE",
         }
     }
 }
@@ -81,6 +84,8 @@ mod tests {
             EventType::WorkspaceProvisionFailed,
             EventType::WorkspaceAwaitingAgent,
             EventType::ExternalCredentialsRotated,
+            EventType::A2aResponse,
+            EventType::AgentMessage,
         ] {
             assert_eq!(
                 serde_json::to_string(&e).unwrap(),

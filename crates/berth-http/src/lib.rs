@@ -10,6 +10,7 @@ mod extract;
 mod headers;
 mod lifecycle;
 mod metrics;
+mod notify;
 mod peer_info;
 mod platform_url;
 mod registry;
@@ -89,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(secrets::router())
         .merge(events::router())
         .merge(activity::router())
+        .merge(notify::router())
         .merge(a2a::router())
         .merge(templates::router())
         .merge(bundles::router())

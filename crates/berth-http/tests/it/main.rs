@@ -26,6 +26,7 @@ mod live;
 mod liveness;
 mod loops;
 mod metrics;
+mod notify;
 mod pause;
 mod peer_info;
 mod read;

@@ -1,0 +1,75 @@
+//! `POST /workspaces/{id}/notify` (REFERENCE-2.md §2.6): an agent's message to its user.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use berth_core::{NotifyAttachment, NotifyError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::WorkspaceAuth;
+use crate::extract::Body;
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/workspaces/{id}/notify", post(notify))
+}
+
+#[derive(Deserialize)]
+struct AttachmentPayload {
+    #[serde(default)]
+    uri: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default, rename = "mimeType")]
+    mime_type: Option<String>,
+    #[serde(default)]
+    size: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct NotifyPayload {
+    message: String,
+    #[serde(default)]
+    attachments: Option<Vec<AttachmentPayload>>,
+}
+
+/// 200 `{"status":"sent"}`.
+async fn notify(
+    State(state): State<AppState>,
+    auth: WorkspaceAuth,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
+    let p: NotifyPayload = serde_json::from_slice(&body)
+        .ok()
+        .filter(|p: &NotifyPayload| !p.message.is_empty())
+        .ok_or_else(|| ApiError::BadRequest("message is required".into()))?;
+    let mut attachments = Vec::new();
+    for (i, a) in p.attachments.unwrap_or_default().into_iter().enumerate() {
+        if a.uri.is_empty() || a.name.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "attachment[{i}]: uri and name are required"
+            )));
+        }
+        attachments.push(NotifyAttachment {
+            uri: a.uri,
+            name: a.name,
+            mime_type: a.mime_type.filter(|m| !m.is_empty()),
+            size: a.size,
+        });
+    }
+    match state.service.notify(auth.id, p.message, attachments).await {
+        Ok(()) => Ok(Json(json!({"status": "sent"}))),
+        Err(NotifyError::NotFound) => Err(ApiError::NotFound("workspace not found")),
+        Err(NotifyError::Disabled) => Err(ApiError::Custom(
+            StatusCode::FORBIDDEN,
+            json!({
+                "error": "talk_to_user_disabled",
+                "hint": "This workspace is not allowed to send messages directly to the user. Forward your update to a parent workspace using delegate_task — they may be able to reach the user."
+            }),
+        )),
+        Err(e @ NotifyError::Store(_)) => Err(ApiError::internal("internal error", e)),
+    }
+}
