@@ -40,8 +40,8 @@ pub use loops::{
     LOOP_ORPHANS, LOOP_PROVISION_TIMEOUT, LoopStatus, LoopTicks,
 };
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
-pub use notify::{NotifyAttachment, NotifyError};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
+pub use notify::{NotifyAttachment, NotifyError};
 pub use queue::{DrainReport, QueueViewer};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
