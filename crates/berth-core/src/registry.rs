@@ -388,8 +388,10 @@ impl WorkspaceService {
             tracing::info!(workspace.id = %id, from = %outcome.previous_status, to = %outcome.status, "status changed by heartbeat");
             self.note_status(id, outcome.status);
         }
-        // Spare capacity: deliver what waits in the busy queue (REFERENCE-2.md §4.12).
-        if req.active_tasks.max(0) < outcome.max_concurrent_tasks
+        // Spare capacity: deliver what waits in the busy queue (REFERENCE-2.md §4.12). The
+        // heartbeat's own read counted the queue, so an empty one costs no task and no query.
+        if outcome.a2a_queued > 0
+            && req.active_tasks.max(0) < outcome.max_concurrent_tasks
             && matches!(
                 outcome.status,
                 WorkspaceStatus::Online | WorkspaceStatus::Degraded

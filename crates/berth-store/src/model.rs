@@ -286,6 +286,8 @@ pub struct HeartbeatOutcome {
     /// The workspace's platform-inbound secret (read in the heartbeat's transaction, so the
     /// answer needs no second query), `None` when none was minted yet.
     pub inbound_secret: Option<secrecy::SecretString>,
+    /// A2A messages waiting (`queued`) for the workspace when it beat.
+    pub a2a_queued: i64,
 }
 
 /// A workspace whose liveness lapsed and the status it was moved to.

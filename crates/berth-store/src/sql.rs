@@ -353,9 +353,12 @@ WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMI
 pub(crate) const WORKSPACE_STATUS: &str = "SELECT status FROM workspaces WHERE id = $1";
 
 /// What a heartbeat reads before its UPDATE, in its transaction: the status and task it compares
-/// with, and the sealed inbound secret it answers with (no second query after the commit).
+/// with, the sealed inbound secret it answers with, and how many A2A messages wait in its queue
+/// (so a drain starts only when there is one): one statement instead of three.
 pub(crate) const HEARTBEAT_BEFORE: &str = "SELECT status, current_task, max_concurrent_tasks, \
-inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
+inbound_secret, inbound_secret_key_id, \
+(SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
+FROM workspaces WHERE id = $1";
 
 /// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
 /// statuses the `AgentRegistered` transition leaves from. A provisioned (non-external) workspace
@@ -1214,13 +1217,13 @@ macro_rules! impl_workspace_store {
                 let now = $crate::model::now();
                 let uid = uuid::Uuid::from(id);
                 let mut tx = self.begin().await?;
-                type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>);
+                type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>, i64);
                 let before: Option<Before> =
                     sqlx::query_as::<$db, Before>($crate::sql::HEARTBEAT_BEFORE)
                         .bind(uid)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let Some((status, previous_task, max_concurrent, sealed, key_id)) = before.filter(|b| b.0 != "removed") else {
+                let Some((status, previous_task, max_concurrent, sealed, key_id, a2a_queued)) = before.filter(|b| b.0 != "removed") else {
                     return Err($crate::Error::NotFound);
                 };
                 sqlx::query::<$db>($crate::sql::HEARTBEAT)
@@ -1260,6 +1263,7 @@ macro_rules! impl_workspace_store {
                     task_changed,
                     max_concurrent_tasks: max_concurrent,
                     inbound_secret,
+                    a2a_queued,
                 })
             }
 

@@ -49,7 +49,9 @@ SELECT t.id, t.workspace_id, t.last_used_at FROM workspace_auth_tokens t \
 JOIN workspaces w ON w.id = t.workspace_id \
 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'";
 const HEARTBEAT_BEFORE: &str = "SELECT status, current_task, max_concurrent_tasks, \
-inbound_secret, inbound_secret_key_id FROM workspaces WHERE id = $1";
+inbound_secret, inbound_secret_key_id, \
+(SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
+FROM workspaces WHERE id = $1";
 const HEARTBEAT: &str = "\
 UPDATE workspaces SET last_heartbeat_at = $1, last_error_rate = $2, last_sample_error = $3, \
 active_tasks = $4, uptime_seconds = $5, current_task = $6, \
@@ -190,8 +192,9 @@ pub async fn list(args: &Args) -> Result<Report> {
     Ok(report)
 }
 
-/// `sqlite-heartbeat --db FILE`: the statements of one heartbeat (token check, then the status and
-/// inbound-secret read and the UPDATE in a write transaction), round-robin over online agents.
+/// `sqlite-heartbeat --db FILE`: the statements of one heartbeat (token check, then the status,
+/// inbound-secret and queue-depth read and the UPDATE in a write transaction), round-robin over
+/// online agents.
 pub async fn heartbeat(args: &Args) -> Result<Report> {
     let plan = plan(args)?;
     let pool = open(args, plan.concurrency).await?;
@@ -214,7 +217,14 @@ pub async fn heartbeat(args: &Args) -> Result<Report> {
             ensure!(found.is_some(), "token of {id} not found");
             let now = Utc::now();
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>);
+            type Before = (
+                String,
+                Option<String>,
+                i64,
+                Option<Vec<u8>>,
+                Option<String>,
+                i64,
+            );
             let _: Option<Before> = sqlx::query_as(HEARTBEAT_BEFORE)
                 .bind(id)
                 .fetch_optional(&mut *tx)

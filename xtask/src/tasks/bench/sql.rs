@@ -73,7 +73,7 @@ CREATE UNIQUE INDEX ON bench_agents (k); ANALYZE bench_agents; \
 SELECT count(*) FROM bench_agents;";
 
 /// The pgbench script of one heartbeat over `agents` rows of `bench_agents`: the token check,
-/// then the status and inbound-secret read and the UPDATE in one transaction (what
+/// then the status, inbound-secret and queue-depth read and the UPDATE in one transaction (what
 /// `POST /registry/heartbeat` runs for a healthy agent).
 pub fn heartbeat_script(agents: u64) -> String {
     let id = "(SELECT id FROM bench_agents WHERE k = :k)";
@@ -84,7 +84,8 @@ pub fn heartbeat_script(agents: u64) -> String {
          WHERE t.token_hash = (SELECT token_hash FROM bench_agents WHERE k = :k) \
          AND t.revoked_at IS NULL AND w.status <> 'removed';\n\
          BEGIN;\n\
-         SELECT status, current_task, max_concurrent_tasks, inbound_secret, inbound_secret_key_id \
+         SELECT status, current_task, max_concurrent_tasks, inbound_secret, inbound_secret_key_id, \
+         (SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
          FROM workspaces WHERE id = {id};\n\
          UPDATE workspaces SET last_heartbeat_at = now(), last_error_rate = 0, last_sample_error = '', \
          active_tasks = 0, uptime_seconds = :k, current_task = '', monthly_spend = monthly_spend, \
