@@ -344,9 +344,16 @@ impl WorkspaceService {
     /// `GET /templates`.
     pub async fn list_templates(&self) -> TemplateListing {
         let catalog = self.templates.as_ref().clone();
-        tokio::task::spawn_blocking(move || catalog.list())
+        let mut listing = tokio::task::spawn_blocking(move || catalog.list())
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // A forced tier (the reference's SaaS rule) is the tier every template gets.
+        if let Some(tier) = self.config.forced_tier {
+            for t in &mut listing.templates {
+                t.tier = Some(i64::from(tier.get()));
+            }
+        }
+        listing
     }
 
     /// Re-scans the templates directory so new templates' runtimes and timeouts are known.

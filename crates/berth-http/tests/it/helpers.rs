@@ -158,6 +158,8 @@ pub struct Setup {
     pub loopback: bool,
     /// The A2A proxy's limits instead of the defaults.
     pub a2a: Option<berth_core::A2aSettings>,
+    /// Every workspace gets this tier (the reference's SaaS rule).
+    pub forced_tier: Option<berth_domain::validation::Tier>,
 }
 
 impl Default for Setup {
@@ -171,6 +173,7 @@ impl Default for Setup {
             loopback: false,
             metrics_open: false,
             a2a: None,
+            forced_tier: None,
         }
     }
 }
@@ -214,7 +217,7 @@ impl Setup {
                 allow_private: false,
                 allow_loopback: self.dev || self.loopback,
             },
-            forced_tier: None,
+            forced_tier: self.forced_tier,
             agent_platform_url: "http://127.0.0.1:8080".to_owned(),
             // Fields the binary takes from its flags (sweep interval, …) keep their defaults.
             ..defaults

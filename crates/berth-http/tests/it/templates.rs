@@ -389,3 +389,19 @@ async fn exactly_two_hundred_files_are_accepted() {
     // 200 files plus the generated config.yaml.
     assert_eq!(tree(&app.templates_root().join("many")).len(), 201);
 }
+
+#[tokio::test]
+async fn a_forced_tier_is_the_tier_of_every_listed_template() {
+    let app = crate::helpers::Setup {
+        forced_tier: Some(berth_domain::validation::Tier::resolve(4).expect("tier")),
+        ..crate::helpers::Setup::default()
+    }
+    .start()
+    .await;
+    let listed = app.templates().await;
+    let valid: Vec<&Value> = listed.iter().filter(|t| t.get("code").is_none()).collect();
+    assert!(!valid.is_empty(), "{listed:?}");
+    for t in valid {
+        assert_eq!(t["tier"], 4, "{t}");
+    }
+}
