@@ -11,8 +11,9 @@
 //! [`berth_core::EventConfig::send_timeout`] is dropped (a cut subscription has already left the
 //! bus, so such a connection holds at most its queue).
 //!
-//! Browsers cannot set `Authorization` on a WebSocket upgrade, so `GET /ws` also takes the
-//! credential as `?token=<credential>` (checked like the header; the request log redacts it).
+//! Browsers cannot set `Authorization` on a WebSocket upgrade or an `EventSource`, so both live
+//! streams also take the credential as `?token=<credential>` (checked like the header; the
+//! request log redacts it).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -215,13 +216,56 @@ impl SseStream {
     }
 }
 
+/// The credential of a live stream: the `Authorization` bearer, or `?token=` for browsers
+/// (`EventSource` and `WebSocket` cannot set headers); both at once is a 400.
+fn stream_credential(
+    bearer: Option<String>,
+    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Option<String>, ApiError> {
+    let axum::extract::Query(query) =
+        query.map_err(|_| ApiError::BadRequest("invalid query".into()))?;
+    match (bearer, query.token) {
+        (Some(_), Some(_)) => Err(ApiError::BadRequest(
+            "give the token either in the Authorization header or as ?token=, not both".into(),
+        )),
+        (Some(t), None) | (None, Some(t)) => Ok(Some(t)),
+        (None, None) => Ok(None),
+    }
+}
+
 /// `GET /workspaces/{id}/events/stream`: the workspace's events as Server-Sent Events. With
-/// `Last-Event-ID`, every later event of the workspace is replayed from the log first.
+/// `Last-Event-ID`, every later event of the workspace is replayed from the log first. The
+/// credential is the admin bearer or a token of that workspace, as a header or (for browsers'
+/// `EventSource`) as `?token=`.
 async fn sse(
-    auth: WorkspaceAuth,
+    auth: Result<WorkspaceAuth, ApiError>,
     State(state): State<AppState>,
+    Bearer(bearer): Bearer,
+    ApiPath(raw_id): ApiPath<String>,
+    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let from_query = bearer.is_none();
+    let auth = match stream_credential(bearer, query)? {
+        Some(token) if from_query => {
+            let id = WorkspaceId::parse(&raw_id)
+                .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
+            let token = token.trim();
+            let principal = if token.is_empty() {
+                return Err(ApiError::Unauthorized("invalid workspace auth token"));
+            } else if state.admin.is_admin_token(token) {
+                Principal::Admin
+            } else {
+                match state.service.authenticate_token(token).await {
+                    Ok(Some(owner)) if owner == id => Principal::Workspace(id),
+                    Ok(_) => return Err(ApiError::Unauthorized("invalid workspace auth token")),
+                    Err(e) => return Err(ApiError::internal("auth check failed", e)),
+                }
+            };
+            WorkspaceAuth { id, principal }
+        }
+        _ => auth?,
+    };
     let last_event_id = match headers.get("last-event-id") {
         None => None,
         Some(v) => Some(
@@ -305,17 +349,7 @@ async fn ws(
     query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Query(query) =
-        query.map_err(|_| ApiError::BadRequest("invalid query".into()))?;
-    let credential = match (bearer, query.token) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give the token either in the Authorization header or as ?token=, not both".into(),
-            ));
-        }
-        (Some(t), None) | (None, Some(t)) => Some(t),
-        (None, None) => None,
-    };
+    let credential = stream_credential(bearer, query)?;
     let principal = match credential.as_deref().map(str::trim) {
         Some("") => return Err(ApiError::Unauthorized("invalid auth token")),
         Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
