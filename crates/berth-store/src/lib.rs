@@ -7,6 +7,7 @@ mod error;
 mod model;
 mod postgres;
 mod queue;
+mod session_search;
 mod sql;
 mod sqlite;
 mod viewport;
@@ -23,6 +24,7 @@ pub use error::Error;
 pub use model::*;
 pub use postgres::PgStore;
 pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage};
+pub use session_search::SESSION_SEARCH_MAX;
 pub use sqlite::SqliteStore;
 pub use viewport::Viewport;
 
@@ -279,6 +281,17 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Deletes activity rows written before `older_than`, in bounded batches; returns how many.
     async fn prune_activity(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+
+    /// One workspace's activity rows for `GET /workspaces/{id}/session-search` (REFERENCE-2.md
+    /// §2.6), newest first, at most `limit` (clamped to 1..=[`SESSION_SEARCH_MAX`]); with a
+    /// `term`, only rows whose summary, type, method, status or documents contain it
+    /// (case-insensitively; `%` and `_` match themselves).
+    async fn search_activity(
+        &self,
+        workspace_id: WorkspaceId,
+        term: Option<String>,
+        limit: i64,
+    ) -> Result<Vec<ActivityRecord>>;
 
     /// Queues a message for a busy target (REFERENCE-2.md §4.12) in one transaction: refused
     /// ([`Enqueued::Full`]) when the target already has `max_pending` pending items, answered

@@ -2036,6 +2036,29 @@ macro_rules! impl_workspace_store {
                 }
             }
 
+            async fn search_activity(
+                &self,
+                workspace_id: berth_domain::WorkspaceId,
+                term: Option<String>,
+                limit: i64,
+            ) -> $crate::Result<Vec<$crate::ActivityRecord>> {
+                let pattern = term.as_deref().map($crate::session_search::like_pattern);
+                let sql = $crate::session_search::search_sql(pattern.is_some());
+                let mut q = sqlx::query_as::<$db, $crate::activity::ActivityRow>(
+                    sqlx::AssertSqlSafe(sql),
+                )
+                .bind(uuid::Uuid::from(workspace_id));
+                if let Some(p) = pattern {
+                    q = q.bind(p);
+                }
+                Ok(q.bind(limit.clamp(1, $crate::SESSION_SEARCH_MAX))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::ActivityRecord::from)
+                    .collect())
+            }
+
             async fn enqueue_a2a(&self, item: $crate::NewQueueItem) -> $crate::Result<$crate::Enqueued> {
                 let ws = uuid::Uuid::from(item.workspace_id);
                 let mut tx = self.begin().await?;
