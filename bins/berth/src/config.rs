@@ -1,6 +1,6 @@
 //! Command line and environment configuration, parsed once here.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -108,9 +108,30 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_PLATFORM_URL")]
     pub platform_url: Option<String>,
 
-    /// Proxy addresses whose `X-Forwarded-*` headers are trusted (comma-separated).
-    #[arg(long, env = "BERTH_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-*` headers are trusted: addresses or CIDR networks,
+    /// comma-separated. The rate limiter then keys a request by the right-most
+    /// `X-Forwarded-For` hop that is not one of them.
+    #[arg(
+        long,
+        env = "BERTH_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = berth_http::parse_trusted_proxy
+    )]
+    pub trusted_proxies: Vec<berth_http::IpNet>,
+
+    /// Browser origins allowed cross-origin access (CORS, and the `/ws` origin check),
+    /// comma-separated; `''` allows none. Other origins are answered 403.
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000,http://localhost:3001"
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Requests per minute per client address, or per bearer credential; 0 disables the limiter.
+    #[arg(long, env = "RATE_LIMIT", default_value_t = 600)]
+    pub rate_limit: u32,
 
     /// Base URL of the v2 memory plugin that receives `initial_memories`.
     #[arg(long, env = "BERTH_MEMORY_PLUGIN_URL")]

@@ -162,7 +162,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config: Arc::new(HttpConfig {
             dev: args.dev,
             platform_url: args.platform_url.clone(),
-            trusted_proxies: args.trusted_proxies.clone(),
+            trusted_proxies: berth_http::TrustedProxies::new(args.trusted_proxies.clone()),
+            cors_origins: berth_http::CorsOrigins::new(&args.cors_origins),
+            rate_limit: (args.rate_limit > 0).then_some(berth_http::RateLimit {
+                per_minute: args.rate_limit,
+            }),
             body_limit: args.body_limit,
             metrics_open: args.metrics_open,
             git_sha: option_env!("BERTH_GIT_SHA").unwrap_or("unknown").to_owned(),

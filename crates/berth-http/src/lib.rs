@@ -4,6 +4,7 @@ mod a2a;
 mod activity;
 mod auth;
 mod bundles;
+mod cors;
 mod error;
 mod events;
 mod extract;
@@ -13,8 +14,10 @@ mod metrics;
 mod notify;
 mod peer_info;
 mod platform_url;
+mod ratelimit;
 mod registry;
 mod secrets;
+mod session_search;
 mod system;
 mod templates;
 mod tokens;
@@ -22,7 +25,7 @@ mod trace;
 mod viewport;
 mod workspaces;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -33,7 +36,10 @@ use tower_http::trace::TraceLayer;
 
 pub use auth::{AdminAuth, WorkspaceAuth};
 pub use bundles::BUNDLE_BODY_LIMIT;
+pub use cors::{CorsOrigins, DEFAULT_CORS_ORIGINS};
 pub use error::ApiError;
+pub use ipnet::IpNet;
+pub use ratelimit::{RateLimit, TrustedProxies, parse_trusted_proxy};
 
 /// Largest request body accepted (a create with secrets and memories is far smaller).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -45,8 +51,13 @@ pub struct HttpConfig {
     pub dev: bool,
     /// The platform URL handed to external agents; derived from the request when unset.
     pub platform_url: Option<String>,
-    /// Peers whose `X-Forwarded-Proto`/`X-Forwarded-Host` headers are trusted.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers (addresses or networks) whose `X-Forwarded-Proto`/`X-Forwarded-Host`/
+    /// `X-Forwarded-For` headers are trusted.
+    pub trusted_proxies: TrustedProxies,
+    /// Browser origins allowed cross-origin access (CORS and the `/ws` origin check).
+    pub cors_origins: CorsOrigins,
+    /// The per-client request limit; `None`: no limiter (the default, and `--rate-limit 0`).
+    pub rate_limit: Option<RateLimit>,
     /// Request body limit in bytes.
     pub body_limit: usize,
     /// Reported by `/buildinfo`.
@@ -60,7 +71,9 @@ impl Default for HttpConfig {
         Self {
             dev: false,
             platform_url: None,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
+            cors_origins: CorsOrigins::default(),
+            rate_limit: None,
             body_limit: DEFAULT_BODY_LIMIT,
             git_sha: "unknown".into(),
             metrics_open: false,
@@ -79,10 +92,19 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
 }
 
-/// The whole API.
+/// The whole API. Global middleware, outermost first: tracing, security headers, CORS (refused
+/// origins end here), request metrics, the rate limiter (so its 429s are counted, fixing
+/// REFERENCE-2.md §9.5 #48), then the routes.
 pub fn router(state: AppState) -> Router {
     let limit = state.config.body_limit;
-    Router::new()
+    let limiter = state.config.rate_limit.as_ref().map(|r| {
+        Arc::new(ratelimit::Limiter::new(
+            r,
+            state.config.trusted_proxies.clone(),
+        ))
+    });
+    let cors_origins = Arc::new(state.config.cors_origins.clone());
+    let routes = Router::new()
         .merge(system::router())
         .merge(workspaces::router())
         .merge(registry::router())
@@ -96,18 +118,28 @@ pub fn router(state: AppState) -> Router {
         .merge(bundles::router())
         .merge(viewport::router())
         .merge(metrics::router())
+        .merge(session_search::router())
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::Custom(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,
                 serde_json::json!({"error": "method not allowed"}),
             )
-        })
+        });
+    let routes = match limiter {
+        Some(l) => routes.layer(axum::middleware::from_fn_with_state(l, ratelimit::limit)),
+        None => routes,
+    };
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            cors_origins,
+            cors::cors,
+        ))
         .layer(axum::middleware::from_fn(headers::security))
         .layer(TraceLayer::new_for_http().make_span_with(trace::make_span::<axum::body::Body>))
         .with_state(state)

@@ -41,7 +41,7 @@ impl FromRequestParts<AppState> for PlatformUrl {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let trusted = peer.is_some_and(|ip| state.config.trusted_proxies.contains(&ip));
+        let trusted = peer.is_some_and(|ip| state.config.trusted_proxies.contains(ip));
         let (mut scheme, mut host) = ("http", header(HOST.as_str()).unwrap_or("localhost"));
         if trusted {
             if let Some(p) = header("x-forwarded-proto").filter(|p| *p == "https" || *p == "http") {

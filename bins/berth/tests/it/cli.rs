@@ -217,3 +217,75 @@ async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves
     let mut server = Server::start(&data, &["--secret-keys", &ring]).await;
     server.stop().await;
 }
+
+/// `--rate-limit`, `--cors-origins` and `--trusted-proxies` parse and take effect; a bad
+/// proxy entry refuses to start.
+#[tokio::test]
+async fn rate_limit_cors_and_proxy_flags() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        &root.path().join("data"),
+        &[
+            "--rate-limit",
+            "2",
+            "--cors-origins",
+            "https://canvas.example,https://other.example",
+            "--trusted-proxies",
+            "10.0.0.0/8,192.0.2.7",
+        ],
+    )
+    .await;
+    let get = |origin: Option<&str>| {
+        let mut req = server
+            .http
+            .get(format!("{}/workspaces", server.base))
+            .bearer_auth(&server.admin_token);
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        req.send()
+    };
+    // A refused origin ends before the limiter.
+    let resp = get(Some("http://localhost:3000")).await.expect("request");
+    assert_eq!(resp.status(), 403);
+    let resp = get(Some("https://canvas.example")).await.expect("request");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://canvas.example"
+    );
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "2");
+    assert_eq!(resp.headers()["x-ratelimit-remaining"], "1");
+    let resp = get(None).await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let resp = get(None).await.expect("request");
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert_eq!(body["error"], "rate limit exceeded");
+    drop(server);
+
+    // The harness default (`RATE_LIMIT=0`): no limiter, no headers.
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&root.path().join("data"), &[]).await;
+    let resp = server
+        .http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    assert!(!resp.headers().contains_key("x-ratelimit-limit"));
+    drop(server);
+
+    let root = tempfile::tempdir().expect("tempdir");
+    let stderr = refused_start(
+        &root.path().join("data"),
+        &["--trusted-proxies", "10.0.0.0/8,not-an-address"],
+    )
+    .await;
+    assert!(
+        stderr.contains("`not-an-address` is neither an IP address nor a CIDR network"),
+        "{stderr}"
+    );
+}

@@ -29,7 +29,8 @@ pub fn berth_command() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("BERTH_") || k == "DATABASE_URL" {
+        if k.starts_with("BERTH_") || ["DATABASE_URL", "CORS_ORIGINS", "RATE_LIMIT"].contains(&&*k)
+        {
             cmd.env_remove(&key);
         }
     }
@@ -71,7 +72,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `berth serve` over `data_dir` with `extra` flags and waits until `/health`
-    /// answers and the admin token file exists.
+    /// answers and the admin token file exists. The rate limiter is off (`RATE_LIMIT=0`) unless
+    /// `extra` passes `--rate-limit`, so polling tests are never throttled.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
         let log = data_dir.with_extension(format!("{port}.log"));
@@ -85,6 +87,7 @@ impl Server {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--templates-dir")
             .arg(&templates)
+            .env("RATE_LIMIT", "0")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

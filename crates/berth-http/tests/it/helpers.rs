@@ -160,6 +160,12 @@ pub struct Setup {
     pub a2a: Option<berth_core::A2aSettings>,
     /// Every workspace gets this tier (the reference's SaaS rule).
     pub forced_tier: Option<berth_domain::validation::Tier>,
+    /// The request limiter (`None`: none, so tests are never throttled).
+    pub rate_limit: Option<berth_http::RateLimit>,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: berth_http::TrustedProxies,
+    /// Allowed browser origins (default: the binary's default list).
+    pub cors_origins: berth_http::CorsOrigins,
 }
 
 impl Default for Setup {
@@ -174,6 +180,9 @@ impl Default for Setup {
             metrics_open: false,
             a2a: None,
             forced_tier: None,
+            rate_limit: None,
+            trusted_proxies: berth_http::TrustedProxies::default(),
+            cors_origins: berth_http::CorsOrigins::default(),
         }
     }
 }
@@ -239,7 +248,9 @@ impl Setup {
             config: Arc::new(HttpConfig {
                 dev: self.dev,
                 platform_url: None,
-                trusted_proxies: Vec::new(),
+                trusted_proxies: self.trusted_proxies,
+                cors_origins: self.cors_origins,
+                rate_limit: self.rate_limit,
                 body_limit: self.body_limit,
                 git_sha: GIT_SHA.to_owned(),
                 metrics_open: self.metrics_open,

@@ -1,0 +1,86 @@
+//! `GET /workspaces/{id}/session-search?q=&limit=` (REFERENCE-2.md §2.6): a workspace's own
+//! activity log, optionally filtered by a case-insensitive substring of its summary, type,
+//! method, status or request/response documents, newest first.
+//!
+//! berth differences: there is no legacy `agent_memories` table, so every item is of kind
+//! `activity`; `%` and `_` in `q` match themselves (the reference passes them through as
+//! wildcards); a `q` longer than [`QUERY_MAX`] bytes is a 400.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use berth_core::ActivityRecord;
+use serde_json::{Map, Value, json};
+
+use crate::auth::WorkspaceAuth;
+use crate::extract::ApiQuery;
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/workspaces/{id}/session-search", get(search))
+}
+
+/// Page size without (or with an invalid) `limit`.
+const DEFAULT_LIMIT: i64 = 50;
+/// Largest page size (the store clamps to the same).
+const LIMIT_MAX: i64 = 200;
+/// Longest accepted search term, in bytes.
+pub(crate) const QUERY_MAX: usize = 1000;
+
+/// `limit`: a positive integer, capped at 200; anything else is the default (the reference's
+/// rule).
+fn limit(raw: Option<&String>) -> i64 {
+    raw.and_then(|l| l.trim().parse::<i64>().ok())
+        .filter(|l| *l > 0)
+        .map_or(DEFAULT_LIMIT, |l| l.min(LIMIT_MAX))
+}
+
+/// One item: `{kind, id, workspace_id, label, content, method, status, created_at,
+/// request_body?, response_body?}`.
+fn item(r: ActivityRecord) -> Value {
+    let mut o = Map::new();
+    o.insert("kind".into(), json!("activity"));
+    o.insert("id".into(), json!(r.id));
+    o.insert("workspace_id".into(), json!(r.workspace_id.to_string()));
+    o.insert("label".into(), json!(r.activity_type));
+    o.insert("content".into(), json!(r.summary.unwrap_or_default()));
+    o.insert("method".into(), json!(r.method.unwrap_or_default()));
+    o.insert("status".into(), json!(r.status));
+    o.insert(
+        "created_at".into(),
+        json!(
+            r.created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+        ),
+    );
+    if let Some(d) = r.request_body {
+        o.insert("request_body".into(), d);
+    }
+    if let Some(d) = r.response_body {
+        o.insert("response_body".into(), d);
+    }
+    Value::Object(o)
+}
+
+async fn search(
+    State(state): State<AppState>,
+    auth: WorkspaceAuth,
+    ApiQuery(q): ApiQuery<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let term = q.get("q").filter(|t| !t.is_empty()).cloned();
+    if term.as_ref().is_some_and(|t| t.len() > QUERY_MAX) {
+        return Err(ApiError::BadRequest(format!(
+            "q must be at most {QUERY_MAX} bytes"
+        )));
+    }
+    let rows = state
+        .service
+        .store()
+        .search_activity(auth.id, term, limit(q.get("limit")))
+        .await
+        .map_err(|e| ApiError::internal("session search failed", e))?;
+    Ok(Json(Value::Array(rows.into_iter().map(item).collect())))
+}
