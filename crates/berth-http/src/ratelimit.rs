@@ -89,7 +89,7 @@ impl TrustedProxies {
             .flat_map(|v| v.split(','))
             .collect::<Vec<_>>();
         for hop in hops.iter().rev() {
-            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            let Some(ip) = parse_hop(hop) else {
                 return client;
             };
             client = ip.to_canonical();
@@ -99,6 +99,15 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// One `X-Forwarded-For` hop: an address, optionally with a port (`192.0.2.1:443`,
+/// `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// Parses one `--trusted-proxies` entry: a network (`10.0.0.0/8`) or a single address.
@@ -344,6 +353,9 @@ mod tests {
         // Garbage stops the walk at the last trusted hop.
         let h = headers(&["203.0.113.9, junk"]);
         assert_eq!(lb.client_ip(ip("10.1.2.3"), &h), ip("10.1.2.3"));
+        // Hops with ports.
+        let h = headers(&["203.0.113.9:5000, [2001:db8::7]:443"]);
+        assert_eq!(lb.client_ip(ip("10.1.2.3"), &h), ip("2001:db8::7"));
         // No header: the peer.
         assert_eq!(
             lb.client_ip(ip("10.1.2.3"), &HeaderMap::new()),
