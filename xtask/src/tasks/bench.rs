@@ -356,6 +356,9 @@ impl Bench {
             // No sweep may flip the bench's agents to `awaiting_agent` mid-run.
             .args(["--sweep-interval-secs", "3600"])
             .args(["--remote-stale-after-secs", "3600"])
+            // The rate limiter stays on, as in production, but with a budget no scenario reaches:
+            // its per-request cost is part of every figure, its 429s are not.
+            .args(["--rate-limit", &u32::MAX.to_string()])
             .args(extra)
             .env("BERTH_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
