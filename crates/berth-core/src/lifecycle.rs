@@ -359,25 +359,71 @@ impl WorkspaceService {
                 return Err(LifecycleError::ConfirmationRequired { children });
             }
         }
-        let removed = self
+        let mut removed = self
             .store
             .remove_workspaces(id, descendants.clone())
             .await
             .map_err(store_err("internal error processing delete request"))?;
         self.invalidate_hierarchy().await;
+        // A child created while this delete ran (its create saw the parent still live) is not
+        // in the list read above, and a live row under a removed one is out of reach of every
+        // later cascade. Found by the model test; such rows are removed (and stopped) as well.
+        let mut descendants = descendants;
+        let tree = self
+            .hierarchy()
+            .await
+            .map_err(store_err("internal error processing delete request"))?;
+        for w in tree.descendants(id) {
+            if descendants.contains(&w) {
+                continue;
+            }
+            let live = self
+                .store
+                .get_workspace(w)
+                .await
+                .map_err(store_err("internal error processing delete request"))?
+                .is_some_and(|r| r.status != WorkspaceStatus::Removed);
+            if live {
+                removed += self
+                    .store
+                    .remove_workspaces(w, Vec::new())
+                    .await
+                    .map_err(store_err("internal error processing delete request"))?;
+                descendants.push(w);
+            }
+        }
         let mut failures = Vec::new();
         let mut all: Vec<WorkspaceId> = descendants.iter().rev().copied().collect();
         all.push(id);
         if purge {
-            // A purge takes the whole subtree, also parts removed by an earlier delete.
+            // A purge takes the removed part of the subtree, also parts removed by an earlier
+            // delete. A child created while this delete ran is live and not this delete's to
+            // take (found by the model test: an unconfirmed purge erased such a child's row
+            // without a removal); it stays, as a root once its parent's row is gone.
             let tree = self.hierarchy().await.map_err(store_err("purge failed"))?;
             let mut subtree = tree.descendants(id);
             subtree.reverse();
             subtree.push(id);
-            all = subtree;
+            all = Vec::with_capacity(subtree.len());
+            for w in subtree {
+                let row = self
+                    .store
+                    .get_workspace(w)
+                    .await
+                    .map_err(store_err("purge failed"))?;
+                match row {
+                    Some(r) if r.status == WorkspaceStatus::Removed => all.push(w),
+                    Some(r) => {
+                        tracing::info!(workspace.id = %w, workspace.status = %r.status, "purge: leaving a workspace created during the delete");
+                    }
+                    None => {}
+                }
+            }
         }
         if self.provisioner.kind() != BackendKind::None {
             for w in &all {
+                // The rows are `removed` already: a start racing this either finished before
+                // the stop or sees `removed` when it checks and stops itself.
                 if let Err(e) = self.provisioner.stop(*w).await {
                     failures.push(format!("{w}: {e}"));
                 }
@@ -387,15 +433,19 @@ impl WorkspaceService {
             return Err(LifecycleError::StopFailures { removed, failures });
         }
         if purge {
+            // Rows first, backend second: a start racing the purge either finished before the
+            // backend purge below (which then takes what it created) or finds no row when it
+            // checks and purges again itself (found by the model test).
+            self.store
+                .purge_workspaces(all.clone())
+                .await
+                .map_err(store_err("purge failed"))?;
             for w in &all {
                 if let Err(e) = self.provisioner.purge(*w).await {
                     tracing::warn!(workspace.id = %w, error = %e, "purging backend resources failed");
                 }
+                self.drop_backend_lock(*w);
             }
-            self.store
-                .purge_workspaces(all)
-                .await
-                .map_err(store_err("purge failed"))?;
         }
         tracing::info!(workspace.id = %id, workspace.status = %row.status, cascade = descendants.len(), purge, "workspace deleted");
         Ok(descendants.len())
@@ -515,20 +565,23 @@ impl WorkspaceService {
         if let Ok(Some(_)) = self.paused_ancestor(id).await {
             return;
         }
-        if let Err(e) = self.provisioner.stop(id).await {
-            tracing::warn!(workspace.id = %id, error = %e, "restart: stop failed; provisioning anyway");
-        }
-        let change = StatusChange {
-            transition: Transition::Reprovision,
-            payload: json!({"name": row.name, "tier": row.tier, "runtime": row.runtime}),
-            failure: None,
-        };
-        match self.store.transition(id, change).await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::error!(workspace.id = %id, error = %e, "restart: could not mark provisioning");
-                return;
+        {
+            let _backend = self.backend_lock(id).await;
+            if let Err(e) = self.provisioner.stop(id).await {
+                tracing::warn!(workspace.id = %id, error = %e, "restart: stop failed; provisioning anyway");
+            }
+            let change = StatusChange {
+                transition: Transition::Reprovision,
+                payload: json!({"name": row.name, "tier": row.tier, "runtime": row.runtime}),
+                failure: None,
+            };
+            match self.store.transition(id, change).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!(workspace.id = %id, error = %e, "restart: could not mark provisioning");
+                    return;
+                }
             }
         }
         let plan = self.plan_from_row(&row).await;
@@ -608,12 +661,8 @@ impl WorkspaceService {
             else {
                 continue;
             };
-            if self.provisioner.kind() != BackendKind::None
-                && !is_external_like(&row.runtime)
-                && let Err(e) = self.provisioner.stop(w).await
-            {
-                tracing::warn!(workspace.id = %w, error = %e, "pause: stop failed");
-            }
+            // Marked first, stopped second: a start racing the pause either finished before
+            // this stop or sees `paused` when it checks and stops itself.
             let change = StatusChange {
                 transition: Transition::Paused,
                 payload: json!({"name": row.name}),
@@ -626,6 +675,12 @@ impl WorkspaceService {
                 .map_err(store_err("pause failed"))?
             {
                 paused += 1;
+            }
+            if self.provisioner.kind() != BackendKind::None
+                && !is_external_like(&row.runtime)
+                && let Err(e) = self.provisioner.stop(w).await
+            {
+                tracing::warn!(workspace.id = %w, error = %e, "pause: stop failed");
             }
         }
         Ok(paused)
@@ -1008,3 +1063,73 @@ fn not_found_or(context: &'static str) -> impl FnOnce(berth_store::Error) -> Lif
 
 /// Per-workspace restart state: present while a cycle runs; `true` when another is pending.
 pub(crate) type RestartMap = HashMap<WorkspaceId, bool>;
+
+/// One async lock per workspace, held by a start until it has checked the status it finished
+/// into, and by a restart cycle's stop ([`WorkspaceService::backend_lock`]).
+pub(crate) type BackendLocks =
+    std::sync::Mutex<HashMap<WorkspaceId, std::sync::Arc<tokio::sync::Mutex<()>>>>;
+
+/// Statuses in which no agent may run: a start that finishes into one of them is undone.
+fn must_not_run(status: WorkspaceStatus) -> bool {
+    matches!(
+        status,
+        WorkspaceStatus::Removed
+            | WorkspaceStatus::Paused
+            | WorkspaceStatus::Hibernating
+            | WorkspaceStatus::Hibernated
+    )
+}
+
+impl WorkspaceService {
+    /// Serialises the starts (and restart stops) of one workspace. Pause, hibernate and delete
+    /// do not wait for it: they change the status first and stop second, and a start checks the
+    /// status it finished into ([`Self::undo_start_if_stopped`]). So a start that races one of
+    /// them either ended before their stop (which then stops it) or sees their status (and
+    /// stops itself): no agent outlives the operation that should have stopped it. The lock
+    /// keeps that undo from hitting a newer start (a resume right after the pause).
+    pub(crate) async fn backend_lock(&self, id: WorkspaceId) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .backend_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(id).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// Forgets the lock of a purged workspace.
+    fn drop_backend_lock(&self, id: WorkspaceId) {
+        self.backend_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// Called (under [`Self::backend_lock`]) right after the backend started `id`: when the
+    /// workspace was deleted, paused or hibernated meanwhile, the fresh agent is stopped again.
+    /// Returns whether it was.
+    pub(crate) async fn undo_start_if_stopped(&self, id: WorkspaceId) -> bool {
+        let status = match self.store.get_workspace(id).await {
+            Ok(row) => row.map(|w| w.status),
+            Err(e) => {
+                tracing::error!(workspace.id = %id, error = %e, "could not re-read the started workspace");
+                return false;
+            }
+        };
+        if status.is_some_and(|s| !must_not_run(s)) {
+            return false;
+        }
+        tracing::info!(workspace.id = %id, status = ?status, "the workspace was stopped while it started; stopping the new agent");
+        // Purged meanwhile: the late start also re-created what the purge had removed
+        // (directory, volumes), so it is purged again (found by the model test).
+        let undone = match status {
+            None => self.provisioner.purge(id).await,
+            Some(_) => self.provisioner.stop(id).await,
+        };
+        if let Err(e) = undone {
+            tracing::warn!(workspace.id = %id, error = %e, "stopping the late agent failed");
+        }
+        true
+    }
+}

@@ -79,16 +79,21 @@ impl WorkspaceService {
         let failure = match svc.prepare(&plan).await {
             Err((code, message)) => Some((code.to_owned(), message)),
             Ok(request) => {
+                // Held until the status the start finished into is checked (lifecycle.rs).
+                let _backend = svc.backend_lock(id).await;
                 let provisioner = svc.provisioner.clone();
                 match catch_unwind(async move { provisioner.start(request).await }).await {
                     Ok(Ok(started)) => {
                         tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
-                        match svc
+                        let recorded = svc
                             .store
                             .set_provisioned(id, started.url, started.instance_id)
-                            .await
-                        {
+                            .await;
+                        // Deleted, paused or hibernated while it started: stopped again.
+                        let undone = svc.undo_start_if_stopped(id).await;
+                        match recorded {
                             Ok(()) => None,
+                            Err(_) if undone => None,
                             Err(e) => Some((
                                 "BACKEND_ERROR".to_owned(),
                                 format!("could not record the started workspace: {e}"),

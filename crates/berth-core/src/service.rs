@@ -78,6 +78,9 @@ pub struct WorkspaceService {
     pub(crate) env_mutators: Vec<Arc<dyn crate::hooks::EnvMutator>>,
     /// Restart coalescing state.
     pub(crate) restarts: Arc<tokio::sync::Mutex<crate::lifecycle::RestartMap>>,
+    /// Per-workspace locks that serialise backend starts and stops with the status changes
+    /// around them (`lifecycle.rs`).
+    pub(crate) backend_locks: Arc<crate::lifecycle::BackendLocks>,
     /// The live event bus and its log tailer (`events.rs`).
     pub(crate) events: Arc<crate::events::EventBus>,
     /// Prometheus metrics (`metrics.rs`).
@@ -117,6 +120,7 @@ impl WorkspaceService {
             tasks: Arc::new(tokio::sync::Mutex::new(JoinSet::new())),
             tree: Arc::new(tokio::sync::RwLock::new(None)),
             restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
+            backend_locks: Arc::default(),
             env_mutators: Vec::new(),
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),

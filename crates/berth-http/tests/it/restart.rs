@@ -442,13 +442,16 @@ async fn a_pending_restart_does_not_revive_a_deleted_or_paused_workspace() {
         rec.release_starts();
         app.service.drain().await;
         assert_eq!(app.service.restarts_in_flight().await, 0);
-        // The cycle that was already starting finishes; the pending one does nothing.
+        // The cycle that was already starting finishes, sees the workspace stopped meanwhile
+        // and stops its fresh agent again (no agent outlives the delete or pause); the pending
+        // cycle does nothing.
         assert_eq!(
             rec.calls_for(id),
             [
                 Call::Start(id),
                 Call::Stop(id),
                 Call::Start(id),
+                Call::Stop(id),
                 Call::Stop(id)
             ],
             "{action}"
