@@ -51,7 +51,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    UploadToContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker, body_full};
 use futures_util::TryStreamExt;
@@ -124,6 +124,9 @@ pub struct DockerConfig {
     pub pull_timeout: Duration,
     /// Timeout of each Docker API request.
     pub request_timeout: Duration,
+    /// How long `stop` lets the agent drain after SIGTERM (`docker stop -t`) before the daemon
+    /// sends SIGKILL. Kept below [`DockerConfig::request_timeout`].
+    pub stop_grace: Duration,
 }
 
 impl DockerConfig {
@@ -135,6 +138,8 @@ impl DockerConfig {
     pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(120);
     /// Default for [`DockerConfig::request_timeout`].
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Default for [`DockerConfig::stop_grace`] (as the process provisioner's).
+    pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
     /// The default socket, no images, no network, no overrides and the default timeouts.
     pub fn new() -> Self {
@@ -146,6 +151,7 @@ impl DockerConfig {
             start_grace: Self::DEFAULT_START_GRACE,
             pull_timeout: Self::DEFAULT_PULL_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            stop_grace: Self::DEFAULT_STOP_GRACE,
         }
     }
 
@@ -236,10 +242,15 @@ impl DockerProvisioner {
     /// The container must be gone first ([`Provisioner::stop`]): a volume in use is an error.
     #[tracing::instrument(skip_all, fields(workspace.id = %id))]
     pub async fn remove_volumes(&self, id: WorkspaceId) -> Result<(), Error> {
-        for volume in [configs_volume(id), workspace_volume(id)] {
+        self.remove_volumes_named(&[configs_volume(id), workspace_volume(id)])
+            .await
+    }
+
+    async fn remove_volumes_named(&self, volumes: &[String]) -> Result<(), Error> {
+        for volume in volumes {
             match self
                 .docker
-                .remove_volume(&volume, None::<RemoveVolumeOptions>)
+                .remove_volume(volume, None::<RemoveVolumeOptions>)
                 .await
             {
                 Ok(()) => tracing::info!(volume, "volume removed"),
@@ -340,6 +351,31 @@ impl DockerProvisioner {
                 message,
             }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(backend(&format!("removing container {name}"), e)),
+        }
+    }
+
+    /// `docker stop -t <stop grace>`: SIGTERM, then SIGKILL once the grace is over. A manual
+    /// stop is not undone by the restart policy. Failures are only logged: the force-removal
+    /// that follows kills whatever is left.
+    async fn stop_container(&self, name: &str) {
+        let grace = self.config.stop_grace.min(
+            self.config
+                .request_timeout
+                .saturating_sub(Duration::from_secs(1)),
+        );
+        let options = StopContainerOptionsBuilder::new()
+            .t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX))
+            .build();
+        match self.docker.stop_container(name, Some(options)).await {
+            Ok(()) => tracing::info!(container = name, "container stopped"),
+            // Gone already, or not running (304).
+            Err(e) if is_not_found(&e) => {}
+            Err(DockerError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => {}
+            Err(e) => {
+                tracing::warn!(container = name, error = %e, "graceful stop failed; removing by force");
+            }
         }
     }
 
@@ -492,8 +528,12 @@ impl Provisioner for DockerProvisioner {
         };
 
         self.ensure_image(&request.runtime, &image).await?;
-        // A restart replaces the container; its volumes (and so the workspace's files) stay.
+        // A restart replaces the container. `/configs` is derived state: it is rebuilt from
+        // scratch on every start (template, generated config, secrets), as the process backend
+        // does, so a file of an earlier template or config never lingers. The workspace volume
+        // (the agent's own files) stays.
         self.remove_container(&name).await?;
+        self.remove_volumes_named(&[configs_volume(id)]).await?;
         self.create_volume(id, &configs_volume(id)).await?;
         if matches!(workspace, WorkspaceMount::Volume) {
             self.create_volume(id, &workspace_volume(id)).await?;
@@ -529,10 +569,13 @@ impl Provisioner for DockerProvisioner {
         }
     }
 
+    /// The graceful stop: SIGTERM, up to the stop grace for the agent to finish what it is
+    /// doing and exit, then SIGKILL (`docker stop -t`); then the container is removed.
     #[tracing::instrument(skip_all, fields(workspace.id = %id))]
     async fn stop(&self, id: WorkspaceId) -> Result<(), Error> {
-        // Force-removal bypasses the restart policy, which a plain stop would not.
-        self.remove_container(&container_name(id)).await
+        let name = container_name(id);
+        self.stop_container(&name).await;
+        self.remove_container(&name).await
     }
 
     /// Removes the container if it is still there, then both volumes.

@@ -197,7 +197,7 @@ async fn a_workspace_lives_registers_dies_and_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn a_restart_replaces_the_container_and_keeps_the_volumes() {
+async fn a_restart_replaces_the_container_and_rebuilds_the_configs_volume() {
     let sandbox = Sandbox::new().await;
     let registry = FakeRegistry::bind(sandbox.gateway).await;
     let p = sandbox.provisioner().await;
@@ -221,7 +221,8 @@ async fn a_restart_replaces_the_container_and_keeps_the_volumes() {
             workspace_volume(id)
         ]
     );
-    // The volume kept the first start's config.yaml; the token was rewritten.
+    // `/configs` was rebuilt from the second request alone: the first start's config.yaml
+    // (which the second did not carry) is gone, the token is the new one.
     let configs = sandbox.configs(id).await;
     let content = |p: &str| {
         configs
@@ -229,7 +230,7 @@ async fn a_restart_replaces_the_container_and_keeps_the_volumes() {
             .find(|e| e.0 == format!("configs/{p}"))
             .map(|e| e.4.clone())
     };
-    assert!(content("config.yaml").is_some());
+    assert_eq!(content("config.yaml"), None);
     assert_eq!(content(".auth_token").as_deref(), Some(&b"rotated"[..]));
 
     // purge: container and volumes in one go.
