@@ -9,6 +9,11 @@ use serde_json::json;
 
 use crate::server::{Server, wait_for};
 
+/// Serialises the tests of this file: every `berth serve` with the Docker provisioner purges,
+/// at start, the berth-managed containers its own database does not know, which would take the
+/// containers of a server another test runs at the same time.
+static DOCKER_SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
@@ -35,6 +40,7 @@ fn require_image() {
 
 #[tokio::test]
 async fn docker_workspace_comes_online_is_revived_after_a_kill_and_is_purged() {
+    let _serial = DOCKER_SERVERS.lock().await;
     require_image();
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start(
@@ -126,4 +132,411 @@ async fn docker_workspace_comes_online_is_revived_after_a_kill_and_is_purged() {
     );
     assert_eq!(docker(&["ps", "-aq", "--filter", &label]), "");
     assert_eq!(docker(&["volume", "ls", "-q", "--filter", &label]), "");
+}
+
+// ---- Lifecycle operations on Docker (issue #5) -------------------------------------------
+
+/// `berth serve` with the Docker provisioner and the test image as the `echo` runtime.
+async fn docker_server(root: &std::path::Path) -> Server {
+    require_image();
+    Server::start(
+        &root.join("data"),
+        &[
+            "--provisioner",
+            "docker",
+            "--docker-image",
+            "echo=berth-agent:test",
+        ],
+    )
+    .await
+}
+
+/// Creates an `echo` workspace at tier 4 (host network: the agent reaches the server on
+/// loopback) under `parent`, and waits until its agent registered.
+async fn online_workspace(server: &Server, name: &str, parent: Option<&str>) -> String {
+    let mut body = json!({"name": name, "template": "echo", "tier": 4});
+    if let Some(p) = parent {
+        body["parent_id"] = json!(p);
+    }
+    let (status, created) = server.admin_post("/workspaces", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    server
+        .wait_status(&id, "online", Duration::from_secs(90))
+        .await;
+    id
+}
+
+fn label(id: &str) -> String {
+    format!("label=berth.workspace_id={id}")
+}
+
+/// Ids of the workspace's containers, running or not (`all`), through the Docker API.
+fn containers(id: &str, all: bool) -> Vec<String> {
+    let mut args = vec!["ps", "-q", "--no-trunc"];
+    if all {
+        args.push("-a");
+    }
+    let label = label(id);
+    args.extend(["--filter", &label]);
+    docker(&args)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Names of the workspace's volumes.
+fn volumes(id: &str) -> Vec<String> {
+    let mut v: Vec<String> = docker(&["volume", "ls", "-q", "--filter", &label(id)])
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The daemon's clock, as `docker events` reads `--since`/`--until`.
+fn docker_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    format!("{secs:.3}")
+}
+
+/// The daemon's container events of one workspace between `since` and now, as
+/// `(action, container id, attributes)`.
+fn container_events(id: &str, since: &str) -> Vec<(String, String, serde_json::Value)> {
+    let until = docker_now();
+    docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--filter",
+        &label(id),
+        "--format",
+        "{{json .}}",
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).expect("event json");
+        (
+            v["Action"].as_str().unwrap_or_default().to_owned(),
+            v["Actor"]["ID"].as_str().unwrap_or_default().to_owned(),
+            v["Actor"]["Attributes"].clone(),
+        )
+    })
+    .collect()
+}
+
+async fn admin_call(
+    server: &Server,
+    method: reqwest::Method,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    server
+        .call(method, path, Some(server.admin_token.as_str()), None)
+        .await
+}
+
+/// `GET /workspaces/{id}/state` as admin.
+async fn state(server: &Server, id: &str) -> (u16, serde_json::Value) {
+    admin_call(
+        server,
+        reqwest::Method::GET,
+        &format!("/workspaces/{id}/state"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn docker_delete_cascades_over_three_levels_and_purge_leaves_no_row_container_or_volume() {
+    let _serial = DOCKER_SERVERS.lock().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = docker_server(root.path()).await;
+    let p = online_workspace(&server, "parent", None).await;
+    let c = online_workspace(&server, "child", Some(&p)).await;
+    let g = online_workspace(&server, "grandchild", Some(&c)).await;
+    let all = [p.clone(), c.clone(), g.clone()];
+    for id in &all {
+        assert_eq!(
+            containers(id, false).len(),
+            1,
+            "{id} runs one container\n{}",
+            server.log_text()
+        );
+    }
+
+    // Unconfirmed: the 409 names the direct child, and nothing is stopped.
+    let (status, body) = admin_call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{p}"),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(
+        body["children"],
+        json!([{"id": c, "name": "child"}]),
+        "{body}"
+    );
+    for id in &all {
+        assert_eq!(containers(id, false).len(), 1, "{id} still runs");
+        server.expect_status(id, "online").await;
+    }
+
+    // Confirmed: three levels removed, every container stopped; the volumes stay.
+    let (status, body) = admin_call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{p}?confirm=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"status": "removed", "cascade_deleted": 2}));
+    for id in &all {
+        let (status, body) = state(&server, id).await;
+        assert_eq!(
+            (status, body["status"].clone()),
+            (404, json!("removed")),
+            "{id}"
+        );
+        assert_eq!(
+            containers(id, true),
+            Vec::<String>::new(),
+            "{id}: container left"
+        );
+        assert!(
+            !volumes(id).is_empty(),
+            "{id}: a delete without purge keeps the volumes"
+        );
+    }
+
+    // Purge: no row, no container, no volume of any level.
+    let (status, body) = admin_call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{p}?purge=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "purged");
+    for id in &all {
+        let (status, body) = state(&server, id).await;
+        assert_eq!(status, 404, "{id}: {body}");
+        assert_eq!(body["deleted"], true, "{body}");
+        assert!(
+            body.get("status").is_none(),
+            "{id}: the row is gone: {body}"
+        );
+        assert_eq!(
+            containers(id, true),
+            Vec::<String>::new(),
+            "{id}: container left"
+        );
+        assert_eq!(volumes(id), Vec::<String>::new(), "{id}: volume left");
+    }
+}
+
+#[tokio::test]
+async fn docker_concurrent_restarts_coalesce_into_at_most_two_cycles_each_stopping_gracefully() {
+    let _serial = DOCKER_SERVERS.lock().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = docker_server(root.path()).await;
+    let id = online_workspace(&server, "restarted", None).await;
+    let first = containers(&id, false);
+    assert_eq!(first.len(), 1);
+    let since = docker_now();
+
+    const N: usize = 6;
+    let path = format!("/workspaces/{id}/restart");
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..N {
+        let http = server.http.clone();
+        let url = format!("{}{path}", server.base);
+        let token = server.admin_token.clone();
+        requests.spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("restart");
+            let status = resp.status().as_u16();
+            let text = resp.text().await.expect("body");
+            (
+                status,
+                serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default(),
+            )
+        });
+    }
+    while let Some(answer) = requests.join_next().await {
+        let (status, body) = answer.expect("request task");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["status"], "provisioning", "{body}");
+    }
+
+    // Settled: online on the container started last. A coalesced second cycle may still be
+    // on its way when the first one's agent registers, so the look is repeated until two in a
+    // row agree (and a third cycle would show up in the count).
+    let settled = || async {
+        wait_for("the restarts to settle", Duration::from_secs(120), || {
+            let id = id.clone();
+            let first = first.clone();
+            let since = since.clone();
+            let server = &server;
+            async move {
+                let w = server.workspace(&id).await;
+                let now = containers(&id, false);
+                let starts: Vec<String> = container_events(&id, &since)
+                    .into_iter()
+                    .filter(|(action, _, _)| action == "start")
+                    .map(|(_, container, _)| container)
+                    .collect();
+                assert_ne!(w["status"], "failed", "{}", server.log_text());
+                let settled = w["status"] == "online"
+                    && now.len() == 1
+                    && now != first
+                    && starts.last() == now.first();
+                if settled {
+                    Ok(starts)
+                } else {
+                    Err(format!(
+                        "workspace {w}, containers {now:?}, starts {starts:?}"
+                    ))
+                }
+            }
+        })
+        .await
+    };
+    let mut starts = settled().await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let again = settled().await;
+        if again == starts {
+            break;
+        }
+        starts = again;
+    }
+    assert!(
+        (1..=2).contains(&starts.len()),
+        "{N} concurrent restarts ran {} provisioning cycles: {starts:?}",
+        starts.len()
+    );
+    server.expect_status(&id, "online").await;
+
+    // Each replaced agent got SIGTERM and exited cleanly within the grace, never SIGKILL.
+    let events = container_events(&id, &since);
+    let mut stopped = first.clone();
+    stopped.extend(starts[..starts.len() - 1].iter().cloned());
+    for container in &stopped {
+        let kills: Vec<String> = events
+            .iter()
+            .filter(|(a, c, _)| a == "kill" && c == container)
+            .map(|(_, _, attrs)| attrs["signal"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kills, ["15"], "signals sent to {container}: {events:?}");
+        let exit: Vec<String> = events
+            .iter()
+            .filter(|(a, c, _)| a == "die" && c == container)
+            .map(|(_, _, attrs)| attrs["exitCode"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(exit, ["0"], "exit of {container}: {events:?}");
+    }
+
+    let (status, _) = admin_call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{id}?purge=true"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(containers(&id, true), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn docker_hibernate_stops_the_container_and_wake_brings_the_agent_back_online() {
+    let _serial = DOCKER_SERVERS.lock().await;
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = docker_server(root.path()).await;
+    let id = online_workspace(&server, "sleeper", None).await;
+    let first = containers(&id, false);
+    assert_eq!(first.len(), 1);
+    let kept = volumes(&id);
+    assert!(!kept.is_empty());
+
+    let (status, body) = admin_call(
+        &server,
+        reqwest::Method::POST,
+        &format!("/workspaces/{id}/hibernate"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.expect_status(&id, "hibernated").await;
+    assert_eq!(
+        containers(&id, true),
+        Vec::<String>::new(),
+        "hibernated yet running"
+    );
+    assert_eq!(volumes(&id), kept, "hibernation keeps the volumes");
+
+    let since = docker_now();
+    let (status, body) = admin_call(
+        &server,
+        reqwest::Method::POST,
+        &format!("/workspaces/{id}/wake"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Online again means the new container's agent registered with the server.
+    let w = server
+        .wait_status(&id, "online", Duration::from_secs(90))
+        .await;
+    assert_eq!(w["runtime"], "echo");
+    let now = containers(&id, false);
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first);
+    let starts = container_events(&id, &since)
+        .into_iter()
+        .filter(|(a, _, _)| a == "start")
+        .count();
+    assert_eq!(starts, 1, "one wake, one start");
+    let (status, events) =
+        admin_call(&server, reqwest::Method::GET, &format!("/events/{id}")).await;
+    assert_eq!(status, 200, "{events}");
+    // Newest first.
+    let mut events = events.as_array().expect("events array").clone();
+    events.sort_by_key(|e| e["seq"].as_i64());
+    let types: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["event_type"].as_str())
+        .filter(|t| t.starts_with("WORKSPACE_") && *t != "WORKSPACE_HEARTBEAT")
+        .collect();
+    let tail = &types[types.len().saturating_sub(3)..];
+    assert_eq!(
+        tail,
+        [
+            "WORKSPACE_HIBERNATED",
+            "WORKSPACE_PROVISIONING",
+            "WORKSPACE_ONLINE"
+        ],
+        "{types:?}"
+    );
+
+    let (status, _) = admin_call(
+        &server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{id}?purge=true"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(containers(&id, true), Vec::<String>::new());
+    assert_eq!(volumes(&id), Vec::<String>::new());
 }
