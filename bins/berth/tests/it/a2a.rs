@@ -87,6 +87,22 @@ async fn send(
     )
 }
 
+async fn wait_idle(server: &Server, id: &str) {
+    wait_for(
+        &format!("{id} to report no task in flight"),
+        WAIT,
+        || async {
+            let w = server.workspace(id).await;
+            if w["active_tasks"] == 0 {
+                Ok(())
+            } else {
+                Err(w["active_tasks"].to_string())
+            }
+        },
+    )
+    .await;
+}
+
 fn reply_text(body: &Value) -> &str {
     body["result"]["parts"][0]["text"]
         .as_str()
@@ -103,7 +119,7 @@ async fn agents_talk_in_push_mode_through_the_busy_queue_and_after_a_wake() {
         &server,
         "beta",
         json!({"HEARTBEAT_INTERVAL_SECS": "1", "AGENT_MAX_CONCURRENCY": "1",
-               "AGENT_REPLY_DELAY_MS": "3000"}),
+               "AGENT_REPLY_DELAY_MS": "5000"}),
     )
     .await;
     let a_token = mint(&server, &a).await;
@@ -114,7 +130,9 @@ async fn agents_talk_in_push_mode_through_the_busy_queue_and_after_a_wake() {
     assert_eq!(reply_text(&body), "echo: hello");
     assert!(server.workspace(&a).await["last_outbound_at"].is_string());
 
-    // Busy: while B works on "first", "second" is queued and delivered once B frees up.
+    // Busy: while B works on "first", "second" is queued and delivered once B frees up. B's
+    // report of "hello" must be over first, so that the next report of a task is "first".
+    wait_idle(&server, &b).await;
     let first = {
         let (server_base, token, b) = (server.base.clone(), a_token.clone(), b.clone());
         tokio::spawn(async move {
@@ -185,15 +203,7 @@ async fn agents_talk_in_push_mode_through_the_busy_queue_and_after_a_wake() {
     );
 
     // Hibernated: the first message wakes B (503, Retry-After); after the wake it is answered.
-    wait_for("B to report no task in flight", WAIT, || async {
-        let w = server.workspace(&b).await;
-        if w["active_tasks"] == 0 {
-            Ok(())
-        } else {
-            Err(w["active_tasks"].to_string())
-        }
-    })
-    .await;
+    wait_idle(&server, &b).await;
     let (status, body) = server
         .admin_post(&format!("/workspaces/{b}/hibernate"), &json!({}))
         .await;
