@@ -48,8 +48,22 @@ INSERT INTO canvas_viewport (id, x, y, zoom, saved_at) VALUES (1, $1, $2, $3, $4
 ON CONFLICT (id) DO UPDATE SET x = excluded.x, y = excluded.y, zoom = excluded.zoom, \
 saved_at = excluded.saved_at";
 
-pub(crate) const PARENT_IS_LIVE: &str =
-    "SELECT COUNT(*) FROM workspaces WHERE id = $1 AND status <> 'removed'";
+/// Whether the backend needs explicit row locks. PostgreSQL does (its transactions run side by
+/// side); SQLite does not: its write transactions (`BEGIN IMMEDIATE`) already run one at a time.
+pub(crate) fn row_locks(database: &str) -> bool {
+    database == "PostgreSQL"
+}
+
+/// Reads a live workspace row and, on PostgreSQL, locks it until the transaction ends (a
+/// removal running meanwhile is waited for and then seen). The one dialect difference of the
+/// statements: SQLite has no `FOR UPDATE` and needs none (see [`row_locks`]).
+pub(crate) fn lock_live_workspace_sql(database: &str) -> &'static str {
+    if row_locks(database) {
+        "SELECT id FROM workspaces WHERE id = $1 AND status <> 'removed' FOR UPDATE"
+    } else {
+        "SELECT id FROM workspaces WHERE id = $1 AND status <> 'removed'"
+    }
+}
 
 pub(crate) const UPSERT_WORKSPACE_SECRET: &str = "\
 INSERT INTO workspace_secrets (id, workspace_id, key, encrypted_value, key_id, created_at, updated_at) \
@@ -621,8 +635,17 @@ macro_rules! impl_workspace_store {
                 let now = $crate::model::now();
                 let id = uuid::Uuid::from(new.id);
                 let mut tx = self.begin().await?;
-                // The first statement writes, so a SQLite transaction never has to upgrade a
-                // read lock (no SQLITE_BUSY deadlocks between concurrent creates).
+                // The parent first, locked until the commit: a delete that is removing it is
+                // waited for (and the create refused), and a delete that comes later waits for
+                // this create, so it sees the new child. No live child under a removed parent.
+                // The lock is the create's first, so it never holds one a delete waits for.
+                // (SQLite's `BEGIN IMMEDIATE` holds the write lock already: reading first is
+                // safe there.)
+                if let Some(parent) = new.parent_id
+                    && !Self::lock_live(&mut tx, parent).await?
+                {
+                    return Err($crate::Error::ParentNotFound);
+                }
                 let inserted = sqlx::query::<$db>($crate::sql::INSERT_WORKSPACE)
                     .bind(id)
                     .bind(&new.name)
@@ -644,15 +667,6 @@ macro_rules! impl_workspace_store {
                     .await?;
                 if inserted.rows_affected() == 0 {
                     return Err($crate::Error::NameTaken);
-                }
-                if let Some(parent) = new.parent_id {
-                    let live: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::PARENT_IS_LIVE)
-                        .bind(uuid::Uuid::from(parent))
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if live == 0 {
-                        return Err($crate::Error::ParentNotFound);
-                    }
                 }
                 for (key, value) in &new.secrets {
                     let sealed = self
@@ -724,6 +738,20 @@ macro_rules! impl_workspace_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            /// Whether `id` is live, locking its row until `tx` ends on PostgreSQL
+            /// ([`crate::sql::lock_live_workspace_sql`]).
+            async fn lock_live(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<bool> {
+                let sql = $crate::sql::lock_live_workspace_sql(<$db as sqlx::Database>::NAME);
+                let row = sqlx::query_scalar::<$db, uuid::Uuid>(sqlx::AssertSqlSafe(sql))
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                Ok(row.is_some())
             }
 
             /// Appends one event inside `tx`: every event is recorded in the transaction of the
@@ -1357,6 +1385,13 @@ macro_rules! impl_workspace_store {
                 let t = berth_domain::status::Transition::Removed;
                 let now = $crate::model::now();
                 let mut tx = self.begin().await?;
+                // Locks parent before children (the root, then the descendants shallow to
+                // deep), the order a create takes its one lock in, so the two never deadlock.
+                if $crate::sql::row_locks(<$db as sqlx::Database>::NAME) {
+                    for id in std::iter::once(root).chain(descendants.iter().copied()) {
+                        Self::lock_live(&mut tx, id).await?;
+                    }
+                }
                 let mut changed = 0u64;
                 let total = descendants.len();
                 for (id, payload) in descendants
@@ -1446,14 +1481,12 @@ macro_rules! impl_workspace_store {
                     set!("hibernation_idle_minutes", minutes)?;
                 }
                 if let Some(parent) = patch.parent_id {
-                    if let Some(p) = parent {
-                        let live: i64 = sqlx::query_scalar::<$db, i64>($crate::sql::PARENT_IS_LIVE)
-                            .bind(uuid::Uuid::from(p))
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        if live == 0 {
-                            return Err($crate::Error::ParentNotFound);
-                        }
+                    // Locked like a create's parent: a move under a workspace that a delete is
+                    // removing is refused.
+                    if let Some(p) = parent
+                        && !Self::lock_live(&mut tx, p).await?
+                    {
+                        return Err($crate::Error::ParentNotFound);
                     }
                     if let Err(e) = set!("parent_id", parent.map(uuid::Uuid::from)) {
                         return Err(match $crate::Error::from(e) {

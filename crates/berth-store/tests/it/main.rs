@@ -8,4 +8,5 @@ mod contract;
 mod harness;
 mod parity;
 mod queue;
+mod races;
 mod rotation;
