@@ -74,6 +74,12 @@ pub trait WorkspaceStore: Send + Sync {
     /// Saves the canvas viewport (replacing the previous one).
     async fn save_viewport(&self, viewport: Viewport) -> Result<()>;
 
+    /// The identity of this installation: a random id created by the first call on a fresh
+    /// database and the same one ever after, for every server sharing the database. The Docker
+    /// provisioner labels what it creates with it, so its orphan sweep leaves other
+    /// installations' containers alone.
+    async fn installation_id(&self) -> Result<uuid::Uuid>;
+
     /// The stored result of a create that used this idempotency key, if any.
     async fn idempotent_create(&self, key: &str) -> Result<Option<IdempotentCreate>>;
 

@@ -48,6 +48,15 @@ INSERT INTO canvas_viewport (id, x, y, zoom, saved_at) VALUES (1, $1, $2, $3, $4
 ON CONFLICT (id) DO UPDATE SET x = excluded.x, y = excluded.y, zoom = excluded.zoom, \
 saved_at = excluded.saved_at";
 
+/// Creates the installation row unless there is one; concurrent first starts on one database
+/// agree (the loser's insert does nothing).
+pub(crate) const INSERT_INSTALLATION: &str = "\
+INSERT INTO installation (id, installation_id, created_at) VALUES (1, $1, $2) \
+ON CONFLICT (id) DO NOTHING";
+
+pub(crate) const SELECT_INSTALLATION: &str =
+    "SELECT installation_id FROM installation WHERE id = 1";
+
 /// Whether the backend needs explicit row locks. PostgreSQL does (its transactions run side by
 /// side); SQLite does not: its write transactions (`BEGIN IMMEDIATE`) already run one at a time.
 pub(crate) fn row_locks(database: &str) -> bool {
@@ -855,6 +864,17 @@ macro_rules! impl_workspace_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(row.map(|(x, y, zoom)| $crate::Viewport { x, y, zoom }))
+            }
+
+            async fn installation_id(&self) -> $crate::Result<uuid::Uuid> {
+                sqlx::query::<$db>($crate::sql::INSERT_INSTALLATION)
+                    .bind(uuid::Uuid::new_v4())
+                    .bind($crate::model::now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(sqlx::query_scalar::<$db, uuid::Uuid>($crate::sql::SELECT_INSTALLATION)
+                    .fetch_one(&self.pool)
+                    .await?)
             }
 
             async fn save_viewport(&self, v: $crate::Viewport) -> $crate::Result<()> {

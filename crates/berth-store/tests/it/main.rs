@@ -6,6 +6,7 @@
 mod activity;
 mod contract;
 mod harness;
+mod installation;
 mod parity;
 mod queue;
 mod races;
