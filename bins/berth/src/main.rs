@@ -92,7 +92,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     let (store, backend) = setup::open_store(&args.store).await?;
     setup::check_key_ring(store.as_ref(), &args.store).await?;
-    tracing::info!(store = %backend, "store ready");
+    // Created by the first start on the database; labels the Docker resources and scopes the
+    // orphan sweep to them.
+    let installation = store
+        .installation_id()
+        .await
+        .context("reading the installation id")?;
+    tracing::info!(store = %backend, %installation, "store ready");
 
     let token_path = args.store.data_dir.join("admin-token");
     let admin_token = match &args.admin_token {
@@ -131,7 +137,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
     };
-    let (provisioner, process) = choose_provisioner(&args).await?;
+    let (provisioner, process) = choose_provisioner(&args, &installation.to_string()).await?;
     tracing::info!(provisioner = ?provisioner.kind(), "provisioner ready");
     let mut service = WorkspaceService::new(
         store,
@@ -242,11 +248,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
 /// so shutdown can stop its children.
 async fn choose_provisioner(
     args: &ServeArgs,
+    installation: &str,
 ) -> Result<(Arc<dyn Provisioner>, Option<Arc<ProcessProvisioner>>)> {
     let docker = || async {
         let mut config = DockerConfig::new();
         config.socket = args.docker_socket.clone();
         config.network = args.docker_network.clone();
+        installation.clone_into(&mut config.installation);
         for spec in &args.docker_images {
             let (runtime, image) = spec
                 .split_once('=')

@@ -120,7 +120,10 @@ impl WorkspaceService {
 
     /// One orphan pass (REFERENCE.md §11.5, DECISIONS.md §2.15): backend resources of
     /// workspaces that no longer exist, or are removed, are purged. Runs at start and
-    /// periodically; a backend error skips the pass.
+    /// periodically; a backend error skips the pass. Only what the provisioner reports as this
+    /// installation's is considered: the Docker provisioner lists the containers labelled with
+    /// the database's installation id, so another installation's (another database on the same
+    /// daemon), unknown to this database, are never taken for orphans.
     pub async fn sweep_orphans(
         &self,
     ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {

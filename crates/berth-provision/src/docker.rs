@@ -10,8 +10,14 @@
 //! container  berth-ws-<uuid>             restart policy unless-stopped, hostname/alias berth-ws-<uuid>
 //! volume     berth-ws-<uuid>-configs     mounted at /configs (WORKSPACE_CONFIG_PATH), filled before start
 //! volume     berth-ws-<uuid>-workspace   mounted at /workspace when workspace_access is `none`
-//! labels     berth.managed=true, berth.workspace_id=<uuid>   on the container and both volumes
+//! labels     berth.managed=true, berth.workspace_id=<uuid>,   on the container and both volumes
+//!            berth.installation=<installation id>
 //! ```
+//!
+//! The installation label scopes the orphan sweep ([`DockerProvisioner::list_managed`]): it
+//! reports only this installation's containers, so two berth installations (two databases) on
+//! one daemon never purge each other's. Containers of a berth from before installation labels
+//! are left alone too (and named in a warning, once).
 //!
 //! The agent gets the same environment contract as a process-provisioned one (see `process.rs`),
 //! with container paths: `WORKSPACE_CONFIG_PATH=/configs`, `AGENT_HOST=0.0.0.0`, `AGENT_PORT=8000`
@@ -63,6 +69,8 @@ use crate::{BackendKind, Error, ProvisionRequest, Provisioner, Started};
 pub const LABEL_MANAGED: &str = "berth.managed";
 /// Label carrying the owning workspace's id.
 pub const LABEL_WORKSPACE_ID: &str = "berth.workspace_id";
+/// Label carrying the id of the berth installation (its database) that created the resource.
+pub const LABEL_INSTALLATION: &str = "berth.installation";
 
 /// Prepared variables never handed to a container: SCM write tokens (stripped strictly, REFERENCE.md
 /// §12 #65) and the admin credential (DECISIONS.md §2.1), whatever put them there.
@@ -127,6 +135,11 @@ pub struct DockerConfig {
     /// How long `stop` lets the agent drain after SIGTERM (`docker stop -t`) before the daemon
     /// sends SIGKILL. Kept below [`DockerConfig::request_timeout`].
     pub stop_grace: Duration,
+    /// The installation id written into [`LABEL_INSTALLATION`] of everything created, and the
+    /// only one whose containers [`DockerProvisioner::list_managed`] reports. `berth serve` sets
+    /// the store's (`WorkspaceStore::installation_id`); the default is a fresh random id, so a
+    /// provisioner that is not told never sweeps another's containers.
+    pub installation: String,
 }
 
 impl DockerConfig {
@@ -152,6 +165,8 @@ impl DockerConfig {
             pull_timeout: Self::DEFAULT_PULL_TIMEOUT,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             stop_grace: Self::DEFAULT_STOP_GRACE,
+            // A fresh v4 UUID (the workspace id type is one).
+            installation: WorkspaceId::new_v4().to_string(),
         }
     }
 
@@ -191,6 +206,8 @@ pub struct DockerProvisioner {
     /// The daemon host's CPUs in NanoCPUs: the daemon refuses a larger cap, so tiers are
     /// clamped to it (a tier-4 workspace on a 2-CPU host gets 2 CPUs, not a failed start).
     host_nano_cpus: Option<i64>,
+    /// Whether the containers without an installation label were reported already (once).
+    unlabelled_reported: std::sync::atomic::AtomicBool,
 }
 
 impl DockerProvisioner {
@@ -226,10 +243,12 @@ impl DockerProvisioner {
             }
         };
         tracing::info!(socket = %config.socket, "connected to the docker daemon");
+        tracing::info!(installation = %config.installation, "docker resources are labelled {LABEL_INSTALLATION}");
         Ok(Self {
             docker,
             config,
             host_nano_cpus,
+            unlabelled_reported: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -261,8 +280,11 @@ impl DockerProvisioner {
         Ok(())
     }
 
-    /// The workspaces that have a berth-managed container (running or not), for the orphan
-    /// sweeper. Containers whose id label is missing or malformed are left out.
+    /// The workspaces that have a berth-managed container (running or not) of this installation
+    /// ([`DockerConfig::installation`]), for the orphan sweeper. Containers of other
+    /// installations are left out, and so are containers without an installation label (made
+    /// by a berth from before the label; the first listing names them in a warning, as they are
+    /// for an operator to remove), and those whose id label is missing or malformed.
     pub async fn list_managed(&self) -> Result<Vec<WorkspaceId>, Error> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
         let options = ListContainersOptionsBuilder::new()
@@ -274,11 +296,43 @@ impl DockerProvisioner {
             .list_containers(Some(options))
             .await
             .map_err(|e| backend("listing containers", e))?;
-        let ids: BTreeSet<WorkspaceId> = containers
-            .iter()
-            .filter_map(|c| c.labels.as_ref()?.get(LABEL_WORKSPACE_ID))
-            .filter_map(|id| WorkspaceId::parse(id).ok())
-            .collect();
+        let mut ids = BTreeSet::new();
+        let mut unlabelled = Vec::new();
+        for c in &containers {
+            let Some(labels) = c.labels.as_ref() else {
+                continue;
+            };
+            match labels.get(LABEL_INSTALLATION) {
+                Some(owner) if *owner == self.config.installation => {}
+                Some(_) => continue,
+                None => {
+                    let name = c.names.as_ref().and_then(|n| n.first()).map_or_else(
+                        || c.id.clone().unwrap_or_default(),
+                        |n| n.trim_start_matches('/').to_owned(),
+                    );
+                    unlabelled.push(name);
+                    continue;
+                }
+            }
+            if let Some(id) = labels
+                .get(LABEL_WORKSPACE_ID)
+                .and_then(|id| WorkspaceId::parse(id).ok())
+            {
+                ids.insert(id);
+            }
+        }
+        if !unlabelled.is_empty()
+            && !self
+                .unlabelled_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                count = unlabelled.len(),
+                containers = ?unlabelled,
+                "berth containers without a {LABEL_INSTALLATION} label (made before installation \
+                 ids) are left alone by the orphan sweep; remove the ones no berth uses by hand"
+            );
+        }
         Ok(ids.into_iter().collect())
     }
 
@@ -330,7 +384,7 @@ impl DockerProvisioner {
     async fn create_volume(&self, id: WorkspaceId, name: &str) -> Result<(), Error> {
         let request = VolumeCreateRequest {
             name: Some(name.to_owned()),
-            labels: Some(labels(id)),
+            labels: Some(labels(id, &self.config.installation)),
             ..Default::default()
         };
         self.docker
@@ -669,7 +723,7 @@ impl DockerProvisioner {
         let mut body = ContainerCreateBody {
             image: Some(image.to_owned()),
             env: Some(env),
-            labels: Some(labels(id)),
+            labels: Some(labels(id, &self.config.installation)),
             ..Default::default()
         };
         if agent.host_network {
@@ -848,10 +902,11 @@ fn container_env(request: &ProvisionRequest, agent: &AgentAddr) -> Result<Vec<St
         .collect())
 }
 
-fn labels(id: WorkspaceId) -> HashMap<String, String> {
+fn labels(id: WorkspaceId, installation: &str) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_owned(), "true".to_owned()),
         (LABEL_WORKSPACE_ID.to_owned(), id.to_string()),
+        (LABEL_INSTALLATION.to_owned(), installation.to_owned()),
     ])
 }
 

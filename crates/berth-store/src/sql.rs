@@ -3,7 +3,8 @@
 //!
 //! The statements use only `$n` placeholders and the portable type set (UUID, TEXT, BIGINT,
 //! DOUBLE, BOOLEAN, one timestamp type, JSON), so the same text serves PostgreSQL and SQLite. The
-//! dialect differences live in the migrations and in how each backend opens its transaction.
+//! dialect differences live in the migrations, in how each backend opens its transaction, and in
+//! the row lock of [`lock_live_workspace_sql`] (PostgreSQL only).
 //!
 //! [`WorkspaceStore`]: crate::WorkspaceStore
 

@@ -1,7 +1,9 @@
 //! A workspace's whole life on a bridge network: start, what the container looks like, the agent
 //! registering, death behind the provisioner's back, stop and volume removal.
 
-use berth_provision::docker::{LABEL_MANAGED, configs_volume, workspace_volume};
+use berth_provision::docker::{
+    LABEL_INSTALLATION, LABEL_MANAGED, configs_volume, workspace_volume,
+};
 use berth_provision::{BackendKind, Provisioner};
 use bollard::models::RestartPolicyNameEnum;
 use bollard::query_parameters::KillContainerOptionsBuilder;
@@ -53,6 +55,10 @@ async fn a_workspace_lives_registers_dies_and_leaves_nothing() {
         labels.get(LABEL_WORKSPACE_ID).map(String::as_str),
         Some(id.to_string().as_str())
     );
+    assert_eq!(
+        labels.get(LABEL_INSTALLATION),
+        Some(&p.config().installation)
+    );
 
     let env = env_of(&info);
     let expect = [
@@ -102,6 +108,10 @@ async fn a_workspace_lives_registers_dies_and_leaves_nothing() {
         assert_eq!(
             v.labels.get(LABEL_WORKSPACE_ID).map(String::as_str),
             Some(id.to_string().as_str())
+        );
+        assert_eq!(
+            v.labels.get(LABEL_INSTALLATION),
+            Some(&p.config().installation)
         );
     }
 
@@ -160,6 +170,11 @@ async fn a_workspace_lives_registers_dies_and_leaves_nothing() {
 
     assert!(p.is_running(id).await.unwrap());
     assert!(p.list_managed().await.unwrap().contains(&id));
+    // Another installation on the same daemon does not list it (its orphan sweep leaves it).
+    let other = sandbox
+        .provisioner_with(|c| c.installation = "another-installation".into())
+        .await;
+    assert!(!other.list_managed().await.unwrap().contains(&id));
 
     // Killed behind the provisioner's back: not running (and the restart policy, which spares
     // a killed container, does not bring it back).
