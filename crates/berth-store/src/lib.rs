@@ -11,6 +11,7 @@ mod session_search;
 mod sql;
 mod sqlite;
 mod viewport;
+mod wake;
 
 use async_trait::async_trait;
 use berth_domain::WorkspaceId;
@@ -27,6 +28,7 @@ pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSet
 pub use session_search::SESSION_SEARCH_MAX;
 pub use sqlite::SqliteStore;
 pub use viewport::Viewport;
+pub use wake::EventWakeups;
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -172,6 +174,11 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Events in sequence order, optionally for one workspace, after a sequence id.
     async fn events(&self, filter: EventFilter) -> Result<Vec<EventRecord>>;
+
+    /// Wakes the event tailer when events may have been committed: after this store commits a
+    /// transaction that recorded events and, on PostgreSQL, when another instance sharing the
+    /// database does (`LISTEN/NOTIFY`). A hint to read the log now; the tailer still polls.
+    async fn event_wakeups(&self) -> EventWakeups;
 
     /// Deletes idempotency records older than `older_than`; returns how many went.
     async fn prune_idempotency(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64>;

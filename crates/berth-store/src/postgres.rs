@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection as _, PgPool, Postgres, Transaction};
+use sqlx::{Connection as _, PgPool, Postgres};
 use std::str::FromStr;
 
+use crate::wake::{EventSignal, EventWakeups, PG_CHANNEL, Tx};
 use crate::{KeyRing, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -18,6 +19,7 @@ pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) keys: KeyRing,
+    pub(crate) events: EventSignal,
 }
 
 impl PgStore {
@@ -44,7 +46,11 @@ impl PgStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, keys })
+        Ok(Self {
+            pool,
+            keys,
+            events: EventSignal::new(),
+        })
     }
 
     /// The underlying pool, for tests and tools that need raw SQL (fault injection, schema checks).
@@ -52,8 +58,45 @@ impl PgStore {
         &self.pool
     }
 
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>> {
-        Ok(self.pool.begin().await?)
+    pub(crate) async fn begin(&self) -> Result<Tx<Postgres>> {
+        Ok(Tx::new(self.pool.begin().await?, &self.events))
+    }
+
+    /// Wakeups from this store's commits and, through `LISTEN`, other instances'; only this
+    /// store's when the `LISTEN` connection cannot be opened (the tailer's poll covers the rest).
+    pub(crate) async fn open_event_wakeups(&self) -> EventWakeups {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            listener.listen(PG_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => self.events.wakeups_with(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "event wakeups: LISTEN failed; other instances' events are polled");
+                self.events.local_wakeups()
+            }
+        }
+    }
+}
+
+impl Tx<Postgres> {
+    /// Commits; when the transaction recorded events, it first queues a `NOTIFY` (which
+    /// PostgreSQL delivers only if the commit succeeds) for other instances, and wakes this
+    /// store's tailer after the commit.
+    pub(crate) async fn commit(mut self) -> Result<()> {
+        if self.recorded {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PG_CHANNEL)
+                .bind(&*self.signal.origin)
+                .execute(&mut *self.inner)
+                .await?;
+        }
+        self.inner.commit().await?;
+        if self.recorded {
+            self.signal.raise();
+        }
+        Ok(())
     }
 }
 

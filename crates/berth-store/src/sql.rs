@@ -629,7 +629,7 @@ pub(crate) fn idempotency_aad(key: &str) -> Vec<u8> {
 }
 
 /// Implements [`crate::WorkspaceStore`] for a store type with `pool` and `keys` fields and an
-/// inherent `begin()` returning a transaction of database `$db`.
+/// inherent `begin()` returning a [`crate::wake::Tx`] of database `$db` with an inherent `commit()`.
 macro_rules! impl_workspace_store {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -753,7 +753,7 @@ macro_rules! impl_workspace_store {
             /// Whether `id` is live, locking its row until `tx` ends on PostgreSQL
             /// ([`crate::sql::lock_live_workspace_sql`]).
             async fn lock_live(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $crate::wake::Tx<$db>,
                 id: berth_domain::WorkspaceId,
             ) -> $crate::Result<bool> {
                 let sql = $crate::sql::lock_live_workspace_sql(<$db as sqlx::Database>::NAME);
@@ -767,7 +767,7 @@ macro_rules! impl_workspace_store {
             /// Appends one event inside `tx`: every event is recorded in the transaction of the
             /// change it describes.
             async fn record_event(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $crate::wake::Tx<$db>,
                 event_type: &str,
                 workspace: impl Into<Option<uuid::Uuid>>,
                 payload: &serde_json::Value,
@@ -781,13 +781,14 @@ macro_rules! impl_workspace_store {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+                tx.recorded_event();
                 Ok(())
             }
 
             /// The one compare-and-set of a status change: the row moves only from the statuses
             /// the transition leaves from, and its event is recorded only when the row changed.
             async fn apply_transition(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut $crate::wake::Tx<$db>,
                 workspace: uuid::Uuid,
                 t: berth_domain::status::Transition,
                 failure: Option<(&str, &str)>,
@@ -1070,6 +1071,10 @@ macro_rules! impl_workspace_store {
                         Ok((key, value))
                     })
                     .collect()
+            }
+
+            async fn event_wakeups(&self) -> $crate::EventWakeups {
+                self.open_event_wakeups().await
             }
 
             async fn events(
@@ -2340,6 +2345,7 @@ macro_rules! impl_workspace_store {
                 Self {
                     pool: self.pool.clone(),
                     keys,
+                    events: self.events.clone(),
                 }
             }
         }

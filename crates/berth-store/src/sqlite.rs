@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection as _, Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection as _, Sqlite, SqlitePool};
 
+use crate::wake::{EventSignal, EventWakeups, Tx};
 use crate::{KeyRing, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -16,6 +17,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     pub(crate) keys: KeyRing,
+    pub(crate) events: EventSignal,
 }
 
 impl SqliteStore {
@@ -58,7 +60,11 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, keys })
+        Ok(Self {
+            pool,
+            keys,
+            events: EventSignal::new(),
+        })
     }
 
     /// The underlying pool, for tests and tools that need raw SQL (fault injection, schema checks).
@@ -68,8 +74,27 @@ impl SqliteStore {
 
     /// Starts a write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so two
     /// concurrent writers queue on `busy_timeout` instead of failing a lock upgrade.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    pub(crate) async fn begin(&self) -> Result<Tx<Sqlite>> {
+        Ok(Tx::new(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            &self.events,
+        ))
+    }
+
+    /// Wakeups from this store's commits (one SQLite file has one writer process).
+    pub(crate) async fn open_event_wakeups(&self) -> EventWakeups {
+        self.events.local_wakeups()
+    }
+}
+
+impl Tx<Sqlite> {
+    /// Commits, then wakes this store's tailer when the transaction recorded events.
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.inner.commit().await?;
+        if self.recorded {
+            self.signal.raise();
+        }
+        Ok(())
     }
 }
 
