@@ -1,16 +1,21 @@
 //! The event log as a live stream: an in-process bus fed, after commit, by a log tailer.
 //!
 //! Every event is written to `structure_events` in the transaction of the change it describes
-//! (the store does that); nothing is published before it is committed. The tailer polls the log
-//! for rows after the last sequence id it published (every `poll_interval`, 200 ms by default) and
-//! publishes them, in sequence order, on a `tokio::sync::broadcast` channel that the WebSocket and
-//! SSE handlers subscribe to.
+//! (the store does that); nothing is published before it is committed. The tailer reads the log
+//! for rows after the last sequence id it published and publishes them, in sequence order, on a
+//! `tokio::sync::broadcast` channel that the WebSocket and SSE handlers subscribe to. It reads
+//! when the store wakes it ([`berth_store::EventWakeups`]: right after this instance commits a
+//! transaction that recorded events and, on PostgreSQL, on another instance's `NOTIFY` after its
+//! commit), and every `poll_interval` (200 ms by default) as a fallback for lost wakes.
 //!
-//! Why a tailer rather than publishing from each write path or PostgreSQL `LISTEN/NOTIFY`: it
-//! needs no change to any write path, cannot publish an event whose transaction rolled back, and
-//! works unchanged when several `berth` instances share one PostgreSQL: each instance tails the
-//! same log, so an event recorded by one reaches the subscribers of all of them, in sequence order,
-//! at the cost of up to one poll interval of latency and one cheap indexed query per interval.
+//! Why a tailer rather than publishing from each write path or carrying events in `NOTIFY`
+//! payloads: the wake is only a hint, so the log stays the one source of truth; the tailer cannot
+//! publish an event whose transaction rolled back, and works unchanged when several `berth`
+//! instances share one PostgreSQL: each instance tails the same log, so an event recorded by one
+//! reaches the subscribers of all of them, in sequence order.
+//!
+//! Each event is published once as a [`LiveEvent`], which memoises its wire encodings: the HTTP
+//! layer serialises a frame once per event, not once per subscriber.
 //!
 //! PostgreSQL allocates identity values before commit, so a transaction can commit a lower `seq`
 //! after a higher one is visible. The tailer therefore publishes only contiguous runs: at a gap it
@@ -21,12 +26,13 @@
 //! stops when the service is dropped. Clients that reconnect resume from the log itself
 //! (`Last-Event-ID`), not from the bus.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use berth_domain::WorkspaceId;
-use berth_store::{EventFilter, EventRecord, WorkspaceStore};
+use berth_store::{EventFilter, EventRecord, EventWakeups, WorkspaceStore};
 use tokio::sync::broadcast;
 
 use crate::registry::Principal;
@@ -39,7 +45,7 @@ pub struct EventConfig {
     pub retention: Duration,
     /// Events the bus holds for its slowest subscriber; one that falls further behind is cut off.
     pub buffer: usize,
-    /// How often the tailer polls the log.
+    /// How often the tailer polls the log when nothing woke it (a fallback: commits wake it).
     pub poll_interval: Duration,
     /// How long the tailer waits for a missing sequence id before skipping it.
     pub gap_grace: Duration,
@@ -76,12 +82,97 @@ const TAIL_PAGE: i64 = 1000;
 /// A subscription to the live events of every workspace, in sequence order. A receiver that
 /// falls more than [`EventConfig::buffer`] events behind gets `RecvError::Lagged`: it has lost
 /// events and must be cut off (the client resumes from the log).
-pub type EventReceiver = broadcast::Receiver<Arc<EventRecord>>;
+pub type EventReceiver = broadcast::Receiver<Arc<LiveEvent>>;
+
+/// A wire encoding of live events, memoised per event by [`LiveEvent::encoded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The `GET /ws` frame.
+    WebSocket,
+    /// The SSE frame of a workspace's event stream.
+    Sse,
+}
+
+impl Encoding {
+    const COUNT: usize = 2;
+
+    fn index(self) -> usize {
+        match self {
+            Encoding::WebSocket => 0,
+            Encoding::Sse => 1,
+        }
+    }
+}
+
+/// One event on the live bus: its record (it dereferences to [`EventRecord`]) and its wire
+/// encodings, each made by the first subscriber that needs it and shared by all the others, so
+/// a frame is serialised once per event, not once per subscriber.
+pub struct LiveEvent {
+    record: EventRecord,
+    encoded: [OnceLock<Box<dyn Any + Send + Sync>>; Encoding::COUNT],
+}
+
+impl LiveEvent {
+    /// An event not yet encoded.
+    pub fn new(record: EventRecord) -> Self {
+        Self {
+            record,
+            encoded: [OnceLock::new(), OnceLock::new()],
+        }
+    }
+
+    /// The event as recorded in the log.
+    pub fn record(&self) -> &EventRecord {
+        &self.record
+    }
+
+    /// The event in `encoding`: `encode`d by the first caller, a clone of that for every later
+    /// one (so `T` should be cheap to clone, e.g. `Bytes`). A caller asking for one encoding as
+    /// another type than the first did gets a fresh encoding, not a wrong one.
+    pub fn encoded<T>(&self, encoding: Encoding, encode: impl FnOnce(&EventRecord) -> T) -> T
+    where
+        T: Any + Clone + Send + Sync,
+    {
+        let cell = &self.encoded[encoding.index()];
+        if let Some(done) = cell.get() {
+            return match done.downcast_ref::<T>() {
+                Some(value) => value.clone(),
+                None => encode(&self.record),
+            };
+        }
+        // Subscribers racing for the first encoding may each make one; the first one kept wins
+        // and they are all equal.
+        let value = encode(&self.record);
+        let _ = cell.set(Box::new(value.clone()));
+        value
+    }
+}
+
+impl std::ops::Deref for LiveEvent {
+    type Target = EventRecord;
+
+    fn deref(&self) -> &EventRecord {
+        &self.record
+    }
+}
+
+impl std::fmt::Debug for LiveEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.record.fmt(f)
+    }
+}
+
+/// Two live events are equal when their records are (encodings are derived from them).
+impl PartialEq for LiveEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.record == other.record
+    }
+}
 
 /// The in-process bus and its tailer's state.
 pub(crate) struct EventBus {
     config: EventConfig,
-    sender: broadcast::Sender<Arc<EventRecord>>,
+    sender: broadcast::Sender<Arc<LiveEvent>>,
     tailer: tokio::sync::OnceCell<()>,
     last_prune: std::sync::Mutex<Option<Instant>>,
     /// Live subscriptions ([`LiveEvents`]) whose pump still runs.
@@ -165,7 +256,7 @@ impl CutOff {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Delivery {
     /// The next event in sequence order.
-    Event(Arc<EventRecord>),
+    Event(Arc<LiveEvent>),
     /// The subscription was cut off; every event queued before the cut has been delivered
     /// and nothing follows.
     CutOff(CutOff),
@@ -181,7 +272,7 @@ pub enum Delivery {
 /// order, followed by [`Delivery::CutOff`]. Events are never skipped silently, and one slow
 /// client costs the others nothing: the bus never waits for a subscriber.
 pub struct LiveEvents {
-    rx: tokio::sync::mpsc::Receiver<Arc<EventRecord>>,
+    rx: tokio::sync::mpsc::Receiver<Arc<LiveEvent>>,
     cut: Arc<OnceLock<CutOff>>,
     reported: bool,
 }
@@ -224,7 +315,7 @@ async fn pump(
     service: WorkspaceService,
     scope: EventScope,
     mut bus: EventReceiver,
-    tx: tokio::sync::mpsc::Sender<Arc<EventRecord>>,
+    tx: tokio::sync::mpsc::Sender<Arc<LiveEvent>>,
     cut: Arc<OnceLock<CutOff>>,
     _guard: LiveGuard,
 ) {
@@ -312,12 +403,17 @@ impl Tail {
             self.gap_since = None;
             self.cursor = row.seq;
             // No receivers is not an error: nobody is listening right now.
-            let _ = bus.sender.send(Arc::new(row));
+            let _ = bus.sender.send(Arc::new(LiveEvent::new(row)));
         }
     }
 }
 
-async fn run_tailer(bus: Weak<EventBus>, store: Arc<dyn WorkspaceStore>, mut tail: Tail) {
+async fn run_tailer(
+    bus: Weak<EventBus>,
+    store: Arc<dyn WorkspaceStore>,
+    mut tail: Tail,
+    mut wakeups: EventWakeups,
+) {
     let interval = match bus.upgrade() {
         Some(b) => b.config.poll_interval,
         None => return,
@@ -325,9 +421,16 @@ async fn run_tailer(bus: Weak<EventBus>, store: Arc<dyn WorkspaceStore>, mut tai
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        let woken = tokio::select! {
+            _ = tick.tick() => false,
+            () = wakeups.wait() => true,
+        };
         let Some(bus) = bus.upgrade() else { return };
         if bus.sender.receiver_count() == 0 {
+            if woken {
+                // Nobody listens: the poll keeps the cursor current, not every commit.
+                continue;
+            }
             // Nobody listens: keep the cursor current instead of reading rows.
             match store.last_event_seq().await {
                 Ok(seq) => {
@@ -337,6 +440,11 @@ async fn run_tailer(bus: Weak<EventBus>, store: Arc<dyn WorkspaceStore>, mut tai
                 Err(e) => tracing::warn!(error = %e, "event tailer: reading the log failed"),
             }
             continue;
+        }
+        if woken {
+            // A commit with events: read now, and poll again only after a quiet interval. A
+            // commit made while the log is being read below wakes this again at once.
+            tick.reset();
         }
         loop {
             let filter = EventFilter {
@@ -381,6 +489,8 @@ impl WorkspaceService {
         self.events
             .tailer
             .get_or_try_init(|| async {
+                // Wakeups first, so no commit falls between them and the cursor.
+                let wakeups = self.store.event_wakeups().await;
                 let cursor = self.store.last_event_seq().await?.unwrap_or(0);
                 let tail = Tail {
                     cursor,
@@ -390,6 +500,7 @@ impl WorkspaceService {
                     Arc::downgrade(&self.events),
                     self.store.clone(),
                     tail,
+                    wakeups,
                 ));
                 Ok(())
             })

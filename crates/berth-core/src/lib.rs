@@ -32,7 +32,9 @@ pub use bundles::{
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
-pub use events::{CutOff, Delivery, EventConfig, EventReceiver, EventScope, LiveEvents};
+pub use events::{
+    CutOff, Delivery, Encoding, EventConfig, EventReceiver, EventScope, LiveEvent, LiveEvents,
+};
 pub use hooks::EnvMutator;
 pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
 pub use loops::{

@@ -23,12 +23,13 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use berth_core::{
-    CutOff, Delivery, EventRecord, EventScope, LiveEvents, Principal, WorkspaceService,
+    CutOff, Delivery, Encoding, EventRecord, EventScope, LiveEvent, LiveEvents, Principal,
+    WorkspaceService,
 };
 use berth_domain::WorkspaceId;
 use serde::Deserialize;
@@ -129,6 +130,11 @@ fn sse_frame(e: &EventRecord) -> Bytes {
     Bytes::from(format!("id: {}\ndata: {data}\n\n", e.seq))
 }
 
+/// [`sse_frame`] of a live event, serialised once for all its subscribers.
+fn live_sse_frame(e: &LiveEvent) -> Bytes {
+    e.encoded(Encoding::Sse, sse_frame)
+}
+
 /// The last frame of a cut-off SSE stream: a comment and an `error` event saying why, with the
 /// id to resume from.
 fn sse_cut_frame(why: CutOff, last_sent: i64) -> Bytes {
@@ -201,7 +207,7 @@ impl SseStream {
                     Some(Delivery::Event(e)) if e.seq <= self.last_sent => {}
                     Some(Delivery::Event(e)) => {
                         self.last_sent = e.seq;
-                        return Some(sse_frame(&e));
+                        return Some(live_sse_frame(&e));
                     }
                     Some(Delivery::CutOff(why)) => {
                         tracing::warn!(workspace.id = %self.id, reason = why.label(), last_event_id = self.last_sent, "SSE client cut off");
@@ -333,6 +339,11 @@ fn ws_frame(e: &EventRecord) -> String {
     .to_string()
 }
 
+/// [`ws_frame`] of a live event, serialised once for all its subscribers.
+fn live_ws_frame(e: &LiveEvent) -> Utf8Bytes {
+    e.encoded(Encoding::WebSocket, |r| Utf8Bytes::from(ws_frame(r)))
+}
+
 #[derive(Deserialize)]
 struct WsQuery {
     token: Option<String>,
@@ -427,7 +438,7 @@ async fn run_ws(mut socket: WebSocket, mut live: LiveEvents, service: WorkspaceS
             },
             d = live.next() => match d {
                 Some(Delivery::Event(e)) => {
-                    match send(&mut socket, Message::Text(ws_frame(&e).into()), send_timeout).await {
+                    match send(&mut socket, Message::Text(live_ws_frame(&e)), send_timeout).await {
                         Sent::Ok => last_sent = e.seq,
                         Sent::Closed => return,
                         Sent::TimedOut => {

@@ -125,7 +125,7 @@ fn pg_admin_url() -> String {
 }
 
 /// Creates an empty database on the test cluster and returns its URL.
-async fn fresh_pg_database() -> String {
+pub async fn fresh_pg_database() -> String {
     use sqlx::Connection as _;
     let admin = pg_admin_url();
     let name = format!("berth_http_test_{}", uuid::Uuid::new_v4().simple());

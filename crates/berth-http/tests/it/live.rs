@@ -1,13 +1,19 @@
 //! Live events through a real socket (`berth_http::serve` on `127.0.0.1:0`): the SSE stream
 //! (headers, `: ping`, `id:` frames, `Last-Event-ID` resume from the log) and the `GET /ws`
-//! WebSocket (credentials, the hierarchy filter, ignored client frames).
+//! WebSocket (credentials, the hierarchy filter, ignored client frames), and commits waking the
+//! event tailer (of every instance, on PostgreSQL) without its poll.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
+use berth_core::{EventConfig, WorkspaceService};
 use berth_domain::WorkspaceId;
+use berth_http::{AdminAuth, AppState, HttpConfig};
+use berth_store::{EventFilter, EventRecord, KeyRing, PgStore, SecretScope, WorkspaceStore};
 use futures_util::{SinkExt as _, StreamExt as _};
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -586,4 +592,135 @@ async fn sse_takes_the_browser_credential_as_a_token_query_parameter() {
         let (_, data) = sse.event().await;
         assert_eq!(data["data"]["key"], key.as_str());
     }
+}
+
+/// A service over `store` whose tailer never polls in a test's lifetime, behind a served router:
+/// only a commit's wake can bring it an event.
+async fn unpolled_instance(
+    store: Arc<dyn WorkspaceStore>,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let service = WorkspaceService::new(
+        store,
+        Arc::new(berth_provision::NoBackend),
+        Arc::new(crate::helpers::TableResolver::default()),
+        berth_core::TemplateCatalog::load(std::path::Path::new("/nonexistent")),
+        berth_core::CoreConfig::default(),
+    )
+    .with_event_config(EventConfig {
+        poll_interval: Duration::from_secs(24 * 3600),
+        ..EventConfig::default()
+    });
+    let state = AppState {
+        service,
+        admin: Arc::new(AdminAuth::new(
+            &SecretString::from(ADMIN_TOKEN.to_owned()),
+            false,
+        )),
+        config: Arc::new(HttpConfig::default()),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        berth_http::serve(listener, berth_http::router(state), async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("serve");
+    });
+    (addr, tx)
+}
+
+/// The next text frame of `ws`.
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        let msg = tokio::time::timeout(READ_LIMIT, ws.next())
+            .await
+            .expect("ws read timed out")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = msg {
+            return text.to_string();
+        }
+    }
+}
+
+/// Records a global `secret.set` through `store` and returns its log row.
+async fn record_global_secret(store: &dyn WorkspaceStore, key: &str) -> EventRecord {
+    store
+        .set_secret(
+            SecretScope::Global,
+            key.to_owned(),
+            SecretString::from("v".to_owned()),
+            json!({"key": key}),
+        )
+        .await
+        .expect("set secret");
+    let seq = store.last_event_seq().await.unwrap().expect("an event");
+    let mut rows = store
+        .events(EventFilter {
+            workspace_id: None,
+            after_seq: Some(seq - 1),
+            limit: Some(1),
+        })
+        .await
+        .unwrap();
+    rows.pop().expect("the event")
+}
+
+/// The frame every `/ws` subscriber gets for `e`: the same bytes for all of them (the frame is
+/// serialised once per event), carrying the logged event.
+fn assert_frame_of(frame: &str, e: &EventRecord) {
+    let v: Value = serde_json::from_str(frame).expect("json frame");
+    assert_eq!(v["event"], "secret.set");
+    assert_eq!(v["seq"], e.seq);
+    assert_eq!(v["payload"], e.payload);
+    assert_eq!(v["workspace_id"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_tailer_on_sqlite() {
+    let app = app().await;
+    let (addr, _stop) = unpolled_instance(app.store.clone()).await;
+    let mut first = ws_connect(addr, Some(ADMIN_TOKEN), None).await.unwrap();
+    let mut second = ws_connect(addr, Some(ADMIN_TOKEN), None).await.unwrap();
+    for key in ["ONE", "TWO"] {
+        let e = record_global_secret(app.store.as_ref(), key).await;
+        let frame = next_text(&mut first).await;
+        assert_frame_of(&frame, &e);
+        assert_eq!(next_text(&mut second).await, frame);
+    }
+}
+
+/// On PostgreSQL a commit wakes the tailer of its own instance (the store's signal) and, through
+/// `NOTIFY` after the commit, the tailers of other instances sharing the database: neither polls.
+#[tokio::test]
+async fn a_commit_wakes_the_tailers_of_every_instance_on_postgres() {
+    let url = crate::helpers::fresh_pg_database().await;
+    let keys = KeyRing::parse(&KeyRing::generate_line("test")).expect("key ring");
+    let here: Arc<dyn WorkspaceStore> =
+        Arc::new(PgStore::connect(&url, keys.clone()).await.unwrap());
+    let there: Arc<dyn WorkspaceStore> = Arc::new(PgStore::connect(&url, keys).await.unwrap());
+    let (addr_here, _stop_here) = unpolled_instance(here.clone()).await;
+    let (addr_there, _stop_there) = unpolled_instance(there.clone()).await;
+    let mut local = ws_connect(addr_here, Some(ADMIN_TOKEN), None)
+        .await
+        .unwrap();
+    let mut local_too = ws_connect(addr_here, Some(ADMIN_TOKEN), None)
+        .await
+        .unwrap();
+    let mut remote = ws_connect(addr_there, Some(ADMIN_TOKEN), None)
+        .await
+        .unwrap();
+    for key in ["ONE", "TWO"] {
+        let e = record_global_secret(here.as_ref(), key).await;
+        let frame = next_text(&mut local).await;
+        assert_frame_of(&frame, &e);
+        assert_eq!(next_text(&mut local_too).await, frame);
+        assert_eq!(next_text(&mut remote).await, frame);
+    }
+    // And the other way round.
+    let e = record_global_secret(there.as_ref(), "THREE").await;
+    assert_frame_of(&next_text(&mut local).await, &e);
+    assert_frame_of(&next_text(&mut remote).await, &e);
 }
