@@ -283,11 +283,13 @@ pub(crate) async fn ws_connect(
         .map(|(ws, _)| ws)
 }
 
-/// Reads `secret.set` frames until one with key `until`; returns their keys in order.
+/// Reads `secret.set` frames until one with key `until`, within one [`READ_LIMIT`]; returns their
+/// keys in order.
 async fn keys_until(ws: &mut Ws, until: &str) -> Vec<String> {
     let mut keys = Vec::new();
+    let deadline = tokio::time::Instant::now() + READ_LIMIT;
     loop {
-        let msg = tokio::time::timeout(READ_LIMIT, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("ws read timed out")
             .expect("open")
@@ -631,10 +633,12 @@ async fn unpolled_instance(
     (addr, tx)
 }
 
-/// The next text frame of `ws`.
+/// The next text frame of `ws`, within one [`READ_LIMIT`] however many pings come first (a
+/// per-frame limit would never fire while the server keeps pinging).
 async fn next_text(ws: &mut Ws) -> String {
+    let deadline = tokio::time::Instant::now() + READ_LIMIT;
     loop {
-        let msg = tokio::time::timeout(READ_LIMIT, ws.next())
+        let msg = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("ws read timed out")
             .expect("open")
