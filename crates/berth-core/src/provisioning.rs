@@ -66,12 +66,19 @@ impl WorkspaceService {
     /// the backend — marks the workspace `failed` with a code; it never stays `provisioning`.
     pub(crate) async fn start_provisioning(&self, plan: ProvisionPlan) {
         let svc = self.clone();
-        self.spawn(async move { svc.provision_now(plan).await })
+        // Counted before the task runs, so an older start failing meanwhile already sees it.
+        let generation = self.begin_start(plan.id);
+        self.spawn(async move { svc.provision_generation(plan, generation).await })
             .await;
     }
 
     /// Prepares and starts one workspace, recording the outcome (URL, or `failed` with a code).
     pub(crate) async fn provision_now(&self, plan: ProvisionPlan) {
+        let generation = self.begin_start(plan.id);
+        self.provision_generation(plan, generation).await;
+    }
+
+    async fn provision_generation(&self, plan: ProvisionPlan, generation: u64) {
         let svc = self;
         let id = plan.id;
         let no_backend = svc.provisioner.kind() == BackendKind::None;
@@ -114,6 +121,13 @@ impl WorkspaceService {
             return;
         };
         tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
+        if svc.is_superseded(id, generation) {
+            // A stop (hibernate, pause, delete) took this start's container away, and a newer
+            // start (wake, resume, restart) has begun since: the row's `provisioning` is that
+            // start's, which records its own outcome.
+            tracing::info!(workspace.id = %id, "a newer start superseded this one; its failure is not recorded");
+            return;
+        }
         let change = StatusChange {
             transition: Transition::ProvisionFailed,
             payload: json!({"error": message, "code": code}),
@@ -129,6 +143,26 @@ impl WorkspaceService {
                 tracing::error!(workspace.id = %id, error = %e, "workspace_config write failed");
             }
         }
+    }
+
+    /// Counts a start of `id` beginning on this instance; returns its generation.
+    fn begin_start(&self, id: WorkspaceId) -> u64 {
+        let mut generations = self
+            .start_generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = generations.entry(id).or_default();
+        *generation += 1;
+        *generation
+    }
+
+    /// Whether a start of `id` newer than `generation` has begun on this instance.
+    fn is_superseded(&self, id: WorkspaceId, generation: u64) -> bool {
+        self.start_generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id)
+            .is_some_and(|latest| *latest != generation)
     }
 
     /// Shared preparation (REFERENCE.md §5.0, §5.3): the workspace's secrets become its

@@ -81,6 +81,10 @@ pub struct WorkspaceService {
     /// Per-workspace locks that serialise backend starts and stops with the status changes
     /// around them (`lifecycle.rs`).
     pub(crate) backend_locks: Arc<crate::lifecycle::BackendLocks>,
+    /// Per-workspace count of starts begun here: a start whose failure arrives after a newer
+    /// start began (`provisioning.rs`) does not mark the newer one failed.
+    pub(crate) start_generations:
+        Arc<std::sync::Mutex<std::collections::HashMap<WorkspaceId, u64>>>,
     /// The live event bus and its log tailer (`events.rs`).
     pub(crate) events: Arc<crate::events::EventBus>,
     /// Prometheus metrics (`metrics.rs`).
@@ -121,6 +125,7 @@ impl WorkspaceService {
             tree: Arc::new(tokio::sync::RwLock::new(None)),
             restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
             backend_locks: Arc::default(),
+            start_generations: Arc::default(),
             env_mutators: Vec::new(),
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),

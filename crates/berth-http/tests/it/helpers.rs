@@ -680,6 +680,9 @@ pub struct Recorder {
     gate: std::sync::Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     /// How many starts were entered so far.
     starts: tokio::sync::watch::Sender<usize>,
+    /// How many of the next starts to pass the gate fail (as a start whose container a
+    /// concurrent stop removed does).
+    fail_next: std::sync::atomic::AtomicUsize,
 }
 
 impl Recorder {
@@ -690,7 +693,13 @@ impl Recorder {
             requests: std::sync::Mutex::default(),
             gate: std::sync::Mutex::default(),
             starts: tokio::sync::watch::Sender::new(0),
+            fail_next: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The next `n` starts to get past the gate fail with a backend error.
+    pub fn fail_next_starts(&self, n: usize) {
+        self.fail_next.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every call so far, in order.
@@ -773,6 +782,19 @@ impl Provisioner for Recorder {
         self.starts.send_modify(|n| *n += 1);
         if let Some(gate) = gate {
             gate.acquire().await.expect("gate open").forget();
+        }
+        let fail = self
+            .fail_next
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok();
+        if fail {
+            return Err(berth_provision::Error::Backend(format!(
+                "inspecting container of {id}: No such container"
+            )));
         }
         Ok(berth_provision::Started {
             url: None,

@@ -526,3 +526,46 @@ async fn secrets_written_through_the_api_reach_the_agents_environment() {
         assert_eq!(env_of(&last, "SHARED").as_deref(), Some("from-global"));
     }
 }
+
+/// A start whose container a pause took away fails late; by then a resume has begun a newer
+/// start. The late failure belongs to the old start: it must not mark the resumed workspace
+/// `failed` (seen on Docker as hibernate → wake → `failed`, "No such container").
+#[tokio::test]
+async fn a_late_failure_of_a_superseded_start_does_not_fail_the_newer_start() {
+    for postgres in [false, true] {
+        let (app, rec) = recorder_app(postgres).await;
+        rec.hold_starts();
+        let id = app
+            .create_id(json!({"name": "w", "model": "openai/gpt-4o"}))
+            .await;
+        rec.wait_for_starts(1).await;
+        let resp = app.lifecycle(id, "pause").await;
+        assert_eq!(resp.status, StatusCode::OK, "pause: {}", resp.text);
+        let resp = app.lifecycle(id, "resume").await;
+        assert_eq!(resp.status, StatusCode::OK, "resume: {}", resp.text);
+        // The first start, released now, fails; the resume's start then succeeds.
+        rec.fail_next_starts(1);
+        rec.release_starts();
+        app.service.drain().await;
+        assert_eq!(
+            rec.calls_for(id),
+            [Call::Start(id), Call::Stop(id), Call::Start(id)],
+            "postgres={postgres}"
+        );
+        assert_eq!(
+            app.status_of(id).await,
+            "provisioning",
+            "postgres={postgres}"
+        );
+        let resp = app.get(&format!("/events/{id}")).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        let failed = resp
+            .json
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["event_type"] == "WORKSPACE_PROVISION_FAILED")
+            .count();
+        assert_eq!(failed, 0, "postgres={postgres}: {}", resp.text);
+    }
+}
