@@ -583,6 +583,8 @@ impl WorkspaceService {
             events,
             provisioning_started_at: (!plan.external).then(berth_store::now),
             idempotency,
+            // Every later start builds its config from this template (when it still exists).
+            template: (!plan.external && !plan.template.is_empty()).then(|| plan.template.clone()),
         };
         let written = match origin {
             None => self.store.create_workspace(new).await,

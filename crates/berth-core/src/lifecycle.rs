@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 
 use crate::provisioning::ProvisionPlan;
 use crate::service::WorkspaceService;
+use crate::templates::ResolvedTemplate;
 
 /// Keys of `PATCH /workspaces/{id}` only the admin credential may change (DECISIONS.md §2.4).
 const ADMIN_ONLY_KEYS: &[&str] = &[
@@ -469,6 +470,29 @@ impl WorkspaceService {
 
     /// `POST /workspaces/{id}/restart`: checks, then queues a coalesced restart cycle.
     pub async fn restart(&self, id: WorkspaceId) -> Result<RestartOutcome, LifecycleError> {
+        self.restart_with(id, None).await
+    }
+
+    /// [`Self::restart`] with the body's explicit `template` (REFERENCE.md §5.6 step 1): it must
+    /// name an existing catalog template (else [`LifecycleError::Invalid`], nothing changed), and
+    /// becomes the template this and every later start builds from.
+    pub async fn restart_with(
+        &self,
+        id: WorkspaceId,
+        template: Option<&str>,
+    ) -> Result<RestartOutcome, LifecycleError> {
+        let template = template.filter(|t| !t.is_empty());
+        if let Some(name) = template {
+            let resolved = self
+                .templates
+                .resolve(name)
+                .map_err(|e| LifecycleError::Invalid(format!("invalid template: {e}")))?;
+            if !resolved.exists {
+                return Err(LifecycleError::Invalid(format!(
+                    "invalid template: {name:?} not found"
+                )));
+            }
+        }
         let row = self
             .store
             .get_workspace(id)
@@ -502,10 +526,20 @@ impl WorkspaceService {
         if Transition::Reprovision.apply(row.status).is_none() {
             return Err(LifecycleError::InvalidState(row.status));
         }
+        if let Some(name) = template {
+            self.store
+                .set_workspace_template(id, Some(name.to_owned()))
+                .await
+                .map_err(store_err("update failed"))?;
+        }
         self.request_restart(id).await;
-        let config_dir = match self.templates.runtime_default(&row.runtime) {
-            Some(_) => format!("{}-default", row.runtime),
-            None => "generated".to_owned(),
+        let config_dir = match (
+            self.stored_template(id).await,
+            self.templates.runtime_default(&row.runtime),
+        ) {
+            (Some((name, _)), _) => name,
+            (None, Some(_)) => format!("{}-default", row.runtime),
+            (None, None) => "generated".to_owned(),
         };
         Ok(RestartOutcome::Provisioning { config_dir })
     }
@@ -588,6 +622,29 @@ impl WorkspaceService {
         self.provision_now(plan).await;
     }
 
+    /// The template the workspace was created (or last restarted) from, when it is still in the
+    /// catalog; otherwise `None`, with a log line when one was stored but is gone.
+    async fn stored_template(&self, id: WorkspaceId) -> Option<(String, ResolvedTemplate)> {
+        let name = match self.store.workspace_template(id).await {
+            Ok(name) => name?,
+            Err(e) => {
+                tracing::error!(workspace.id = %id, error = %e, "could not read the workspace's template");
+                return None;
+            }
+        };
+        match self.templates.resolve(&name) {
+            Ok(t) if t.exists => Some((name, t)),
+            Ok(_) => {
+                tracing::warn!(workspace.id = %id, template = %name, "the workspace's template is no longer in the catalog; using the runtime default");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(workspace.id = %id, template = %name, error = %e, "the workspace's template is unusable; using the runtime default");
+                None
+            }
+        }
+    }
+
     async fn plan_from_row(&self, row: &Workspace) -> ProvisionPlan {
         let model = match self.store.workspace_secrets(row.id).await {
             Ok(secrets) => secrets
@@ -597,6 +654,8 @@ impl WorkspaceService {
                 .unwrap_or_default(),
             Err(_) => String::new(),
         };
+        // The creation (or last restart's) template, when it is still in the catalog.
+        let template = self.stored_template(row.id).await;
         // A bundle import's files are part of the workspace: every provisioning writes them.
         let config_files = match self.store.workspace_files(row.id).await {
             Ok(files) => files
@@ -615,21 +674,24 @@ impl WorkspaceService {
             tier: u8::try_from(row.tier).unwrap_or(Tier::DEFAULT.get()),
             role: row.role.clone().unwrap_or_default(),
             model,
-            template: String::new(),
-            template_path: None,
             workspace_dir: row.workspace_dir.clone(),
             workspace_access: row.workspace_access.clone(),
             compute: row.compute.clone(),
-            required_env: self
-                .templates
-                .runtime_default(&row.runtime)
-                .and_then(|_| {
-                    self.templates
-                        .resolve(&format!("{}-default", row.runtime))
-                        .ok()
-                })
-                .map(|t| t.manifest.required_env)
-                .unwrap_or_default(),
+            required_env: match &template {
+                Some((_, t)) => t.manifest.required_env.clone(),
+                None => self
+                    .templates
+                    .runtime_default(&row.runtime)
+                    .and_then(|_| {
+                        self.templates
+                            .resolve(&format!("{}-default", row.runtime))
+                            .ok()
+                    })
+                    .map(|t| t.manifest.required_env)
+                    .unwrap_or_default(),
+            },
+            template_path: template.as_ref().map(|(_, t)| t.path.clone()),
+            template: template.map(|(name, _)| name).unwrap_or_default(),
             config_files,
         }
     }

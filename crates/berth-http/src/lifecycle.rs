@@ -345,19 +345,35 @@ pub(crate) async fn workspace_state(
     })
 }
 
+/// The optional `POST /workspaces/{id}/restart` body (REFERENCE.md §2.9). berth reads only
+/// `template`; a body that does not parse is ignored, as the reference ignores bind errors.
+#[derive(Debug, Default, Deserialize)]
+struct RestartBody {
+    #[serde(default)]
+    template: Option<String>,
+}
+
 /// `POST /workspaces/{id}/restart`.
 pub(crate) async fn restart(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
+    body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(match state.service.restart(auth.id).await? {
-        RestartOutcome::Provisioning { config_dir } => {
-            json!({"status": "provisioning", "config_dir": config_dir, "reset_session": false})
-        }
-        RestartOutcome::Noop { runtime, message } => {
-            json!({"status": "noop", "runtime": runtime, "message": message})
-        }
-    }))
+    let body: RestartBody = serde_json::from_slice(&body).unwrap_or_default();
+    Ok(Json(
+        match state
+            .service
+            .restart_with(auth.id, body.template.as_deref())
+            .await?
+        {
+            RestartOutcome::Provisioning { config_dir } => {
+                json!({"status": "provisioning", "config_dir": config_dir, "reset_session": false})
+            }
+            RestartOutcome::Noop { runtime, message } => {
+                json!({"status": "noop", "runtime": runtime, "message": message})
+            }
+        },
+    ))
 }
 
 /// `POST /workspaces/{id}/pause`.

@@ -70,6 +70,18 @@ pub trait WorkspaceStore: Send + Sync {
     /// The configuration files a workspace was imported with (path → content), by path.
     async fn workspace_files(&self, id: WorkspaceId) -> Result<Vec<(String, String)>>;
 
+    /// The template a workspace was created (or last restarted) from; `None` when none was named
+    /// or the workspace does not exist.
+    async fn workspace_template(&self, id: WorkspaceId) -> Result<Option<String>>;
+
+    /// Records the template a workspace's later starts build from (a restart's explicit choice).
+    /// `Ok(false)` when no such workspace exists.
+    async fn set_workspace_template(
+        &self,
+        id: WorkspaceId,
+        template: Option<String>,
+    ) -> Result<bool>;
+
     /// The saved canvas viewport, if one was saved.
     async fn viewport(&self) -> Result<Option<Viewport>>;
 

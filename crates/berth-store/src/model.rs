@@ -55,6 +55,8 @@ pub struct NewWorkspace {
     pub provisioning_started_at: Option<DateTime<Utc>>,
     /// The idempotency record to store with the create.
     pub idempotency: Option<NewIdempotency>,
+    /// The template it was created from (`None`: none named), read back by every later start.
+    pub template: Option<String>,
 }
 
 /// A workspace token to store: never the plaintext.

@@ -28,8 +28,8 @@ FROM workspaces w LEFT JOIN canvas_layouts cl ON cl.workspace_id = w.id";
 pub(crate) const INSERT_WORKSPACE: &str = "\
 INSERT INTO workspaces (id, name, role, tier, runtime, status, url, parent_id, workspace_dir, \
 workspace_access, budget_limit, max_concurrent_tasks, delivery_mode, compute, \
-provisioning_started_at, created_at, updated_at) \
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+provisioning_started_at, created_at, updated_at, template) \
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17) \
 ON CONFLICT DO NOTHING";
 
 /// What a bundle import adds to its row (REFERENCE-2.md §3.3).
@@ -38,6 +38,10 @@ pub(crate) const SET_ORIGIN: &str =
 
 pub(crate) const INSERT_FILE: &str =
     "INSERT INTO workspace_files (workspace_id, path, content) VALUES ($1, $2, $3)";
+
+pub(crate) const SELECT_TEMPLATE: &str = "SELECT template FROM workspaces WHERE id = $1";
+
+pub(crate) const SET_TEMPLATE: &str = "UPDATE workspaces SET template = $1 WHERE id = $2";
 
 pub(crate) const SELECT_FILES: &str =
     "SELECT path, content FROM workspace_files WHERE workspace_id = $1 ORDER BY path";
@@ -673,6 +677,7 @@ macro_rules! impl_workspace_store {
                     .bind(Json(&new.compute))
                     .bind(new.provisioning_started_at)
                     .bind(now)
+                    .bind(&new.template)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() == 0 {
@@ -859,6 +864,30 @@ macro_rules! impl_workspace_store {
                     .bind(uuid::Uuid::from(id))
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn workspace_template(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Option<String>> {
+                let row = sqlx::query_as::<$db, (Option<String>,)>($crate::sql::SELECT_TEMPLATE)
+                    .bind(uuid::Uuid::from(id))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.and_then(|(t,)| t).filter(|t| !t.is_empty()))
+            }
+
+            async fn set_workspace_template(
+                &self,
+                id: berth_domain::WorkspaceId,
+                template: Option<String>,
+            ) -> $crate::Result<bool> {
+                let done = sqlx::query::<$db>($crate::sql::SET_TEMPLATE)
+                    .bind(template)
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn viewport(&self) -> $crate::Result<Option<$crate::Viewport>> {

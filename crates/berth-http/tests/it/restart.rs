@@ -569,3 +569,130 @@ async fn a_late_failure_of_a_superseded_start_does_not_fail_the_newer_start() {
         assert_eq!(failed, 0, "postgres={postgres}: {}", resp.text);
     }
 }
+
+/// The `config.yaml` a start request's template directory holds (`None`: no template).
+fn template_config(request: &berth_provision::ProvisionRequest) -> Option<String> {
+    let dir = request.template_path.as_ref()?;
+    Some(std::fs::read_to_string(dir.join("config.yaml")).expect("template config.yaml"))
+}
+
+/// A workspace created from a template restarts from that template's files, not a generated
+/// `config.yaml`; once the template has left the catalog, a restart falls back to the generated
+/// one.
+#[tokio::test]
+async fn restart_builds_from_the_creation_template() {
+    for postgres in [false, true] {
+        let (app, rec) = recorder_app(postgres).await;
+        let id = app
+            .create_id(json!({"name": "templated", "template": "echo"}))
+            .await;
+        app.service.drain().await;
+        let resp = app.lifecycle(id, "restart").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        assert_eq!(resp.json["config_dir"], "echo", "postgres={postgres}");
+        app.service.drain().await;
+        let requests = rec.requests_for(id);
+        assert_eq!(requests.len(), 2, "postgres={postgres}");
+        for (n, request) in requests.iter().enumerate() {
+            let config = template_config(request)
+                .unwrap_or_else(|| panic!("postgres={postgres}: start #{n} has no template"));
+            assert!(
+                config.starts_with("name: Echo\nruntime: echo\n"),
+                "postgres={postgres}: start #{n}: {config}"
+            );
+            assert!(
+                !request.config_files.contains_key("config.yaml"),
+                "postgres={postgres}: start #{n} carries a generated config.yaml"
+            );
+            assert_eq!(request.runtime, "echo");
+        }
+
+        // The template is removed from the catalog: the next start generates a config.yaml.
+        let dir = requests[1].template_path.clone().expect("template dir");
+        std::fs::remove_dir_all(&dir).expect("remove template");
+        let resp = app.lifecycle(id, "restart").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        assert_eq!(resp.json["config_dir"], "generated", "postgres={postgres}");
+        app.service.drain().await;
+        let requests = rec.requests_for(id);
+        assert_eq!(requests.len(), 3, "postgres={postgres}");
+        assert_eq!(requests[2].template_path, None, "postgres={postgres}");
+        let generated = String::from_utf8(requests[2].config_files["config.yaml"].clone())
+            .expect("utf-8 config");
+        assert!(
+            generated.contains("echo"),
+            "postgres={postgres}: {generated}"
+        );
+    }
+}
+
+/// The restart body's `template` (REFERENCE.md §5.6 step 1) must name a catalog template; an
+/// unknown one is a 400 that changes nothing, a known one is used and kept for later starts.
+#[tokio::test]
+async fn restart_body_template_is_validated_and_kept() {
+    for postgres in [false, true] {
+        let (app, rec) = recorder_app(postgres).await;
+        let id = container(&app, "w").await;
+        assert_eq!(rec.requests_for(id)[0].template_path, None);
+        let uri = format!("/workspaces/{id}/restart");
+        let events = app.events_of(id).await;
+        let status = app.status_of(id).await;
+        for (template, message) in [
+            ("missing", "invalid template: \"missing\" not found"),
+            ("../etc", "invalid template"),
+        ] {
+            let resp = app
+                .post(&uri, Some(ADMIN_TOKEN), &json!({"template": template}))
+                .await;
+            assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.text);
+            let error = resp.json["error"].as_str().expect("error");
+            assert!(error.starts_with(message), "{template}: {error}");
+        }
+        app.service.drain().await;
+        assert_eq!(rec.calls_for(id), [Call::Start(id)], "postgres={postgres}");
+        assert_eq!(app.events_of(id).await, events, "postgres={postgres}");
+        assert_eq!(app.status_of(id).await, status);
+        assert_eq!(app.store.workspace_template(id).await.unwrap(), None);
+
+        let resp = app
+            .post(&uri, Some(ADMIN_TOKEN), &json!({"template": "plain"}))
+            .await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        assert_eq!(resp.json["config_dir"], "plain", "postgres={postgres}");
+        app.service.drain().await;
+        // A later restart with no (or an unparsable) body keeps the chosen template.
+        let resp = app.post_raw(&uri, Some(ADMIN_TOKEN), "not json").await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+        assert_eq!(resp.json["config_dir"], "plain", "postgres={postgres}");
+        app.service.drain().await;
+        let requests = rec.requests_for(id);
+        assert_eq!(requests.len(), 3, "postgres={postgres}");
+        for request in &requests[1..] {
+            let config = template_config(request).expect("template");
+            assert!(config.starts_with("name: Plain\n"), "{config}");
+            assert!(!request.config_files.contains_key("config.yaml"));
+        }
+    }
+}
+
+/// Resume (like wake and the liveness restart) starts from the creation template too.
+#[tokio::test]
+async fn resume_builds_from_the_creation_template() {
+    for postgres in [false, true] {
+        let (app, rec) = recorder_app(postgres).await;
+        let id = app
+            .create_id(json!({"name": "templated", "template": "echo"}))
+            .await;
+        app.service.drain().await;
+        let resp = app.lifecycle(id, "pause").await;
+        assert_eq!(resp.status, StatusCode::OK, "pause: {}", resp.text);
+        let resp = app.lifecycle(id, "resume").await;
+        assert_eq!(resp.status, StatusCode::OK, "resume: {}", resp.text);
+        app.service.drain().await;
+        let requests = rec.requests_for(id);
+        assert_eq!(requests.len(), 2, "postgres={postgres}");
+        let config = template_config(&requests[1]).expect("resume has the template");
+        assert!(config.starts_with("name: Echo\n"), "{config}");
+        assert!(!requests[1].config_files.contains_key("config.yaml"));
+    }
+}

@@ -62,6 +62,7 @@ async fn workspace(b: &Backend, name: &str) -> WorkspaceId {
             events: vec![],
             provisioning_started_at: None,
             idempotency: None,
+            template: None,
         })
         .await
         .expect("create workspace");

@@ -39,6 +39,7 @@ fn new_ws(name: &str) -> NewWorkspace {
         }],
         provisioning_started_at: Some(berth_store::now()),
         idempotency: None,
+        template: None,
     }
 }
 
@@ -82,7 +83,51 @@ contract!(
     config_merges_shallowly_and_deletes_nulls,
     hibernation_claim_is_guarded_and_silent,
     hibernation_candidates_follow_activity_not_heartbeats,
+    creation_template_round_trips_and_can_change,
 );
+
+async fn creation_template_round_trips_and_can_change(b: Backend) {
+    let s = b.store();
+    let mut with = new_ws("templated");
+    with.template = Some("echo".into());
+    let with_id = with.id;
+    s.create_workspace(with).await.unwrap();
+    let without = new_ws("plain");
+    let without_id = without.id;
+    s.create_workspace(without).await.unwrap();
+
+    assert_eq!(
+        s.workspace_template(with_id).await.unwrap().as_deref(),
+        Some("echo")
+    );
+    assert_eq!(s.workspace_template(without_id).await.unwrap(), None);
+    assert_eq!(
+        s.workspace_template(WorkspaceId::new_v4()).await.unwrap(),
+        None
+    );
+
+    // A restart's explicit choice replaces it; only the named row changes.
+    assert!(
+        s.set_workspace_template(without_id, Some("plain-tpl".into()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.workspace_template(without_id).await.unwrap().as_deref(),
+        Some("plain-tpl")
+    );
+    assert_eq!(
+        s.workspace_template(with_id).await.unwrap().as_deref(),
+        Some("echo")
+    );
+    assert!(s.set_workspace_template(with_id, None).await.unwrap());
+    assert_eq!(s.workspace_template(with_id).await.unwrap(), None);
+    assert!(
+        !s.set_workspace_template(WorkspaceId::new_v4(), Some("echo".into()))
+            .await
+            .unwrap()
+    );
+}
 
 async fn create_round_trips_every_field(b: Backend) {
     let s = b.store();

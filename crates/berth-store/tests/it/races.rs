@@ -41,6 +41,7 @@ fn workspace(name: &str, parent: Option<WorkspaceId>) -> NewWorkspace {
         events: vec![],
         provisioning_started_at: None,
         idempotency: None,
+        template: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn workspace(name: &str) -> NewWorkspace {
         }],
         provisioning_started_at: Some(berth_store::now()),
         idempotency: None,
+        template: None,
     }
 }
 
