@@ -10,42 +10,9 @@ use crate::server::{Server, berth_command, free_port, repo_root, wait_for};
 #[tokio::test]
 async fn dev_mode_refuses_a_non_loopback_listen_address() {
     let root = tempfile::tempdir().expect("tempdir");
-    let log = root.path().join("stderr.log");
     let port = free_port();
-    let mut child = berth_command()
-        .arg("serve")
-        .arg("--dev")
-        .arg("--data-dir")
-        .arg(root.path().join("data"))
-        .arg("--listen")
-        .arg(format!("0.0.0.0:{port}"))
-        .arg("--templates-dir")
-        .arg(repo_root().join("fixtures/templates"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let status = wait_for("berth --dev to refuse", Duration::from_secs(20), || {
-        let r = child.try_wait();
-        async move {
-            match r {
-                Ok(Some(s)) => Ok(s),
-                Ok(None) => Err("still running".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    })
-    .await
-    .to_owned();
-    if child.try_wait().ok().flatten().is_none() {
-        let _ = child.kill();
-    }
-    assert!(
-        !status.success(),
-        "berth --dev on 0.0.0.0 exited with {status}"
-    );
-    let stderr = std::fs::read_to_string(&log).expect("stderr");
+    let listen = format!("0.0.0.0:{port}");
+    let stderr = refused_start(&root.path().join("data"), &listen, &["--dev"]).await;
     assert!(
         stderr.contains("--dev only listens on loopback addresses"),
         "{stderr}"
@@ -103,15 +70,20 @@ async fn admin_routes_need_the_token_unless_dev() {
     assert!(server.log_text().contains("DEVELOPMENT MODE"));
 }
 
-/// Runs `berth serve` expecting it to refuse to start; returns its stderr.
-async fn refused_start(data_dir: &std::path::Path, extra: &[&str]) -> String {
+/// A free loopback address to listen on.
+fn loopback() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// Runs `berth serve` on `listen` expecting it to refuse to start; returns its stderr.
+async fn refused_start(data_dir: &std::path::Path, listen: &str, extra: &[&str]) -> String {
     let log = data_dir.with_extension("refused.log");
     let mut child = berth_command()
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg(listen)
         .arg("--templates-dir")
         .arg(repo_root().join("fixtures/templates"))
         .args(extra)
@@ -161,7 +133,7 @@ async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves
     // A wrong key under the right id (a key file regenerated or copied from elsewhere).
     let impostor = berth_store::KeyRing::generate_line("k1");
     std::fs::write(&key_file, format!("{}\n", impostor.expose_secret())).unwrap();
-    let stderr = refused_start(&data, &[]).await;
+    let stderr = refused_start(&data, &loopback(), &[]).await;
     assert!(stderr.contains("refusing to start"), "{stderr}");
     assert!(
         stderr.contains("\"k1\" (present, but it does not open the values sealed with it)"),
@@ -176,7 +148,7 @@ async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves
 
     // A missing key file: a new key is generated, which cannot open the old values either.
     std::fs::remove_file(&key_file).unwrap();
-    let stderr = refused_start(&data, &[]).await;
+    let stderr = refused_start(&data, &loopback(), &[]).await;
     assert!(
         stderr.contains("\"k1\" (present, but it does not open"),
         "{stderr}"
@@ -184,7 +156,12 @@ async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves
 
     // A configured ring that lacks the key in use.
     let other = berth_store::KeyRing::generate_line("k2");
-    let stderr = refused_start(&data, &["--secret-keys", other.expose_secret()]).await;
+    let stderr = refused_start(
+        &data,
+        &loopback(),
+        &["--secret-keys", other.expose_secret()],
+    )
+    .await;
     assert!(
         stderr.contains("\"k1\" (missing from the key ring)"),
         "{stderr}"
@@ -281,6 +258,7 @@ async fn rate_limit_cors_and_proxy_flags() {
     let root = tempfile::tempdir().expect("tempdir");
     let stderr = refused_start(
         &root.path().join("data"),
+        &loopback(),
         &["--trusted-proxies", "10.0.0.0/8,not-an-address"],
     )
     .await;
