@@ -250,6 +250,18 @@ async fn admin_call(
         .await
 }
 
+/// `DELETE /workspaces/{id}?purge=true` as admin; must answer 200. Returns the body.
+async fn purge(server: &Server, id: &str) -> serde_json::Value {
+    let (status, body) = admin_call(
+        server,
+        reqwest::Method::DELETE,
+        &format!("/workspaces/{id}?purge=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
 /// `GET /workspaces/{id}/state` as admin.
 async fn state(server: &Server, id: &str) -> (u16, serde_json::Value) {
     admin_call(
@@ -324,14 +336,7 @@ async fn docker_delete_cascades_over_three_levels_and_purge_leaves_no_row_contai
     }
 
     // Purge: no row, no container, no volume of any level.
-    let (status, body) = admin_call(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("/workspaces/{p}?purge=true"),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["status"], "purged");
+    assert_eq!(purge(&server, &p).await["status"], "purged");
     for id in &all {
         let (status, body) = state(&server, id).await;
         assert_eq!(status, 404, "{id}: {body}");
@@ -455,13 +460,7 @@ async fn docker_concurrent_restarts_coalesce_into_at_most_two_cycles_each_stoppi
         assert_eq!(exit, ["0"], "exit of {container}: {events:?}");
     }
 
-    let (status, _) = admin_call(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("/workspaces/{id}?purge=true"),
-    )
-    .await;
-    assert_eq!(status, 200);
+    purge(&server, &id).await;
     assert_eq!(containers(&id, true), Vec::<String>::new());
 }
 
@@ -534,13 +533,7 @@ async fn docker_hibernate_stops_the_container_and_wake_brings_the_agent_back_onl
         "{types:?}"
     );
 
-    let (status, _) = admin_call(
-        &server,
-        reqwest::Method::DELETE,
-        &format!("/workspaces/{id}?purge=true"),
-    )
-    .await;
-    assert_eq!(status, 200);
+    purge(&server, &id).await;
     assert_eq!(containers(&id, true), Vec::<String>::new());
     assert_eq!(volumes(&id), Vec::<String>::new());
 }
