@@ -97,7 +97,9 @@ pub async fn check_key_ring(store: &dyn WorkspaceStore, args: &StoreArgs) -> Res
         None => args.data_dir.join("secret-keys").display().to_string(),
     };
     bail!(
-        "refusing to start: the database holds secrets sealed with key {} that the secret key ring          ({source}) cannot open; start with the key ring that sealed them (after a rotation, keep          the old key after the new one until `berth secrets rotate-key` has finished)",
+        "refusing to start: the database holds secrets sealed with key {} that the secret key ring \
+         ({source}) cannot open; start with the key ring that sealed them (after a rotation, keep \
+         the old key after the new one until `berth secrets rotate-key` has finished)",
         details.join(", ")
     )
 }

@@ -141,6 +141,13 @@ async fn a_wrong_or_missing_secret_key_refuses_to_start_and_the_right_one_serves
     );
     assert!(stderr.contains(&key_file.display().to_string()), "{stderr}");
     assert!(
+        stderr.contains(&format!(
+            "secret key ring ({}) cannot open",
+            key_file.display()
+        )),
+        "the message reads as one sentence: {stderr}"
+    );
+    assert!(
         !stderr.contains(impostor.expose_secret()),
         "key material logged"
     );
