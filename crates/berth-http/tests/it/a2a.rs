@@ -12,7 +12,7 @@ use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Resp, Setup, TestApp, started_provisioner};
+use crate::helpers::{ADMIN_TOKEN, Resp, Setup, TestApp, err, started_provisioner};
 
 /// An in-test A2A agent on 127.0.0.1: `/echo` answers JSON-RPC with what it received; other
 /// paths misbehave in one way each. Every body it receives is kept, raw.
@@ -172,10 +172,6 @@ async fn rows(app: &TestApp, id: WorkspaceId) -> Vec<Value> {
     let resp = app.get(&format!("/workspaces/{id}/activity")).await;
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
     resp.json.as_array().expect("array").clone()
-}
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
 }
 
 #[tokio::test]

@@ -6,11 +6,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, pg_app, request};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
+use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, err, pg_app, request};
 
 async fn raw(app: &TestApp, method: Method, uri: &str, bearer: &str, body: &'static str) -> Resp {
     app.send(

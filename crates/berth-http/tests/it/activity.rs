@@ -5,11 +5,7 @@ use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, pg_app};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
+use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, err, pg_app};
 
 fn uri(id: impl std::fmt::Display) -> String {
     format!("/workspaces/{id}/activity")

@@ -9,13 +9,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use berth_core::lifecycle::{BOOTSTRAP_DEFAULT_ERROR, BOOTSTRAP_TAIL_CAP, TRUNCATION_MARKER};
 use berth_domain::WorkspaceId;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{ADMIN_TOKEN, Recorder, Setup, TestApp, app, started_provisioner};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
+use crate::helpers::{ADMIN_TOKEN, Recorder, Setup, TestApp, app, err, started_provisioner};
 
 fn uri(id: impl std::fmt::Display) -> String {
     format!("/admin/workspaces/{id}/bootstrap-failed")

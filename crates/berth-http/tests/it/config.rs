@@ -7,11 +7,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, pg_app};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
+use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, app, err, pg_app};
 
 async fn patch_raw(app: &TestApp, id: impl std::fmt::Display, bearer: &str, body: String) -> Resp {
     app.send(

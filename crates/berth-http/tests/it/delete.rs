@@ -9,14 +9,10 @@ use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Call, Recorder, Setup, TestApp, app, pg_app};
+use crate::helpers::{ADMIN_TOKEN, Call, Recorder, Setup, TestApp, app, err, pg_app};
 
 const CONFIRM_MESSAGE: &str =
     "This workspace has sub-workspaces. Delete with ?confirm=true to cascade delete.";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
 
 /// Tables whose rows belong to one workspace (column `workspace_id`).
 const OWNED_TABLES: &[&str] = &[

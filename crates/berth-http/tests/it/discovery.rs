@@ -5,13 +5,9 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app, keys, sorted};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
+use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app, err, keys, sorted};
 
 /// ```text
 /// root ─ alpha ─ alpha-one

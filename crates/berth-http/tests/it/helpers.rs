@@ -297,6 +297,24 @@ impl Resp {
     }
 }
 
+/// The JSON error body `{"error": message}` every refusal carries.
+pub fn err(message: &str) -> Value {
+    serde_json::json!({ "error": message })
+}
+
+/// A SQLite or PostgreSQL app whose provisioner is a fresh [`Recorder`].
+pub async fn recorder_app(postgres: bool) -> (TestApp, Arc<Recorder>) {
+    let rec = Recorder::new();
+    let app = Setup {
+        provisioner: rec.clone(),
+        postgres,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    (app, rec)
+}
+
 /// SQLite, NoBackend, not dev.
 pub async fn app() -> TestApp {
     Setup::default().start().await

@@ -3,34 +3,16 @@
 //! hibernate → wake → online round trip through the provisioner, resume of a hibernated
 //! workspace, and the idle monitor driven with an explicit clock.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{ADMIN_TOKEN, Call, Recorder, Setup, TestApp, app};
+use crate::helpers::{ADMIN_TOKEN, Call, TestApp, app, err, recorder_app};
 
 const NOT_HIBERNATABLE: &str =
     "workspace not found or not in a hibernatable state (must be online or degraded)";
 const BUSY: &str = "workspace has active tasks; use ?force=true to terminate them";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
-
-async fn recorder_app(postgres: bool) -> (TestApp, Arc<Recorder>) {
-    let rec = Recorder::new();
-    let app = Setup {
-        provisioner: rec.clone(),
-        postgres,
-        ..Setup::default()
-    }
-    .start()
-    .await;
-    (app, rec)
-}
 
 /// A started container workspace whose agent registered; returns its id and a token.
 async fn online(app: &TestApp, name: &str) -> (WorkspaceId, String) {

@@ -2,32 +2,14 @@
 //! stops and events, refusals, recursive resume with starts, external-like workspaces going back
 //! to `awaiting_agent`, and the no-backend path.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Call, Recorder, Setup, TestApp, app, pg_app};
+use crate::helpers::{Call, TestApp, app, err, pg_app, recorder_app};
 
 const NOT_PAUSABLE: &str = "workspace not found or already paused";
 const NOT_PAUSED: &str = "workspace not found or not paused";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
-
-async fn recorder_app(postgres: bool) -> (TestApp, Arc<Recorder>) {
-    let rec = Recorder::new();
-    let app = Setup {
-        provisioner: rec.clone(),
-        postgres,
-        ..Setup::default()
-    }
-    .start()
-    .await;
-    (app, rec)
-}
 
 /// A container `p` with a container child `c`, both started once.
 async fn parent_and_child(app: &TestApp) -> (WorkspaceId, WorkspaceId) {

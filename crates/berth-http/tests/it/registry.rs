@@ -8,15 +8,13 @@ use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app, keys, pg_app, sorted, started_provisioner};
+use crate::helpers::{
+    ADMIN_TOKEN, Setup, TestApp, app, err, keys, pg_app, sorted, started_provisioner,
+};
 
 const REGISTER: &str = "/registry/register";
 const HEARTBEAT: &str = "/registry/heartbeat";
 const UPDATE_CARD: &str = "/registry/update-card";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
 
 async fn dev_app() -> TestApp {
     Setup {

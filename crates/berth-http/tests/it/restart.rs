@@ -2,30 +2,12 @@
 //! in their order, no-op runtimes, one real cycle (stop, `provisioning`, start with a fresh
 //! token), and coalescing of requests that arrive while a cycle runs.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
 use berth_domain::status::Transition;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{ADMIN_TOKEN, Call, Recorder, Setup, TestApp, app};
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
-
-async fn recorder_app(postgres: bool) -> (TestApp, Arc<Recorder>) {
-    let rec = Recorder::new();
-    let app = Setup {
-        provisioner: rec.clone(),
-        postgres,
-        ..Setup::default()
-    }
-    .start()
-    .await;
-    (app, rec)
-}
+use crate::helpers::{ADMIN_TOKEN, Call, Recorder, TestApp, app, err, recorder_app};
 
 /// Creates a container workspace and waits for its first start.
 async fn container(app: &TestApp, name: &str) -> WorkspaceId {

@@ -4,13 +4,9 @@ use axum::http::{Method, StatusCode};
 use berth_domain::status::Transition;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app, keys, pg_app, sorted};
+use crate::helpers::{ADMIN_TOKEN, Setup, TestApp, app, err, keys, pg_app, sorted};
 
 const MINT_MESSAGE: &str = "Save this token now — it cannot be retrieved again.";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
 
 fn tokens_uri(id: impl std::fmt::Display) -> String {
     format!("/workspaces/{id}/tokens")

@@ -5,7 +5,7 @@ use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, app, pg_app};
+use crate::helpers::{ADMIN_TOKEN, TestApp, app, err, pg_app};
 
 /// A valid value for an admin-only key, given the test tree.
 type ValueFor = fn(&Ids) -> Value;
@@ -20,10 +20,6 @@ const ADMIN_ONLY: &[(&str, ValueFor)] = &[
 ];
 
 const NAME_TAKEN: &str = "workspace name already in use; please pick a different name";
-
-fn err(message: &str) -> Value {
-    json!({ "error": message })
-}
 
 /// Two roots `p` and `q`, and `w` under `p`, all external (nothing to provision).
 struct Ids {
