@@ -3,32 +3,12 @@
 
 use berth_domain::WorkspaceId;
 use berth_domain::event::EventType;
-use berth_domain::status::WorkspaceStatus;
-use berth_store::{
-    ActivityQuery, ActivitySource, Error, EventFilter, NewActivity, NewEvent, NewWorkspace,
-};
+use berth_store::{ActivityQuery, ActivitySource, Error, EventFilter, NewActivity, NewEvent};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::Backend;
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::postgres().await).await;
-            })*
-        }
-    };
-}
+use crate::harness::{Backend, both, create_workspace};
 
 both!(
     rows_round_trip_with_their_event,
@@ -37,37 +17,6 @@ both!(
     unknown_workspace_or_cursor_is_not_found,
     retention_deletes_only_old_rows,
 );
-
-async fn workspace(b: &Backend, name: &str) -> WorkspaceId {
-    let id = WorkspaceId::new_v4();
-    b.store()
-        .create_workspace(NewWorkspace {
-            id,
-            name: name.to_owned(),
-            role: None,
-            tier: 2,
-            runtime: "claude-code".into(),
-            status: WorkspaceStatus::Provisioning,
-            url: None,
-            parent_id: None,
-            workspace_dir: None,
-            workspace_access: "none".into(),
-            budget_limit: None,
-            max_concurrent_tasks: 1,
-            delivery_mode: "push".into(),
-            compute: json!({}),
-            secrets: vec![],
-            canvas: (0.0, 0.0),
-            token: None,
-            events: vec![],
-            provisioning_started_at: None,
-            idempotency: None,
-            template: None,
-        })
-        .await
-        .expect("create workspace");
-    id
-}
 
 fn entry(ws: WorkspaceId, kind: &str, at: DateTime<Utc>) -> NewActivity {
     NewActivity {
@@ -97,7 +46,7 @@ fn all() -> ActivityQuery {
 
 async fn rows_round_trip_with_their_event(b: Backend) {
     let s = b.store();
-    let ws = workspace(&b, "alpha").await;
+    let ws = create_workspace(&b, "alpha").await;
     let peer = Uuid::new_v4();
     let mut e = entry(ws, "a2a_receive", berth_store::now());
     e.source_id = Some(peer);
@@ -148,7 +97,7 @@ async fn rows_round_trip_with_their_event(b: Backend) {
 
 async fn cursor_never_skips_rows_sharing_a_timestamp(b: Backend) {
     let s = b.store();
-    let ws = workspace(&b, "alpha").await;
+    let ws = create_workspace(&b, "alpha").await;
     let at = berth_store::now();
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -192,8 +141,8 @@ async fn cursor_never_skips_rows_sharing_a_timestamp(b: Backend) {
 
 async fn filters_and_limits_apply(b: Backend) {
     let s = b.store();
-    let ws = workspace(&b, "alpha").await;
-    let other = workspace(&b, "beta").await;
+    let ws = create_workspace(&b, "alpha").await;
+    let other = create_workspace(&b, "beta").await;
     let peer = Uuid::new_v4();
     let old = berth_store::now() - Duration::hours(2);
     let mut canvas = entry(ws, "a2a_receive", old);
@@ -255,8 +204,8 @@ async fn filters_and_limits_apply(b: Backend) {
 
 async fn unknown_workspace_or_cursor_is_not_found(b: Backend) {
     let s = b.store();
-    let ws = workspace(&b, "alpha").await;
-    let other = workspace(&b, "beta").await;
+    let ws = create_workspace(&b, "alpha").await;
+    let other = create_workspace(&b, "beta").await;
     let err = s
         .log_activity(
             entry(WorkspaceId::new_v4(), "agent_log", berth_store::now()),
@@ -286,7 +235,7 @@ async fn unknown_workspace_or_cursor_is_not_found(b: Backend) {
 
 async fn retention_deletes_only_old_rows(b: Backend) {
     let s = b.store();
-    let ws = workspace(&b, "alpha").await;
+    let ws = create_workspace(&b, "alpha").await;
     let now = berth_store::now();
     for days in [10, 9, 8] {
         s.log_activity(entry(ws, "agent_log", now - Duration::days(days)), vec![])

@@ -12,55 +12,23 @@ use berth_store::{
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::harness::{Backend, secret};
+use crate::harness::{Backend, both, new_workspace, secret};
 
 fn new_ws(name: &str) -> NewWorkspace {
     NewWorkspace {
-        id: WorkspaceId::new_v4(),
-        name: name.to_owned(),
         role: Some("reviewer".into()),
-        tier: 2,
-        runtime: "claude-code".into(),
-        status: WorkspaceStatus::Provisioning,
-        url: None,
-        parent_id: None,
-        workspace_dir: None,
-        workspace_access: "none".into(),
         budget_limit: Some(500),
-        max_concurrent_tasks: 1,
-        delivery_mode: "push".into(),
-        compute: json!({}),
-        secrets: vec![],
         canvas: (1.5, -2.0),
-        token: None,
         events: vec![NewEvent {
             event_type: EventType::WorkspaceProvisioning,
             payload: json!({"name": name, "tier": 2, "runtime": "claude-code"}),
         }],
         provisioning_started_at: Some(berth_store::now()),
-        idempotency: None,
-        template: None,
+        ..new_workspace(name)
     }
 }
 
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::postgres().await).await;
-            })*
-        }
-    };
-}
-
-contract!(
+both!(
     create_round_trips_every_field,
     names_are_unique_per_parent_among_live_rows,
     unknown_or_removed_parent_writes_nothing,
@@ -1270,9 +1238,9 @@ mod secrets_and_events {
     use serde_json::json;
 
     use super::new_ws;
-    use crate::harness::{Backend, secret};
+    use crate::harness::{Backend, both, secret};
 
-    contract!(
+    both!(
         workspace_secrets_upsert_list_delete_with_audit_events,
         global_secrets_and_their_dependents,
         reencrypt_moves_every_sealed_value_to_the_active_key,

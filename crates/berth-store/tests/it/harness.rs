@@ -1,7 +1,30 @@
 //! Test backends: a fresh SQLite file or a fresh PostgreSQL database per test.
 
-use berth_store::{KeyRing, PgStore, SqliteStore, WorkspaceStore};
+use berth_domain::WorkspaceId;
+use berth_domain::status::WorkspaceStatus;
+use berth_store::{KeyRing, NewWorkspace, PgStore, SqliteStore, WorkspaceStore};
 use secrecy::SecretString;
+use serde_json::json;
+
+/// Runs each named `async fn(Backend)` of the calling module as a test on SQLite and on
+/// PostgreSQL (`sqlite::name` and `postgres::name`).
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::harness::Backend::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(crate::harness::Backend::postgres().await).await;
+            })*
+        }
+    };
+}
+pub(crate) use both;
 
 /// A store under test plus raw access to its database.
 pub enum Backend {
@@ -132,4 +155,43 @@ impl Backend {
 
 pub fn secret(s: &str) -> SecretString {
     SecretString::from(s.to_owned())
+}
+
+/// A plain top-level workspace to create: provisioning, no secrets, events or token. Tests that
+/// need more set those fields with struct update syntax.
+pub fn new_workspace(name: &str) -> NewWorkspace {
+    NewWorkspace {
+        id: WorkspaceId::new_v4(),
+        name: name.to_owned(),
+        role: None,
+        tier: 2,
+        runtime: "claude-code".into(),
+        status: WorkspaceStatus::Provisioning,
+        url: None,
+        parent_id: None,
+        workspace_dir: None,
+        workspace_access: "none".into(),
+        budget_limit: None,
+        max_concurrent_tasks: 1,
+        delivery_mode: "push".into(),
+        compute: json!({}),
+        secrets: vec![],
+        canvas: (0.0, 0.0),
+        token: None,
+        events: vec![],
+        provisioning_started_at: None,
+        idempotency: None,
+        template: None,
+    }
+}
+
+/// Creates [`new_workspace`]`(name)` in `b`'s store and returns its id.
+pub async fn create_workspace(b: &Backend, name: &str) -> WorkspaceId {
+    let new = new_workspace(name);
+    let id = new.id;
+    b.store()
+        .create_workspace(new)
+        .await
+        .expect("create workspace");
+    id
 }

@@ -3,30 +3,11 @@
 //! dispatched rows, drop-stale, `last_outbound_at`, token usage, and the cascade on purge.
 
 use berth_domain::WorkspaceId;
-use berth_domain::status::WorkspaceStatus;
-use berth_store::{Enqueued, Error, NewQueueItem, NewWorkspace, QueueSettle};
+use berth_store::{Enqueued, Error, NewQueueItem, QueueSettle};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::Backend;
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::sqlite().await).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test]
-            async fn $name() {
-                super::$name(crate::harness::Backend::postgres().await).await;
-            })*
-        }
-    };
-}
+use crate::harness::{Backend, both, create_workspace};
 
 both!(
     items_are_delivered_in_order_one_at_a_time,
@@ -39,37 +20,6 @@ both!(
     outbound_time_and_token_usage_are_recorded,
     purge_takes_the_queue_with_it,
 );
-
-async fn workspace(b: &Backend, name: &str) -> WorkspaceId {
-    let id = WorkspaceId::new_v4();
-    b.store()
-        .create_workspace(NewWorkspace {
-            id,
-            name: name.to_owned(),
-            role: None,
-            tier: 2,
-            runtime: "claude-code".into(),
-            status: WorkspaceStatus::Provisioning,
-            url: None,
-            parent_id: None,
-            workspace_dir: None,
-            workspace_access: "none".into(),
-            budget_limit: None,
-            max_concurrent_tasks: 1,
-            delivery_mode: "push".into(),
-            compute: json!({}),
-            secrets: vec![],
-            canvas: (0.0, 0.0),
-            token: None,
-            events: vec![],
-            provisioning_started_at: None,
-            idempotency: None,
-            template: None,
-        })
-        .await
-        .expect("create workspace");
-    id
-}
 
 fn item(ws: WorkspaceId, n: u32, key: Option<&str>, at: DateTime<Utc>) -> NewQueueItem {
     NewQueueItem {
@@ -103,8 +53,8 @@ async fn queued(b: &Backend, new: NewQueueItem) -> Uuid {
 }
 
 async fn items_are_delivered_in_order_one_at_a_time(b: Backend) {
-    let ws = workspace(&b, "t").await;
-    let other = workspace(&b, "o").await;
+    let ws = create_workspace(&b, "t").await;
+    let other = create_workspace(&b, "o").await;
     // Three items sharing one timestamp: the order is the enqueue order.
     let at = berth_store::now();
     let mut ids = Vec::new();
@@ -189,7 +139,7 @@ async fn items_are_delivered_in_order_one_at_a_time(b: Backend) {
 }
 
 async fn a_pending_idempotency_key_is_not_queued_twice(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     let at = berth_store::now();
     let first = queued(&b, item(ws, 1, Some("m-1"), at)).await;
     match b
@@ -218,12 +168,12 @@ async fn a_pending_idempotency_key_is_not_queued_twice(b: Backend) {
     let again = queued(&b, item(ws, 4, Some("m-1"), at)).await;
     assert_ne!(again, first);
     // The same key on another target is another message.
-    let other = workspace(&b, "o").await;
+    let other = create_workspace(&b, "o").await;
     queued(&b, item(other, 5, Some("m-1"), at)).await;
 }
 
 async fn the_bound_refuses_and_writes_nothing(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     let at = berth_store::now();
     let bound = |n| NewQueueItem {
         max_pending: 2,
@@ -250,7 +200,7 @@ async fn the_bound_refuses_and_writes_nothing(b: Backend) {
 }
 
 async fn a_requeued_item_keeps_its_turn(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     let at = berth_store::now();
     let first = queued(&b, item(ws, 1, Some("k1"), at)).await;
     let second = queued(&b, item(ws, 2, None, at)).await;
@@ -301,7 +251,7 @@ async fn a_requeued_item_keeps_its_turn(b: Backend) {
 }
 
 async fn expired_and_stale_items_are_handled(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     let now = berth_store::now();
     let expired = queued(
         &b,
@@ -374,8 +324,8 @@ async fn expired_and_stale_items_are_handled(b: Backend) {
 }
 
 async fn drop_stale_marks_old_queued_items(b: Backend) {
-    let a = workspace(&b, "a").await;
-    let c = workspace(&b, "c").await;
+    let a = create_workspace(&b, "a").await;
+    let c = create_workspace(&b, "c").await;
     let old = berth_store::now() - Duration::hours(2);
     let a_old = queued(&b, item(a, 1, None, old)).await;
     let c_old = queued(&b, item(c, 2, None, old)).await;
@@ -449,7 +399,7 @@ async fn unknown_targets_are_not_found(b: Backend) {
 }
 
 async fn outbound_time_and_token_usage_are_recorded(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     let at = berth_store::now();
     b.store().touch_last_outbound(ws, at).await.unwrap();
     let row = b.store().get_workspace(ws).await.unwrap().unwrap();
@@ -481,7 +431,7 @@ async fn outbound_time_and_token_usage_are_recorded(b: Backend) {
 }
 
 async fn purge_takes_the_queue_with_it(b: Backend) {
-    let ws = workspace(&b, "t").await;
+    let ws = create_workspace(&b, "t").await;
     queued(&b, item(ws, 1, None, berth_store::now())).await;
     b.store()
         .add_token_usage(ws, berth_store::now(), 1, 1, 0.0)

@@ -10,7 +10,6 @@
 use berth_domain::WorkspaceId;
 use berth_domain::status::WorkspaceStatus;
 use berth_store::{Error, NewWorkspace, WorkspaceStore};
-use serde_json::json;
 
 use crate::harness::Backend;
 
@@ -21,27 +20,8 @@ const SQLITE_ROUNDS: usize = 40;
 
 fn workspace(name: &str, parent: Option<WorkspaceId>) -> NewWorkspace {
     NewWorkspace {
-        id: WorkspaceId::new_v4(),
-        name: name.to_owned(),
-        role: None,
-        tier: 2,
-        runtime: "claude-code".into(),
-        status: WorkspaceStatus::Provisioning,
-        url: None,
         parent_id: parent,
-        workspace_dir: None,
-        workspace_access: "none".into(),
-        budget_limit: None,
-        max_concurrent_tasks: 1,
-        delivery_mode: "push".into(),
-        compute: json!({}),
-        secrets: vec![],
-        canvas: (0.0, 0.0),
-        token: None,
-        events: vec![],
-        provisioning_started_at: None,
-        idempotency: None,
-        template: None,
+        ..crate::harness::new_workspace(name)
     }
 }
 

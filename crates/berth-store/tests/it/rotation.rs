@@ -6,7 +6,6 @@
 
 use berth_domain::WorkspaceId;
 use berth_domain::event::EventType;
-use berth_domain::status::WorkspaceStatus;
 use berth_store::{KeyRing, NewEvent, NewWorkspace, PgStore, SecretScope, WorkspaceStore};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -28,32 +27,15 @@ fn ring(lines: &[&SecretString]) -> KeyRing {
 
 fn workspace(name: &str) -> NewWorkspace {
     NewWorkspace {
-        id: WorkspaceId::new_v4(),
-        name: name.to_owned(),
-        role: None,
-        tier: 2,
-        runtime: "claude-code".into(),
-        status: WorkspaceStatus::Provisioning,
-        url: None,
-        parent_id: None,
-        workspace_dir: None,
-        workspace_access: "none".into(),
-        budget_limit: None,
-        max_concurrent_tasks: 1,
-        delivery_mode: "push".into(),
-        compute: json!({}),
         secrets: (0..SECRETS_EACH)
             .map(|i| (format!("KEY_{i}"), secret(&format!("{name}-value-{i}"))))
             .collect(),
-        canvas: (0.0, 0.0),
-        token: None,
         events: vec![NewEvent {
             event_type: EventType::WorkspaceProvisioning,
             payload: json!({"name": name}),
         }],
         provisioning_started_at: Some(berth_store::now()),
-        idempotency: None,
-        template: None,
+        ..crate::harness::new_workspace(name)
     }
 }
 
