@@ -37,6 +37,12 @@ pub async fn serve_fixed(args: &Args) -> Result<()> {
             async move { ([(CONTENT_TYPE, "application/json")], body) }
         }),
     );
+    serve_until_stdin_closed(app).await
+}
+
+/// Serves `app` on a free loopback port, prints `listening http://<addr>` and runs until stdin
+/// closes (the baseline servers of `serve-fixed` and `serve-fanout`).
+pub(crate) async fn serve_until_stdin_closed(app: Router) -> Result<()> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening http://{}", listener.local_addr()?)?;
@@ -49,7 +55,7 @@ pub async fn serve_fixed(args: &Args) -> Result<()> {
 }
 
 /// Resolves when stdin reaches end of file (or fails); read on a blocking thread.
-pub(crate) async fn stdin_closed() {
+async fn stdin_closed() {
     let _ = tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
         std::io::stdin().lock().read_to_end(&mut sink)

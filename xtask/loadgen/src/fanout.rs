@@ -8,8 +8,6 @@
 //! `tokio::sync::broadcast` that an axum WebSocket route forwards to every subscriber). The
 //! subscribers, their sockets and the latency arithmetic are the same code in both runs.
 
-use std::io::Write as _;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +21,6 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
@@ -339,15 +336,7 @@ pub async fn serve_fanout(args: &Args) -> Result<()> {
         .route("/ws", get(ws))
         .route("/emit", post(emit))
         .with_state(state);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening http://{}", listener.local_addr()?)?;
-    stdout.flush()?;
-    drop(stdout);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(crate::fake::stdin_closed())
-        .await?;
-    Ok(())
+    crate::fake::serve_until_stdin_closed(app).await
 }
 
 #[cfg(test)]
