@@ -313,10 +313,18 @@ async fn keys_until(ws: &mut Ws, until: &str) -> Vec<String> {
     }
 }
 
-#[tokio::test]
-async fn ws_admin_sees_all_a_workspace_token_sees_its_relatives_only() {
-    let app = app().await;
-    // p1 ─ a, b (siblings); p2 ─ c (a's cousin).
+/// Two parents and three children, with a workspace token minted for `a`, as
+/// `(p1, p2, a, b, c, token_a)`: p1 ─ a, b (siblings); p2 ─ c (a's cousin).
+async fn family(
+    app: &TestApp,
+) -> (
+    WorkspaceId,
+    WorkspaceId,
+    WorkspaceId,
+    WorkspaceId,
+    WorkspaceId,
+    String,
+) {
     let p1 = app
         .create_id(json!({"name": "p1", "model": "openai/gpt-4o"}))
         .await;
@@ -329,6 +337,13 @@ async fn ws_admin_sees_all_a_workspace_token_sees_its_relatives_only() {
     let c = app.create_id(child("c", p2)).await;
     app.service.drain().await;
     let token_a = app.admin_mint(a).await;
+    (p1, p2, a, b, c, token_a)
+}
+
+#[tokio::test]
+async fn ws_admin_sees_all_a_workspace_token_sees_its_relatives_only() {
+    let app = app().await;
+    let (p1, p2, a, b, c, token_a) = family(&app).await;
     let (addr, _stop) = serve(&app).await;
 
     let mut admin = ws_connect(addr, Some(ADMIN_TOKEN), None)
@@ -453,19 +468,7 @@ async fn ws_takes_the_browser_credential_as_a_token_query_parameter_and_never_lo
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let app = app().await;
-    // p1 ─ a, b (siblings); p2 ─ c (a's cousin).
-    let p1 = app
-        .create_id(json!({"name": "p1", "model": "openai/gpt-4o"}))
-        .await;
-    let p2 = app
-        .create_id(json!({"name": "p2", "model": "openai/gpt-4o"}))
-        .await;
-    let child = |name: &str, parent: WorkspaceId| json!({"name": name, "model": "openai/gpt-4o", "parent_id": parent.to_string()});
-    let a = app.create_id(child("a", p1)).await;
-    let b = app.create_id(child("b", p1)).await;
-    let c = app.create_id(child("c", p2)).await;
-    app.service.drain().await;
-    let token_a = app.admin_mint(a).await;
+    let (_, p2, a, b, c, token_a) = family(&app).await;
     let (addr, _stop) = serve(&app).await;
 
     // Refused before the upgrade: a wrong, an empty or no credential; both ways at once.
