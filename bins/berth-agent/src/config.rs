@@ -67,6 +67,16 @@ impl Config {
     /// unset. Files named by `WORKSPACE_CONFIG_PATH` are read from disk.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |key: &str| lookup(key).filter(|v| !v.trim().is_empty());
+        // A whole number, or `default` when unset.
+        let number = |key: &str, default: u64| -> anyhow::Result<u64> {
+            match get(key) {
+                Some(s) => s
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{key} {s:?} is not a number")),
+                None => Ok(default),
+            }
+        };
 
         let workspace_id = get("WORKSPACE_ID").context("WORKSPACE_ID is required")?;
         let platform_url = get("PLATFORM_URL")
@@ -100,31 +110,13 @@ impl Config {
         let agent_url = get("AGENT_URL")
             .map(|u| u.trim().trim_end_matches('/').to_owned())
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-        let heartbeat_secs: u64 = match get("HEARTBEAT_INTERVAL_SECS") {
-            Some(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("HEARTBEAT_INTERVAL_SECS {s:?} is not a number"))?,
-            None => DEFAULT_HEARTBEAT_SECS,
-        };
+        let heartbeat_secs = number("HEARTBEAT_INTERVAL_SECS", DEFAULT_HEARTBEAT_SECS)?;
         if heartbeat_secs == 0 {
             bail!("HEARTBEAT_INTERVAL_SECS must be at least 1");
         }
 
-        let max_concurrency: u64 = match get("AGENT_MAX_CONCURRENCY") {
-            Some(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("AGENT_MAX_CONCURRENCY {s:?} is not a number"))?,
-            None => 0,
-        };
-        let reply_delay_ms: u64 = match get("AGENT_REPLY_DELAY_MS") {
-            Some(s) => s
-                .trim()
-                .parse()
-                .with_context(|| format!("AGENT_REPLY_DELAY_MS {s:?} is not a number"))?,
-            None => 0,
-        };
+        let max_concurrency = number("AGENT_MAX_CONCURRENCY", 0)?;
+        let reply_delay_ms = number("AGENT_REPLY_DELAY_MS", 0)?;
 
         let name = get("WORKSPACE_NAME")
             .map(|n| n.trim().to_owned())
