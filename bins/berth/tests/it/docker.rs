@@ -592,17 +592,9 @@ fn remove_fake(id: &str) {
 /// file: their servers' sweeps must not take each other's containers either.
 #[tokio::test]
 async fn docker_orphan_sweep_takes_only_this_installations_orphans() {
-    require_image();
     let root = tempfile::tempdir().expect("tempdir");
-    let data = root.path().join("data");
-    let args = [
-        "--provisioner",
-        "docker",
-        "--docker-image",
-        "echo=berth-agent:test",
-    ];
     // The first start creates the installation id in the database; it is kept across restarts.
-    let mut server = Server::start(&data, &args).await;
+    let mut server = docker_server(root.path()).await;
     let installation = installation_of(&server);
     server.stop().await;
 
@@ -615,7 +607,7 @@ async fn docker_orphan_sweep_takes_only_this_installations_orphans() {
     fake_workspace(&unlabelled, None);
     let cleanup = Cleanup(vec![ours.clone(), foreign.clone(), unlabelled.clone()]);
 
-    let server = Server::start(&data, &args).await;
+    let server = docker_server(root.path()).await;
     assert_eq!(installation_of(&server), installation);
     wait_for(
         "this installation's orphan purged",
