@@ -43,13 +43,10 @@ impl From<BundleError> for ApiError {
                 json!({"error": e.to_string(), "code": "BUNDLE_TOO_DEEP"}),
             ),
             // Create's own answer (status, body and code), naming the workspace of the bundle.
-            BundleError::Create { name, source } => {
-                let api = ApiError::from(source);
-                match api {
-                    ApiError::Internal(..) => api,
-                    other => with_workspace(other, &name),
-                }
-            }
+            BundleError::Create { name, source } => match ApiError::from(source) {
+                api @ ApiError::Internal(..) => api,
+                other => with_workspace(other, &name),
+            },
             BundleError::Store(public, cause) => ApiError::internal(public, cause),
             e @ BundleError::Io(_) => ApiError::internal("failed to read template files", e),
         }
@@ -58,12 +55,7 @@ impl From<BundleError> for ApiError {
 
 /// Adds `"workspace": name` to a 4xx body.
 fn with_workspace(e: ApiError, name: &str) -> ApiError {
-    let (status, mut body) = match e {
-        ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
-        ApiError::Conflict(m) => (StatusCode::CONFLICT, json!({"error": m})),
-        ApiError::Custom(status, body) => (status, body),
-        other => return other,
-    };
+    let (status, mut body) = e.into_parts();
     if let Some(map) = body.as_object_mut() {
         map.insert("workspace".into(), name.into());
     }

@@ -35,9 +35,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, body) = match self {
+impl ApiError {
+    /// The status and JSON body this error answers with; a 500's cause is logged here, once.
+    pub(crate) fn into_parts(self) -> (StatusCode, Value) {
+        match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, json!({"error": m})),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, json!({"error": m})),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, json!({"error": m})),
@@ -51,7 +52,13 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %cause, source = ?cause.source(), "{public}");
                 (StatusCode::INTERNAL_SERVER_ERROR, json!({"error": public}))
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.into_parts();
         (status, Json(body)).into_response()
     }
 }
