@@ -224,12 +224,7 @@ impl SseStream {
 
 /// The credential of a live stream: the `Authorization` bearer, or `?token=` for browsers
 /// (`EventSource` and `WebSocket` cannot set headers); both at once is a 400.
-fn stream_credential(
-    bearer: Option<String>,
-    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Option<String>, ApiError> {
-    let axum::extract::Query(query) =
-        query.map_err(|_| ApiError::BadRequest("invalid query".into()))?;
+fn stream_credential(bearer: Option<String>, query: WsQuery) -> Result<Option<String>, ApiError> {
     match (bearer, query.token) {
         (Some(_), Some(_)) => Err(ApiError::BadRequest(
             "give the token either in the Authorization header or as ?token=, not both".into(),
@@ -248,7 +243,7 @@ async fn sse(
     State(state): State<AppState>,
     Bearer(bearer): Bearer,
     ApiPath(raw_id): ApiPath<String>,
-    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let from_query = bearer.is_none();
@@ -357,7 +352,7 @@ struct WsQuery {
 async fn ws(
     State(state): State<AppState>,
     Bearer(bearer): Bearer,
-    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(query): ApiQuery<WsQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let credential = stream_credential(bearer, query)?;
