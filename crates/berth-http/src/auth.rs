@@ -112,16 +112,27 @@ impl FromRequestParts<AppState> for WorkspaceAuth {
         let id = berth_domain::WorkspaceId::parse(raw)
             .map_err(|_| ApiError::BadRequest(message.into()))?;
         let principal = match bearer(parts) {
-            Some(t) if state.admin.is_admin_token(t) => Principal::Admin,
-            Some(t) => match state.service.authenticate_token(t).await {
-                Ok(Some(owner)) if owner == id => Principal::Workspace(id),
-                Ok(_) => return Err(ApiError::Unauthorized("invalid workspace auth token")),
-                Err(e) => return Err(ApiError::internal("auth check failed", e)),
-            },
+            Some(t) => workspace_principal(state, id, t).await?,
             None if state.admin.dev => Principal::Dev,
             None => return Err(ApiError::Unauthorized("missing workspace auth token")),
         };
         Ok(WorkspaceAuth { id, principal })
+    }
+}
+
+/// Who `token` is on workspace `id`: the admin, or a live token of that very workspace.
+pub(crate) async fn workspace_principal(
+    state: &AppState,
+    id: berth_domain::WorkspaceId,
+    token: &str,
+) -> Result<berth_core::Principal, ApiError> {
+    if state.admin.is_admin_token(token) {
+        return Ok(berth_core::Principal::Admin);
+    }
+    match state.service.authenticate_token(token).await {
+        Ok(Some(owner)) if owner == id => Ok(berth_core::Principal::Workspace(id)),
+        Ok(_) => Err(ApiError::Unauthorized("invalid workspace auth token")),
+        Err(e) => Err(ApiError::internal("auth check failed", e)),
     }
 }
 

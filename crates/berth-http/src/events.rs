@@ -35,7 +35,7 @@ use berth_domain::WorkspaceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Admin, Bearer, WorkspaceAuth};
+use crate::auth::{Admin, Bearer, WorkspaceAuth, workspace_principal};
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{ApiError, AppState};
 
@@ -252,17 +252,10 @@ async fn sse(
             let id = WorkspaceId::parse(&raw_id)
                 .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
             let token = token.trim();
-            let principal = if token.is_empty() {
+            if token.is_empty() {
                 return Err(ApiError::Unauthorized("invalid workspace auth token"));
-            } else if state.admin.is_admin_token(token) {
-                Principal::Admin
-            } else {
-                match state.service.authenticate_token(token).await {
-                    Ok(Some(owner)) if owner == id => Principal::Workspace(id),
-                    Ok(_) => return Err(ApiError::Unauthorized("invalid workspace auth token")),
-                    Err(e) => return Err(ApiError::internal("auth check failed", e)),
-                }
-            };
+            }
+            let principal = workspace_principal(&state, id, token).await?;
             WorkspaceAuth { id, principal }
         }
         _ => auth?,
