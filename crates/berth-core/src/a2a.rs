@@ -380,16 +380,25 @@ pub fn normalize(body: &[u8]) -> Result<Normalized, A2aError> {
     let method = value("method")
         .and_then(|m| m.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let request_id = match value("id") {
-        Some(Value::String(s)) => Some(s),
-        Some(Value::Number(_)) => top.get("id").map(|r| r.get().to_owned()),
-        _ => None,
-    };
     Ok(Normalized {
         bytes: top.to_raw().get().as_bytes().to_vec(),
         method,
-        request_id,
+        request_id: top.get("id").and_then(id_text),
     })
+}
+
+/// The `id` of an already normalised payload (a queued item's body), as [`Normalized::request_id`].
+pub(crate) fn request_id(normalized: &str) -> Option<String> {
+    Members::parse(normalized)?.get("id").and_then(id_text)
+}
+
+/// A JSON-RPC `id` as text: a string's contents, or a number's digits as written.
+fn id_text(raw: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(raw.get()).ok()? {
+        Value::String(s) => Some(s),
+        Value::Number(_) => Some(raw.get().to_owned()),
+        _ => None,
+    }
 }
 
 /// The mock runtime's acknowledgements (§4.5).
@@ -887,6 +896,13 @@ mod tests {
         assert_eq!(String::from_utf8(n.bytes).unwrap(), input);
         assert_eq!(n.method, "message/send");
         assert_eq!(n.request_id.as_deref(), Some("12345678901234567890"));
+        // A queued item's body gives the same id back.
+        assert_eq!(request_id(input), n.request_id);
+        assert_eq!(
+            request_id(r#"{"jsonrpc":"2.0","id":"abc"}"#).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(request_id(r#"{"jsonrpc":"2.0","id":null}"#), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use chrono::{DurationRound as _, TimeDelta};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::a2a::{A2aError, A2aReply, Call, mock_reply};
+use crate::a2a::{A2aError, A2aReply, Call, mock_reply, request_id};
 use crate::activity::ActivityEntry;
 use crate::service::WorkspaceService;
 
@@ -320,12 +320,7 @@ impl WorkspaceService {
             };
         }
         if row.runtime == "mock" {
-            let id = call
-                .request
-                .as_ref()
-                .and_then(|r| r.get("id"))
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                .unwrap_or_else(|| Uuid::new_v4().to_string());
+            let id = request_id(&item.body).unwrap_or_else(|| Uuid::new_v4().to_string());
             let reply = mock_reply(row.id, &id);
             self.success_row(&call, 200, &reply, 0).await;
             self.notify_caller(&call, &reply).await;
