@@ -1160,9 +1160,13 @@ impl WorkspaceService {
         lock.lock_owned().await
     }
 
-    /// Forgets the lock of a purged workspace.
+    /// Forgets the lock and the start count of a purged workspace.
     fn drop_backend_lock(&self, id: WorkspaceId) {
         self.backend_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        self.start_generations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
