@@ -34,7 +34,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::create::{CreateContext, CreateError, CreateRequest, CreateResponse};
-use crate::registry::AGENT_CARD_CAP;
 use crate::service::WorkspaceService;
 
 /// Deepest nesting of `sub_workspaces` (the root is depth 0).
@@ -314,18 +313,7 @@ fn prepare(b: &Bundle, depth: usize, count: &mut usize) -> Result<Prepared, Bund
     };
     let agent_card = (!b.agent_card.is_null()).then(|| b.agent_card.clone());
     if let Some(card) = &agent_card {
-        let text = serde_json::to_string(card).unwrap_or_default();
-        if text.len() > AGENT_CARD_CAP {
-            return Err(BundleError::Invalid(
-                "agent_card must be at most 256 KiB".into(),
-            ));
-        }
-        // PostgreSQL JSONB cannot hold `\u0000`.
-        if text.contains("\\u0000") {
-            return Err(BundleError::Invalid(
-                "agent_card must not contain NUL characters".into(),
-            ));
-        }
+        crate::registry::check_card(card).map_err(|e| BundleError::Invalid(e.to_string()))?;
     }
     if b.id.len() > MAX_SOURCE_ID_BYTES {
         return Err(BundleError::Invalid(format!(

@@ -67,6 +67,9 @@ pub enum RegistryError {
     /// The agent card is too large.
     #[error("agent_card must be at most 256 KiB")]
     CardTooLarge,
+    /// The agent card holds a NUL character, which PostgreSQL's JSONB cannot store.
+    #[error("agent_card must not contain NUL characters")]
+    CardHasNul,
     /// 50 live tokens already.
     #[error("maximum 50 active tokens per workspace")]
     TooManyTokens,
@@ -300,7 +303,7 @@ impl WorkspaceService {
                 .map_err(RegistryError::UnsafeUrl)?;
         }
         let card = reconcile_card(req.agent_card, &row.name, row.role.as_deref(), id);
-        check_card_size(&card)?;
+        check_card(&card)?;
         let had_token = self
             .store
             .has_live_token(id)
@@ -416,7 +419,7 @@ impl WorkspaceService {
         if card.is_null() {
             return Err(RegistryError::InvalidBody);
         }
-        check_card_size(&card)?;
+        check_card(&card)?;
         self.gate(id, bearer).await?;
         self.store.update_card(id, card).await.map_err(|e| match e {
             berth_store::Error::NotFound => RegistryError::NotFound,
@@ -632,11 +635,24 @@ impl WorkspaceService {
     }
 }
 
-/// Refuses an agent card larger than [`AGENT_CARD_CAP`] once serialized.
-fn check_card_size(card: &Value) -> Result<(), RegistryError> {
+/// Refuses an agent card larger than [`AGENT_CARD_CAP`] once serialized, or holding a NUL
+/// character in any key or string (PostgreSQL's JSONB refuses `\u0000`; SQLite would take it,
+/// and both stores accept the same cards). Register, card updates and bundle imports all check
+/// cards here.
+pub(crate) fn check_card(card: &Value) -> Result<(), RegistryError> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(has_nul),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
     let len = serde_json::to_vec(card).map_or(usize::MAX, |v| v.len());
     if len > AGENT_CARD_CAP {
         Err(RegistryError::CardTooLarge)
+    } else if has_nul(card) {
+        Err(RegistryError::CardHasNul)
     } else {
         Ok(())
     }

@@ -118,7 +118,7 @@ impl From<RegistryError> for ApiError {
         use RegistryError as E;
         match e {
             E::InvalidBody => ApiError::BadRequest("invalid request body".into()),
-            E::InvalidDeliveryMode | E::UrlRequired | E::CardTooLarge => {
+            E::InvalidDeliveryMode | E::UrlRequired | E::CardTooLarge | E::CardHasNul => {
                 ApiError::BadRequest(e.to_string())
             }
             E::UnsafeUrl(reason) => ApiError::BadRequest(reason.to_string()),

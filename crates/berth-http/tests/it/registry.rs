@@ -387,6 +387,47 @@ async fn an_agent_card_over_256_kib_is_refused() {
     assert_eq!(resp.json, err("agent_card must be at most 256 KiB"));
 }
 
+/// PostgreSQL's JSONB cannot store `\u0000`: a card holding one is a 400 on both stores, never
+/// a store error, and changes nothing.
+#[tokio::test]
+async fn an_agent_card_with_a_nul_character_is_refused() {
+    for app in [app().await, pg_app().await] {
+        let (id, token) = app
+            .external(json!({"name": "nul", "runtime": "external"}))
+            .await;
+        let cards = [
+            json!({"name": "a\u{0}b"}),
+            json!({"skills": [{"id": "x", "tags": ["\u{0}"]}]}),
+            json!({"x\u{0}": 1}),
+        ];
+        for card in cards {
+            let body = json!({"id": id.to_string(), "agent_card": card, "delivery_mode": "poll"});
+            let resp = app.post(REGISTER, Some(&token), &body).await;
+            assert_eq!(
+                resp.status,
+                StatusCode::BAD_REQUEST,
+                "{card}: {}",
+                resp.text
+            );
+            assert_eq!(resp.json, err("agent_card must not contain NUL characters"));
+            assert_eq!(app.status_of(id).await, "awaiting_agent");
+            let body = json!({"workspace_id": id.to_string(), "agent_card": card});
+            let resp = app.post(UPDATE_CARD, Some(&token), &body).await;
+            assert_eq!(
+                resp.status,
+                StatusCode::BAD_REQUEST,
+                "{card}: {}",
+                resp.text
+            );
+            assert_eq!(resp.json, err("agent_card must not contain NUL characters"));
+        }
+        // A backslash-u text that is not a NUL is an ordinary card.
+        let body = json!({"id": id.to_string(), "agent_card": {"name": "nul", "note": "\\u0000"}, "delivery_mode": "poll"});
+        let resp = app.post(REGISTER, Some(&token), &body).await;
+        assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    }
+}
+
 #[tokio::test]
 async fn dev_mode_bootstraps_a_workspace_without_a_token_once() {
     let app = dev_app().await;
