@@ -266,15 +266,27 @@ impl DockerProvisioner {
     }
 
     async fn remove_volumes_named(&self, volumes: &[String]) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         for volume in volumes {
-            match self
-                .docker
-                .remove_volume(volume, None::<RemoveVolumeOptions>)
-                .await
-            {
-                Ok(()) => tracing::info!(volume, "volume removed"),
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(backend(&format!("removing volume {volume}"), e)),
+            loop {
+                match self
+                    .docker
+                    .remove_volume(volume, None::<RemoveVolumeOptions>)
+                    .await
+                {
+                    Ok(()) => tracing::info!(volume, "volume removed"),
+                    Err(e) if is_not_found(&e) => {}
+                    // In use: a container holding it is still being removed (by a concurrent stop
+                    // or a failed start's cleanup); retried until that removal ends.
+                    Err(DockerError::DockerResponseServerError {
+                        status_code: 409, ..
+                    }) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(REMOVAL_POLL).await;
+                        continue;
+                    }
+                    Err(e) => return Err(backend(&format!("removing volume {volume}"), e)),
+                }
+                break;
             }
         }
         Ok(())
@@ -400,10 +412,26 @@ impl DockerProvisioner {
         match self.docker.remove_container(name, Some(options)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
+            // Another caller is removing it: wait until it is gone, so what follows (a purge
+            // removing the volumes, a start re-using the name) does not meet it half-removed.
             Err(DockerError::DockerResponseServerError {
                 status_code: 409,
                 message,
-            }) if message.contains("already in progress") => Ok(()),
+            }) if message.contains("already in progress") => {
+                let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+                loop {
+                    match self.docker.inspect_container(name, None).await {
+                        Err(e) if is_not_found(&e) => return Ok(()),
+                        _ if tokio::time::Instant::now() >= deadline => {
+                            return Err(Error::Backend(format!(
+                                "removing container {name}: still being removed after {:?}",
+                                self.config.request_timeout
+                            )));
+                        }
+                        _ => tokio::time::sleep(REMOVAL_POLL).await,
+                    }
+                }
+            }
             Err(e) => Err(backend(&format!("removing container {name}"), e)),
         }
     }
@@ -1078,6 +1106,9 @@ fn free_loopback_port() -> Result<u16, Error> {
         .map(|a| a.port())
         .map_err(|e| Error::Backend(format!("finding a free loopback port: {e}")))
 }
+
+/// Pause between looks at a container or volume that another removal still holds.
+const REMOVAL_POLL: Duration = Duration::from_millis(50);
 
 fn is_not_found(e: &DockerError) -> bool {
     matches!(
