@@ -25,6 +25,12 @@ use tower::ServiceExt as _;
 /// The admin credential every test app is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Held by every test that captures logs through a thread-local `set_default` subscriber, for as
+/// long as it captures. tracing caches per-callsite interest and the maximum level globally,
+/// across threads; two capturing tests creating and dropping their dispatchers concurrently were
+/// seen to leave one of them capturing nothing. Other tests install no dispatcher.
+pub static LOG_CAPTURE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The git sha `/buildinfo` reports in tests.
 pub const GIT_SHA: &str = "0123abcd";
 

@@ -461,12 +461,14 @@ fn handshake_status(r: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16
 
 #[tokio::test]
 async fn ws_takes_the_browser_credential_as_a_token_query_parameter_and_never_logs_it() {
+    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let app = app().await;
     let (_, p2, a, b, c, token_a) = family(&app).await;
     let (addr, _stop) = serve(&app).await;

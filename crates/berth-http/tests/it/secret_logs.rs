@@ -37,12 +37,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[tokio::test]
 async fn secret_values_are_never_logged_from_write_to_provisioning() {
+    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::TRACE)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let rec = Recorder::new();
     let app = Setup {
         provisioner: rec.clone(),

@@ -647,12 +647,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
 
 #[tokio::test]
 async fn values_never_leak_into_events_lists_errors_or_logs() {
+    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
     let logs = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     let app = app().await;
     let ((a, token), _) = two_containers(&app).await;
     let mut seen = String::new();
