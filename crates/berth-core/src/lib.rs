@@ -2,8 +2,10 @@
 
 pub mod a2a;
 pub mod activity;
+mod broadcast;
 mod bundles;
 mod create;
+mod display;
 mod events;
 mod hooks;
 pub mod lifecycle;
@@ -25,6 +27,7 @@ mod viewport;
 
 pub use a2a::{A2aCaller, A2aError, A2aReply, A2aSettings};
 pub use activity::{ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityRetention};
+pub use broadcast::{BROADCAST_MESSAGE_MAX, BroadcastError};
 pub use bundles::{
     BUNDLE_MAX_DEPTH, BUNDLE_MAX_FILES, BUNDLE_MAX_WORKSPACES, Bundle, BundleError, BundleSkill,
     BundleTool, ImportedWorkspace,
@@ -32,6 +35,7 @@ pub use bundles::{
 pub use create::{
     CreateContext, CreateError, CreateRequest, CreateResponse, Created, InitialMemory,
 };
+pub use display::{DisplayError, DisplayStatus};
 pub use events::{
     CutOff, Delivery, Encoding, EventConfig, EventReceiver, EventScope, LiveEvent, LiveEvents,
 };

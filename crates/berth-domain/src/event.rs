@@ -41,6 +41,9 @@ pub enum EventType {
     A2aResponse,
     /// An agent sent its user a message (`POST /workspaces/{id}/notify`, REFERENCE-2.md §2.6).
     AgentMessage,
+    /// A workspace broadcast a message to its organisation (`POST /workspaces/{id}/broadcast`,
+    /// REFERENCE.md §2.22); recorded once per recipient, against the recipient.
+    BroadcastMessage,
 }
 
 impl EventType {
@@ -63,6 +66,7 @@ impl EventType {
             Self::ActivityLogged => "ACTIVITY_LOGGED",
             Self::A2aResponse => "A2A_RESPONSE",
             Self::AgentMessage => "AGENT_MESSAGE",
+            Self::BroadcastMessage => "BROADCAST_MESSAGE",
         }
     }
 }
@@ -86,6 +90,7 @@ mod tests {
             EventType::ExternalCredentialsRotated,
             EventType::A2aResponse,
             EventType::AgentMessage,
+            EventType::BroadcastMessage,
         ] {
             assert_eq!(
                 serde_json::to_string(&e).unwrap(),

@@ -3,8 +3,10 @@
 mod a2a;
 mod activity;
 mod auth;
+mod broadcast;
 mod bundles;
 mod cors;
+mod display;
 mod error;
 mod events;
 mod extract;
@@ -113,6 +115,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(activity::router())
         .merge(notify::router())
+        .merge(broadcast::router())
+        .merge(display::router())
         .merge(a2a::router())
         .merge(templates::router())
         .merge(bundles::router())
