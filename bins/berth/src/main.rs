@@ -4,6 +4,7 @@ mod config;
 mod leader;
 mod setup;
 
+use std::io::IsTerminal as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,14 +107,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
         None => {
             let (token, created) =
                 setup::read_or_create_secret(&token_path, setup::generate_token)?;
-            if created {
-                // Shown once, on the terminal only (never through the log pipeline).
-                eprintln!("berth: generated admin token {}", token.expose_secret());
-            }
-            eprintln!(
-                "berth: admin token in {} (use: Authorization: Bearer $(cat {}))",
-                token_path.display(),
-                token_path.display()
+            // Written to stderr, never through the log pipeline; the value itself only when a
+            // person is watching (stderr is a terminal), not into a file or a log collector.
+            eprint!(
+                "{}",
+                setup::admin_token_notice(
+                    &token,
+                    created,
+                    &token_path,
+                    std::io::stderr().is_terminal()
+                )
             );
             token
         }

@@ -56,6 +56,35 @@ pub fn generate_token() -> SecretString {
     SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 
+/// What `berth serve` tells the operator about the admin token on stderr: where the file is,
+/// and, the first time (`created`), that a token was generated — with its value only when
+/// `terminal` (stderr is a terminal), so that redirected output (a file, a service manager's
+/// journal, a container log) never holds the credential.
+pub fn admin_token_notice(
+    token: &SecretString,
+    created: bool,
+    path: &Path,
+    terminal: bool,
+) -> String {
+    let mut out = String::new();
+    if created {
+        if terminal {
+            out.push_str(&format!(
+                "berth: generated admin token {}\n",
+                token.expose_secret()
+            ));
+        } else {
+            out.push_str("berth: generated admin token (not shown: stderr is not a terminal)\n");
+        }
+    }
+    out.push_str(&format!(
+        "berth: admin token in {} (use: Authorization: Bearer $(cat {}))\n",
+        path.display(),
+        path.display()
+    ));
+    out
+}
+
 /// The secret key ring: from configuration, else the key file (generated on first start).
 pub fn key_ring(args: &StoreArgs) -> Result<KeyRing> {
     let text = match &args.secret_keys {
@@ -133,6 +162,29 @@ pub async fn open_store(args: &StoreArgs) -> Result<(Arc<dyn WorkspaceStore>, St
                 .await
                 .context("opening SQLite")?;
             Ok((Arc::new(store), format!("sqlite ({})", path.display())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_token_is_shown_only_on_a_terminal() {
+        let token = SecretString::from("tok-123".to_owned());
+        let path = Path::new("/data/admin-token");
+        let shown = admin_token_notice(&token, true, path, true);
+        assert!(shown.contains("generated admin token tok-123"), "{shown}");
+        assert!(shown.contains("/data/admin-token"), "{shown}");
+        for (created, terminal) in [(true, false), (false, true), (false, false)] {
+            let text = admin_token_notice(&token, created, path, terminal);
+            assert!(!text.contains("tok-123"), "{created} {terminal}: {text}");
+            assert!(
+                text.contains("admin token in /data/admin-token"),
+                "{created} {terminal}: {text}"
+            );
+            assert_eq!(text.contains("generated admin token"), created, "{text}");
         }
     }
 }

@@ -47,7 +47,7 @@ async fn admin_routes_need_the_token_unless_dev() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(body, serde_json::json!([]));
-    // The token is shown on the terminal once, at generation.
+    // Its generation is announced once (the value itself only on a terminal: see below).
     assert!(server.log_text().contains("generated admin token"));
     drop(server);
 
@@ -68,6 +68,43 @@ async fn admin_routes_need_the_token_unless_dev() {
         .await;
     assert_eq!(status, 201);
     assert!(server.log_text().contains("DEVELOPMENT MODE"));
+}
+
+/// stderr is a file here, not a terminal: the generated admin token's value never appears in
+/// it, on the first start or later ones; where the token file is does.
+#[tokio::test]
+async fn the_admin_token_stays_out_of_stderr_that_is_not_a_terminal() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let token_path = data.join("admin-token").display().to_string();
+    let mut server = Server::start(&data, &[]).await;
+    let first = server.log_text();
+    assert!(
+        first.contains("generated admin token (not shown: stderr is not a terminal)"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("admin token in {token_path}")),
+        "{first}"
+    );
+    assert!(
+        !first.contains(&server.admin_token),
+        "token value on stderr"
+    );
+    let token = server.admin_token.clone();
+    server.stop().await;
+
+    // A restart reads the same file and says where it is, again without the value.
+    let mut server = Server::start(&data, &[]).await;
+    assert_eq!(server.admin_token, token);
+    let second = server.log_text();
+    assert!(!second.contains("generated admin token"), "{second}");
+    assert!(
+        second.contains(&format!("admin token in {token_path}")),
+        "{second}"
+    );
+    assert!(!second.contains(&token), "token value on stderr");
+    server.stop().await;
 }
 
 /// A free loopback address to listen on.
