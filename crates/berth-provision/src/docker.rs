@@ -57,12 +57,13 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptions,
-    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::{API_DEFAULT_VERSION, Docker, body_full};
 use futures_util::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::ports::{PortPool, START_ATTEMPTS, is_address_in_use};
 use crate::{BackendKind, Error, ProvisionRequest, Provisioner, Started};
 
 /// Label on every container and volume berth creates, for the orphan sweeper.
@@ -140,6 +141,12 @@ pub struct DockerConfig {
     /// the store's (`WorkspaceStore::installation_id`); the default is a fresh random id, so a
     /// provisioner that is not told never sweeps another's containers.
     pub installation: String,
+    /// The platform URL handed to containers that are not on the host network, when the URL of
+    /// the request is a loopback one (which a container on a bridge cannot reach): `berth serve`
+    /// sets it to an address of the platform on the bridge's gateway (see its `--listen`
+    /// handling). `None` with a loopback platform URL fails such starts at once with
+    /// `PLATFORM_UNREACHABLE` and the flags that fix it.
+    pub bridge_platform_url: Option<String>,
 }
 
 impl DockerConfig {
@@ -167,6 +174,7 @@ impl DockerConfig {
             stop_grace: Self::DEFAULT_STOP_GRACE,
             // A fresh v4 UUID (the workspace id type is one).
             installation: WorkspaceId::new_v4().to_string(),
+            bridge_platform_url: None,
         }
     }
 
@@ -208,6 +216,9 @@ pub struct DockerProvisioner {
     host_nano_cpus: Option<i64>,
     /// Whether the containers without an installation label were reported already (once).
     unlabelled_reported: std::sync::atomic::AtomicBool,
+    /// Host ports of host-network agents (see `ports.rs`), and which workspace holds which.
+    ports: PortPool,
+    host_ports: std::sync::Mutex<HashMap<WorkspaceId, u16>>,
 }
 
 impl DockerProvisioner {
@@ -249,12 +260,83 @@ impl DockerProvisioner {
             config,
             host_nano_cpus,
             unlabelled_reported: std::sync::atomic::AtomicBool::new(false),
+            ports: PortPool::new(),
+            host_ports: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The gateway address of the daemon's default bridge network (`docker0`, usually
+    /// `172.17.0.1`): an address of this host that containers on a bridge can reach. `None`
+    /// when the daemon reports none.
+    pub async fn bridge_gateway(&self) -> Result<Option<std::net::IpAddr>, Error> {
+        let network = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| backend("inspecting the default bridge network", e))?;
+        let configs = network
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default();
+        // Some daemons report only the subnet; the bridge's gateway is then its first address.
+        Ok(configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
+            .find_map(|g| g.parse().ok())
+            .or_else(|| {
+                configs
+                    .iter()
+                    .filter_map(|c| c.subnet.as_deref())
+                    .find_map(first_host_of)
+            }))
+    }
+
+    /// Hands the host port of `id`'s host-network agent back, if it had one.
+    fn release_host_port(&self, id: WorkspaceId) {
+        let port = self
+            .host_ports
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
+        if let Some(port) = port {
+            self.ports.release(port);
+        }
+    }
+
+    /// The platform URL a container of `profile` is handed: the request's, except that a
+    /// loopback one becomes [`DockerConfig::bridge_platform_url`] off the host network.
+    fn container_platform_url(
+        &self,
+        request: &ProvisionRequest,
+        host_network: bool,
+    ) -> Result<String, Error> {
+        if host_network || !is_loopback_url(&request.platform_url) {
+            return Ok(request.platform_url.clone());
+        }
+        self.config.bridge_platform_url.clone().ok_or_else(|| {
+            Error::PlatformUnreachable(format!(
+                "the platform URL {} is a loopback address, which a container on a bridge network \
+                 cannot reach, and berth has no address on the bridge; listen on an address the \
+                 containers can reach (--listen 0.0.0.0:8080) or give one (--platform-url \
+                 http://<host address>:8080), attach the containers to your own network \
+                 (--docker-network), or use tier 4 (host network)",
+                request.platform_url
+            ))
         })
     }
 
     /// The settings in use.
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+
+    /// Sets [`DockerConfig::bridge_platform_url`] once connected (the server learns the
+    /// bridge's gateway from the daemon).
+    pub fn set_bridge_platform_url(&mut self, url: impl Into<String>) {
+        self.config.bridge_platform_url = Some(url.into());
     }
 
     /// Removes the workspace's configs and workspace volumes; volumes that do not exist are fine.
@@ -581,23 +663,8 @@ impl Provisioner for DockerProvisioner {
         // Everything the request alone decides is checked before anything is created.
         let profile = TierProfile::of(request.tier, &self.config.tier_overrides);
         let workspace = workspace_mount(&request, profile)?;
-        let agent = if profile.host_network {
-            let port = free_loopback_port()?;
-            AgentAddr {
-                host_network: true,
-                host: "127.0.0.1",
-                port,
-                url: format!("http://127.0.0.1:{port}"),
-            }
-        } else {
-            AgentAddr {
-                host_network: false,
-                host: "0.0.0.0",
-                port: AGENT_PORT,
-                url: format!("http://{name}:{AGENT_PORT}"),
-            }
-        };
-        let env = container_env(&request, &agent)?;
+        let mut request = request;
+        request.platform_url = self.container_platform_url(&request, profile.host_network)?;
         let archive = {
             let template = request.template_path.clone();
             let config_files = request.config_files.clone();
@@ -610,6 +677,153 @@ impl Provisioner for DockerProvisioner {
         };
 
         self.ensure_image(&request.runtime, &image).await?;
+        self.release_host_port(id);
+        // A host-network agent binds a host port reserved below the ephemeral range; should
+        // something else still have bound it, the start is tried again on another (`ports.rs`).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let agent = if profile.host_network {
+                let port = self.ports.reserve()?;
+                AgentAddr {
+                    host_network: true,
+                    host: "127.0.0.1",
+                    port,
+                    url: format!("http://127.0.0.1:{port}"),
+                }
+            } else {
+                AgentAddr {
+                    host_network: false,
+                    host: "0.0.0.0",
+                    port: AGENT_PORT,
+                    url: format!("http://{name}:{AGENT_PORT}"),
+                }
+            };
+            let started = self
+                .start_container(
+                    id,
+                    &request,
+                    &image,
+                    profile,
+                    &workspace,
+                    &agent,
+                    archive.clone(),
+                )
+                .await;
+            match started {
+                Ok(started) => {
+                    if agent.host_network {
+                        self.host_ports
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(id, agent.port);
+                    }
+                    return Ok(started);
+                }
+                Err(e) => {
+                    if agent.host_network {
+                        self.ports.release(agent.port);
+                    }
+                    let retry = agent.host_network
+                        && matches!(&e, Error::StartFailed(msg) if is_address_in_use(msg));
+                    if retry && attempt < START_ATTEMPTS {
+                        tracing::warn!(
+                            port = agent.port,
+                            attempt,
+                            "agent port was taken; starting again on another"
+                        );
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The graceful stop: SIGTERM, up to the stop grace for the agent to finish what it is
+    /// doing and exit, then SIGKILL (`docker stop -t`); then the container is removed.
+    #[tracing::instrument(skip_all, fields(workspace.id = %id))]
+    async fn stop(&self, id: WorkspaceId) -> Result<(), Error> {
+        let name = container_name(id);
+        self.stop_container(&name).await;
+        self.release_host_port(id);
+        self.remove_container(&name).await
+    }
+
+    /// Removes the container if it is still there, then both volumes.
+    #[tracing::instrument(skip_all, fields(workspace.id = %id))]
+    async fn purge(&self, id: WorkspaceId) -> Result<(), Error> {
+        self.remove_container(&container_name(id)).await?;
+        self.release_host_port(id);
+        self.remove_volumes(id).await
+    }
+
+    /// Waits for the container to stop (`docker wait`; with the restart policy the daemon
+    /// starts it again, but the exit is the news), then quotes its log. A container that is
+    /// removed meanwhile (a stop, a restart) ends the watch with `None`.
+    async fn wait_exit(&self, id: WorkspaceId) -> Result<Option<String>, Error> {
+        let name = container_name(id);
+        let Ok(before) = self.docker.inspect_container(&name, None).await else {
+            return Ok(None);
+        };
+        let options = WaitContainerOptionsBuilder::new()
+            .condition("not-running")
+            .build();
+        // The wait stream ends with an error for a non-zero exit; either way the container
+        // stopped, unless it is gone or was replaced by a newer start's container.
+        let waited = self
+            .docker
+            .wait_container(&name, Some(options))
+            .try_next()
+            .await;
+        let code = match waited {
+            Ok(Some(answer)) => Some(answer.status_code),
+            Ok(None) => None,
+            Err(DockerError::DockerContainerWaitError { code, .. }) => Some(code),
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(backend(&format!("waiting for container {name}"), e)),
+        };
+        match self.docker.inspect_container(&name, None).await {
+            Ok(now) if now.id == before.id => {}
+            _ => return Ok(None),
+        }
+        let tail = self.log_tail(&name).await;
+        let how = code.map_or_else(|| "exited".to_owned(), |c| format!("exited with code {c}"));
+        Ok(Some(format!(
+            "container {name} {how}; last output:\n{tail}"
+        )))
+    }
+
+    async fn is_running(&self, id: WorkspaceId) -> Result<bool, Error> {
+        let name = container_name(id);
+        match self.docker.inspect_container(&name, None).await {
+            Ok(info) => {
+                let status = info.state.and_then(|s| s.status);
+                Ok(status == Some(ContainerStateStatusEnum::RUNNING))
+            }
+            Err(e) if is_not_found(&e) => Ok(false),
+            // A daemon hiccup is not the death of the workspace.
+            Err(e) => Err(backend(&format!("inspecting container {name}"), e)),
+        }
+    }
+}
+
+impl DockerProvisioner {
+    /// One try of a start: replaces the container (and the configs volume), fills `/configs`,
+    /// starts it and watches it through the start grace. A failed try removes its container.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        id: WorkspaceId,
+        request: &ProvisionRequest,
+        image: &str,
+        profile: TierProfile,
+        workspace: &WorkspaceMount,
+        agent: &AgentAddr,
+        archive: Vec<u8>,
+    ) -> Result<Started, Error> {
+        let name = container_name(id);
+        let env = container_env(request, agent)?;
         // A restart replaces the container. `/configs` is derived state: it is rebuilt from
         // scratch on every start (template, generated config, secrets), as the process backend
         // does, so a file of an earlier template or config never lingers. The workspace volume
@@ -621,7 +835,7 @@ impl Provisioner for DockerProvisioner {
             self.create_volume(id, &workspace_volume(id)).await?;
         }
 
-        let body = self.container_body(id, &image, env, profile, &workspace, &agent);
+        let body = self.container_body(id, image, env, profile, workspace, agent);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let created = self
             .docker
@@ -629,7 +843,7 @@ impl Provisioner for DockerProvisioner {
             .await
             .map_err(|e| start_failed(&format!("creating container {name}"), e))?;
 
-        match self.upload_and_start(&name, archive, &agent).await {
+        match self.upload_and_start(&name, archive, agent).await {
             Ok(url) => {
                 tracing::info!(
                     container.id = %created.id,
@@ -651,37 +865,6 @@ impl Provisioner for DockerProvisioner {
         }
     }
 
-    /// The graceful stop: SIGTERM, up to the stop grace for the agent to finish what it is
-    /// doing and exit, then SIGKILL (`docker stop -t`); then the container is removed.
-    #[tracing::instrument(skip_all, fields(workspace.id = %id))]
-    async fn stop(&self, id: WorkspaceId) -> Result<(), Error> {
-        let name = container_name(id);
-        self.stop_container(&name).await;
-        self.remove_container(&name).await
-    }
-
-    /// Removes the container if it is still there, then both volumes.
-    #[tracing::instrument(skip_all, fields(workspace.id = %id))]
-    async fn purge(&self, id: WorkspaceId) -> Result<(), Error> {
-        self.remove_container(&container_name(id)).await?;
-        self.remove_volumes(id).await
-    }
-
-    async fn is_running(&self, id: WorkspaceId) -> Result<bool, Error> {
-        let name = container_name(id);
-        match self.docker.inspect_container(&name, None).await {
-            Ok(info) => {
-                let status = info.state.and_then(|s| s.status);
-                Ok(status == Some(ContainerStateStatusEnum::RUNNING))
-            }
-            Err(e) if is_not_found(&e) => Ok(false),
-            // A daemon hiccup is not the death of the workspace.
-            Err(e) => Err(backend(&format!("inspecting container {name}"), e)),
-        }
-    }
-}
-
-impl DockerProvisioner {
     fn container_body(
         &self,
         id: WorkspaceId,
@@ -1098,13 +1281,31 @@ fn with_default_tag(image: &str) -> String {
     }
 }
 
-/// A loopback port that is free now (for a host-network agent). Another process could take it
-/// before the agent binds it; the agent then exits, which the start grace reports.
-fn free_loopback_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::Backend(format!("finding a free loopback port: {e}")))
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` → `172.17.0.1`).
+fn first_host_of(subnet: &str) -> Option<std::net::IpAddr> {
+    let (net, len) = subnet.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    let len: u32 = len.parse().ok()?;
+    if !(1..=30).contains(&len) {
+        return None;
+    }
+    let mask = u32::MAX << (32 - len);
+    Some(std::net::Ipv4Addr::from((u32::from(net) & mask) + 1).into())
+}
+
+/// Whether `url` points at this host's loopback (`localhost`, `127.0.0.0/8`, `::1`).
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Pause between looks at a container or volume that another removal still holds.
@@ -1408,6 +1609,39 @@ mod tests {
             configs_archive(None, &files, &[]).unwrap_err().code(),
             "START_FAILED"
         );
+    }
+
+    #[test]
+    fn a_subnets_first_host_is_its_gateway() {
+        assert_eq!(
+            first_host_of("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            first_host_of("10.1.2.128/25"),
+            Some("10.1.2.129".parse().unwrap())
+        );
+        assert_eq!(first_host_of("fd00::/64"), None);
+        assert_eq!(first_host_of("nonsense"), None);
+    }
+
+    #[test]
+    fn loopback_platform_urls_are_recognised() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:80",
+            "http://127.8.9.1/",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://172.17.0.1:8080",
+            "https://berth.example",
+            "not a url",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod control_plane;
 pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
 pub mod docker;
 pub use docker::{DockerConfig, DockerProvisioner};
+pub mod ports;
 pub mod process;
 pub use process::{ProcessConfig, ProcessProvisioner};
 
@@ -31,6 +32,10 @@ pub enum Error {
     /// The backend refused or failed to start the workspace.
     #[error("workspace start failed: {0}")]
     StartFailed(String),
+    /// The agent would have no way to reach the platform (e.g. a container on a bridge network
+    /// handed a loopback platform URL); the message names the fix.
+    #[error("the platform is unreachable from the workspace: {0}")]
+    PlatformUnreachable(String),
     /// The backend did not answer in time.
     #[error("provisioning timed out")]
     Timeout,
@@ -47,6 +52,7 @@ impl Error {
             Error::ImageNotFound(_) => "IMAGE_NOT_FOUND",
             Error::MissingEnv(_) => "MISSING_ENV",
             Error::StartFailed(_) => "START_FAILED",
+            Error::PlatformUnreachable(_) => "PLATFORM_UNREACHABLE",
             Error::Timeout => "TIMEOUT",
             Error::Backend(_) => "BACKEND_ERROR",
         }
@@ -64,6 +70,15 @@ pub enum BackendKind {
     Docker,
     /// A remote control plane.
     ControlPlane,
+}
+
+impl BackendKind {
+    /// Whether a start reports the URL the platform reaches the agent at, so a workspace of
+    /// this backend is never `online` before that URL is recorded. The control plane's machines
+    /// report theirs only when they have a private address, so it does not count.
+    pub fn reports_url(self) -> bool {
+        matches!(self, BackendKind::Process | BackendKind::Docker)
+    }
 }
 
 /// Everything a backend needs to start one workspace.
@@ -121,6 +136,15 @@ pub trait Provisioner: Send + Sync {
     async fn stop(&self, id: WorkspaceId) -> Result<(), Error>;
     /// Whether the workspace runs. A backend error is an error, never "not running".
     async fn is_running(&self, id: WorkspaceId) -> Result<bool, Error>;
+
+    /// Resolves when the agent of the workspace's latest start exits, with what it said last
+    /// (an exit code and the tail of its log); `None` when there is nothing to watch (stopped,
+    /// replaced). The core watches a fresh start with it, so an agent that dies before it
+    /// registers fails the workspace at once instead of at the provision timeout. Backends
+    /// that cannot watch never resolve.
+    async fn wait_exit(&self, _id: WorkspaceId) -> Result<Option<String>, Error> {
+        std::future::pending().await
+    }
 
     /// Removes everything the backend keeps for a stopped workspace (volumes, directories), for
     /// `DELETE …?purge=true`. Nothing to remove is not an error.

@@ -6,11 +6,43 @@ use berth_provision::Provisioner;
 
 use super::*;
 
+/// A platform URL for starts that fail before their agent could use it: not a loopback one (a
+/// bridge container could never reach that, which fails the start first), and a reserved name
+/// that resolves nowhere.
+const UNUSED_PLATFORM: &str = "http://platform.invalid:9";
+
+#[tokio::test]
+async fn a_bridge_container_handed_a_loopback_platform_url_is_platform_unreachable() {
+    let sandbox = Sandbox::new().await;
+    let p = sandbox.provisioner().await;
+    let req = sandbox.request(2, "http://127.0.0.1:9");
+    let id = req.workspace_id;
+
+    let err = p.start(req).await.unwrap_err();
+    assert_eq!(err.code(), "PLATFORM_UNREACHABLE");
+    let msg = err.to_string();
+    for fix in ["--listen", "--platform-url", "--docker-network", "tier 4"] {
+        assert!(msg.contains(fix), "names {fix}: {msg}");
+    }
+    // Refused before anything was created.
+    assert_eq!(sandbox.leftovers(id).await, Vec::<String>::new());
+
+    // With an address on the bridge, the same request gets that URL instead.
+    let p = sandbox
+        .provisioner_with(|c| c.bridge_platform_url = Some(UNUSED_PLATFORM.to_owned()))
+        .await;
+    let mut req = sandbox.request(2, "http://127.0.0.1:9");
+    req.env
+        .push(("AGENT_HOST".into(), secret("not-an-address")));
+    let err = p.start(req).await.unwrap_err();
+    assert_eq!(err.code(), "START_FAILED", "{err}");
+}
+
 #[tokio::test]
 async fn a_runtime_without_an_image_is_image_not_found() {
     let sandbox = Sandbox::new().await;
     let p = sandbox.provisioner().await;
-    let mut req = sandbox.request(2, "http://127.0.0.1:9");
+    let mut req = sandbox.request(2, UNUSED_PLATFORM);
     let id = req.workspace_id;
     req.runtime = "hermes".into();
 
@@ -31,7 +63,7 @@ async fn an_image_that_cannot_be_pulled_is_image_not_found() {
             c.pull_timeout = Duration::from_secs(30);
         })
         .await;
-    let mut req = sandbox.request(2, "http://127.0.0.1:9");
+    let mut req = sandbox.request(2, UNUSED_PLATFORM);
     let id = req.workspace_id;
     req.runtime = "ghost".into();
 
@@ -53,7 +85,7 @@ async fn an_image_that_cannot_be_pulled_is_image_not_found() {
 async fn an_agent_that_exits_at_once_fails_the_start_with_its_log() {
     let sandbox = Sandbox::new().await;
     let p = sandbox.provisioner().await;
-    let mut req = sandbox.request(2, "http://127.0.0.1:9");
+    let mut req = sandbox.request(2, UNUSED_PLATFORM);
     let id = req.workspace_id;
     // berth-agent refuses to start on a bad AGENT_HOST and says why.
     req.env
@@ -77,7 +109,7 @@ async fn an_agent_that_exits_at_once_fails_the_start_with_its_log() {
 async fn a_start_the_daemon_refuses_is_start_failed() {
     let sandbox = Sandbox::new().await;
     let p = sandbox.provisioner().await;
-    let mut req = sandbox.request(2, "http://127.0.0.1:9");
+    let mut req = sandbox.request(2, UNUSED_PLATFORM);
     let id = req.workspace_id;
     req.workspace_dir = Some(format!("/nonexistent/berth-test-{id}"));
     req.workspace_access = "read_write".into();

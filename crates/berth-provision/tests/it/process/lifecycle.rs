@@ -189,3 +189,82 @@ async fn shutdown_stops_every_agent() {
         );
     }
 }
+
+/// Fails like an agent whose port was taken on its first run, then runs on the next.
+const PORT_TAKEN_ONCE: &str = r#"if [ ! -f tried ]; then echo "$AGENT_PORT" > tried; echo "Error: binding 127.0.0.1:$AGENT_PORT: Address already in use (os error 98)" >&2; exit 1; fi; echo "$AGENT_PORT" > second; while :; do sleep 0.1; done"#;
+
+#[tokio::test]
+async fn a_start_whose_port_was_taken_is_tried_again_on_another() {
+    let root = tempfile::tempdir().unwrap();
+    let p = provisioner(root.path(), &[("flaky", PORT_TAKEN_ONCE)]);
+    let req = request("flaky");
+    let id = req.workspace_id;
+    let work = root.path().join(id.to_string()).join("workspace");
+
+    let started = p.start(req).await.unwrap();
+    let first = std::fs::read_to_string(work.join("tried")).unwrap();
+    let second = wait_for_file(&work.join("second")).await;
+    assert_ne!(first.trim(), second.trim(), "a fresh port for the retry");
+    assert_eq!(
+        started.url.as_deref(),
+        Some(format!("http://127.0.0.1:{}", second.trim()).as_str())
+    );
+    assert!(p.is_running(id).await.unwrap());
+    p.stop(id).await.unwrap();
+
+    // An agent that always finds its port taken fails after a bounded number of tries.
+    let always = r#"echo x >> tries; echo "Address already in use" >&2; exit 1"#;
+    let p = provisioner(root.path(), &[("taken", always)]);
+    let req = request("taken");
+    let work = root
+        .path()
+        .join(req.workspace_id.to_string())
+        .join("workspace");
+    let err = p.start(req).await.unwrap_err();
+    assert_eq!(err.code(), "START_FAILED");
+    assert!(err.to_string().contains("Address already in use"), "{err}");
+    let tries = std::fs::read_to_string(work.join("tries")).unwrap();
+    assert_eq!(
+        tries.lines().count(),
+        berth_provision::ports::START_ATTEMPTS
+    );
+}
+
+#[tokio::test]
+async fn wait_exit_reports_an_agent_that_exits_and_ends_quietly_on_stop() {
+    let root = tempfile::tempdir().unwrap();
+    let script = r#"echo $$ > ready; while [ ! -f quit ]; do sleep 0.05; done; echo going-away-marker >&2; exit 4"#;
+    let p = provisioner(root.path(), &[("short", script)]);
+    let req = request("short");
+    let id = req.workspace_id;
+    let work = root.path().join(id.to_string()).join("workspace");
+    p.start(req).await.unwrap();
+    wait_for_file(&work.join("ready")).await;
+    std::fs::write(work.join("quit"), "now").unwrap();
+    let said = tokio::time::timeout(PATIENCE, p.wait_exit(id))
+        .await
+        .expect("the exit is noticed")
+        .unwrap()
+        .expect("an exit to report");
+    assert!(said.contains("exit status 4"), "{said}");
+    assert!(said.contains("going-away-marker"), "{said}");
+    p.stop(id).await.unwrap();
+
+    // A stopped agent's watch ends with nothing to report.
+    let p = std::sync::Arc::new(p);
+    let req = request("short");
+    let id = req.workspace_id;
+    let work = root.path().join(id.to_string()).join("workspace");
+    p.start(req).await.unwrap();
+    wait_for_file(&work.join("ready")).await;
+    let watch = tokio::spawn({
+        let p = p.clone();
+        async move { p.wait_exit(id).await }
+    });
+    p.stop(id).await.unwrap();
+    let out = tokio::time::timeout(PATIENCE, watch)
+        .await
+        .expect("the watch ends")
+        .expect("watch task");
+    assert_eq!(out.unwrap(), None);
+}
