@@ -629,12 +629,18 @@ impl WorkspaceService {
     }
 
     /// Resolves and checks the URL, then builds a client pinned to the approved addresses that
-    /// never follows redirects and never uses a proxy.
-    async fn a2a_client(&self, url: &str) -> Result<reqwest::Client, A2aError> {
+    /// never follows redirects and never uses a proxy. A URL that berth's own provisioner
+    /// reported (`trusted`) is used as reported: the platform set that address up itself (a
+    /// loopback port of the process backend, a published port or bridge address on Docker), so
+    /// the SSRF policy, meant for addresses users and agents hand us, does not apply to it.
+    async fn a2a_client(&self, url: &str, trusted: bool) -> Result<reqwest::Client, A2aError> {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(self.a2a.connect_timeout);
+        if trusted {
+            return builder.build().map_err(|_| A2aError::RequestBuild);
+        }
         match check_agent_url(&self.config.ssrf, url).map_err(|_| A2aError::UnsafeUrl)? {
             UrlTarget::Safe => {}
             UrlTarget::Resolve { host } => {
@@ -664,7 +670,9 @@ impl WorkspaceService {
         body: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<A2aReply, A2aError> {
-        let client = self.a2a_client(url).await?;
+        // Trusted only when dispatching to the very URL the row's provisioner recorded.
+        let trusted = call.target.url_from_provisioner && call.target.url.as_deref() == Some(url);
+        let client = self.a2a_client(url, trusted).await?;
         let limit = timeout.map_or(self.a2a.request_timeout, |t| {
             t.min(self.a2a.request_timeout)
         });

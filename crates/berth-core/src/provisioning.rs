@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use berth_domain::WorkspaceId;
-use berth_domain::status::Transition;
+use berth_domain::status::{Transition, WorkspaceStatus};
 use berth_domain::template::{DefaultConfig, generated_default_config};
 use berth_provision::{BackendKind, ProvisionRequest};
 use berth_store::{IssueToken, SecretScope, StatusChange};
 use panics::catch_unwind;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
 use crate::service::WorkspaceService;
@@ -83,19 +83,30 @@ impl WorkspaceService {
         let id = plan.id;
         let no_backend = svc.provisioner.kind() == BackendKind::None;
         let clock = std::time::Instant::now();
+        let mut secrets = Vec::new();
         let failure = match svc.prepare(&plan).await {
             Err((code, message)) => Some((code.to_owned(), message)),
             Ok(request) => {
+                secrets = secret_values(&request);
                 // Held until the status the start finished into is checked (lifecycle.rs).
                 let _backend = svc.backend_lock(id).await;
                 let provisioner = svc.provisioner.clone();
                 match catch_unwind(async move { provisioner.start(request).await }).await {
                     Ok(Ok(started)) => {
                         tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
+                        let reported_url = started.url.is_some();
                         let recorded = svc
                             .store
                             .set_provisioned(id, started.url, started.instance_id)
                             .await;
+                        if reported_url && recorded.is_ok() {
+                            // A register that arrived first waits for this (`registry.rs`).
+                            svc.url_recorded.notify_waiters();
+                        }
+                        // Backends that report a URL run an agent berth can watch.
+                        if reported_url && recorded.is_ok() {
+                            svc.watch_fresh_start(id, generation, &plan.runtime, secrets.clone());
+                        }
                         // Deleted, paused or hibernated while it started: stopped again.
                         let undone = svc.undo_start_if_stopped(id).await;
                         match recorded {
@@ -120,6 +131,8 @@ impl WorkspaceService {
         let Some((code, message)) = failure else {
             return;
         };
+        // An agent's output can quote its environment: never store a secret in the row.
+        let message = redact(&message, &secrets);
         tracing::warn!(workspace.id = %id, code = %code, error = %message, "provisioning failed");
         if svc.is_superseded(id, generation) {
             // A stop (hibernate, pause, delete) took this start's container away, and a newer
@@ -141,6 +154,67 @@ impl WorkspaceService {
             let data = json!({"name": plan.name, "runtime": plan.runtime, "tier": plan.tier, "template": plan.template});
             if let Err(e) = svc.store.put_workspace_config(id, data).await {
                 tracing::error!(workspace.id = %id, error = %e, "workspace_config write failed");
+            }
+        }
+    }
+
+    /// Watches a start that succeeded until its agent registers: an agent that exits first
+    /// (it crashed, or cannot reach the platform) fails the workspace at once with
+    /// `START_FAILED` and the tail of its output (secrets redacted), instead of leaving it
+    /// `provisioning` until the provision timeout. The watch ends when the workspace leaves
+    /// `provisioning`, when a newer start begins, or at the provisioning deadline.
+    fn watch_fresh_start(
+        &self,
+        id: WorkspaceId,
+        generation: u64,
+        runtime: &str,
+        secrets: Vec<String>,
+    ) {
+        let svc = self.clone();
+        let deadline = tokio::time::Instant::now() + self.provision_timeout_for(runtime);
+        // Not a tracked task: it only observes, and shutdown must not wait for it.
+        tokio::spawn(async move {
+            let exit = svc.provisioner.wait_exit(id);
+            tokio::pin!(exit);
+            loop {
+                tokio::select! {
+                    out = &mut exit => {
+                        if let Ok(Some(said)) = out {
+                            svc.fail_exited_start(id, generation, &redact(&said, &secrets)).await;
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(START_WATCH_POLL) => {
+                        if tokio::time::Instant::now() >= deadline || svc.is_superseded(id, generation) {
+                            return;
+                        }
+                        match svc.store.get_workspace(id).await {
+                            Ok(Some(w)) if w.status == WorkspaceStatus::Provisioning => {}
+                            Ok(_) => return,
+                            Err(e) => tracing::debug!(workspace.id = %id, error = %e, "start watch: lookup failed"),
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Marks a still-`provisioning` workspace whose fresh agent exited `failed`.
+    async fn fail_exited_start(&self, id: WorkspaceId, generation: u64, said: &str) {
+        if self.is_superseded(id, generation) {
+            return;
+        }
+        let message = format!("the agent exited before it registered: {said}");
+        tracing::warn!(workspace.id = %id, "agent exited before it registered");
+        let change = StatusChange {
+            transition: Transition::ProvisionFailed,
+            payload: json!({"error": message, "code": "START_FAILED"}),
+            failure: Some(("START_FAILED".to_owned(), message)),
+        };
+        match self.store.transition(id, change).await {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
             }
         }
     }
@@ -355,5 +429,51 @@ mod panics {
         } else {
             "unknown panic".to_owned()
         }
+    }
+}
+
+/// How often a fresh start's watch checks whether the workspace is still `provisioning`.
+const START_WATCH_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The values a start hands the agent that must never appear in a stored message: its
+/// environment's values and its secret files (token, inbound secret). Short values (under 6
+/// bytes) are left alone: redacting them would mangle ordinary words.
+fn secret_values(request: &ProvisionRequest) -> Vec<String> {
+    request
+        .env
+        .iter()
+        .map(|(_, v)| v)
+        .chain(request.secret_files.iter().map(|(_, v)| v))
+        .map(|v| v.expose_secret().to_owned())
+        .filter(|v| v.len() >= 6)
+        .collect()
+}
+
+/// `text` with every occurrence of each of `secrets` replaced by `[redacted]`.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[redacted]");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_short_values_left_alone() {
+        let secrets = vec!["s3cr3t-value".to_owned(), "tok-abcdef".to_owned()];
+        assert_eq!(
+            redact(
+                "env: KEY=s3cr3t-value, token tok-abcdef; s3cr3t-value",
+                &secrets
+            ),
+            "env: KEY=[redacted], token [redacted]; [redacted]"
+        );
+        assert_eq!(redact("nothing here", &secrets), "nothing here");
     }
 }

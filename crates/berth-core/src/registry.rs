@@ -61,6 +61,10 @@ pub enum RegistryError {
     /// Push mode without a URL.
     #[error("url is required for push-mode workspaces")]
     UrlRequired,
+    /// The agent registered before its provisioner reported where the platform reaches it, and
+    /// that did not happen within 60 s: the agent should retry.
+    #[error("workspace is still starting: its address is not recorded yet")]
+    Starting,
     /// The agent URL failed the SSRF policy.
     #[error("{0}")]
     UnsafeUrl(SsrfError),
@@ -98,6 +102,11 @@ pub enum RegistryError {
         source: berth_store::Error,
     },
 }
+
+/// How long a register waits for the provisioner's URL (see `wait_for_url`).
+pub(crate) const URL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often that wait re-reads the row when nothing woke it.
+const URL_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn store_err(context: &'static str) -> impl FnOnce(berth_store::Error) -> RegistryError {
     move |source| RegistryError::Store { context, source }
@@ -247,6 +256,41 @@ impl WorkspaceService {
         Ok(s)
     }
 
+    /// Waits until the provisioner's URL of `id` is recorded (woken by `provisioning.rs`, with a
+    /// slow poll for a start recorded by another instance), for at most [`URL_WAIT`]. A workspace
+    /// that leaves `provisioning` meanwhile (failed, paused, deleted) ends the wait with its
+    /// status.
+    async fn wait_for_url(&self, id: WorkspaceId) -> Result<(), RegistryError> {
+        let deadline = tokio::time::Instant::now() + URL_WAIT;
+        loop {
+            let notified = self.url_recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let row = self
+                .store
+                .get_workspace(id)
+                .await
+                .map_err(store_err("registration failed"))?
+                .ok_or(RegistryError::NotFound)?;
+            if row.url.as_deref().is_some_and(|u| !u.is_empty()) {
+                return Ok(());
+            }
+            match row.status {
+                WorkspaceStatus::Removed => return Err(RegistryError::Removed),
+                WorkspaceStatus::Provisioning => {}
+                other => return Err(RegistryError::InvalidState(other)),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegistryError::Starting);
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(URL_POLL) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
     /// `POST /registry/register`.
     #[tracing::instrument(skip_all, fields(workspace.id = %req.id))]
     pub async fn register(
@@ -304,6 +348,12 @@ impl WorkspaceService {
         }
         let card = reconcile_card(req.agent_card, &row.name, row.role.as_deref(), id);
         check_card(&card)?;
+        // The agent may register before its provisioner has returned the URL the platform
+        // reaches it at: wait for it, so `online` always comes with a usable `url`.
+        let require_url = provisioned && self.provisioner.kind().reports_url();
+        if require_url && row.url.as_deref().unwrap_or("").is_empty() {
+            self.wait_for_url(id).await?;
+        }
         let had_token = self
             .store
             .has_live_token(id)
@@ -314,6 +364,7 @@ impl WorkspaceService {
             event_payload: json!({"url": req.url, "agent_card": card, "delivery_mode": mode.as_str()}),
             agent_card: card,
             delivery_mode: mode.as_str().to_owned(),
+            require_url,
         };
         self.store
             .register(id, registration)
@@ -379,6 +430,7 @@ impl WorkspaceService {
                 runtime_state: req.runtime_state,
                 status_mgmt: req.status_mgmt,
             },
+            require_url: self.provisioner.kind().reports_url(),
         };
         let outcome = self.store.heartbeat(id, hb).await.map_err(|e| match e {
             berth_store::Error::NotFound => RegistryError::NotFound,
@@ -575,10 +627,13 @@ impl WorkspaceService {
         if url.is_empty() || !reachable {
             return Err(RegistryError::Unavailable { status: row.status });
         }
-        // Dispatch-time check: the stored URL must still pass the policy (DNS may have changed).
-        self.check_url(&url)
-            .await
-            .map_err(RegistryError::UnsafeUrl)?;
+        // Dispatch-time check: a URL a user or an agent supplied must still pass the policy (DNS
+        // may have changed); one berth's own provisioner reported is used as reported.
+        if !row.url_from_provisioner {
+            self.check_url(&url)
+                .await
+                .map_err(RegistryError::UnsafeUrl)?;
+        }
         Ok(Discovered {
             id: target,
             url,

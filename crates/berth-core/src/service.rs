@@ -85,6 +85,9 @@ pub struct WorkspaceService {
     /// start began (`provisioning.rs`) does not mark the newer one failed.
     pub(crate) start_generations:
         Arc<std::sync::Mutex<std::collections::HashMap<WorkspaceId, u64>>>,
+    /// Woken whenever a provisioner's URL is recorded here, so a register that arrived before
+    /// it (`registry.rs`) waits for it instead of polling hard.
+    pub(crate) url_recorded: Arc<tokio::sync::Notify>,
     /// The live event bus and its log tailer (`events.rs`).
     pub(crate) events: Arc<crate::events::EventBus>,
     /// Prometheus metrics (`metrics.rs`).
@@ -126,6 +129,7 @@ impl WorkspaceService {
             restarts: Arc::new(tokio::sync::Mutex::new(Default::default())),
             backend_locks: Arc::default(),
             start_generations: Arc::default(),
+            url_recorded: Arc::default(),
             env_mutators: Vec::new(),
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),

@@ -146,6 +146,10 @@ impl From<RegistryError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"error": "workspace not available", "status": status}),
             ),
+            E::Starting => ApiError::Custom(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": e.to_string(), "status": "provisioning", "retry_after": 1}),
+            ),
             E::Store { context, source } => ApiError::internal(context, source),
         }
     }

@@ -170,6 +170,10 @@ pub struct Workspace {
     pub agent_card: Option<serde_json::Value>,
     /// Agent URL.
     pub url: Option<String>,
+    /// Whether `url` was reported by berth's own provisioner (trusted: the platform set that
+    /// address up itself) rather than supplied by a user or an agent (checked against the SSRF
+    /// policy on every dispatch).
+    pub url_from_provisioner: bool,
     /// Parent.
     pub parent_id: Option<WorkspaceId>,
     /// Active tasks.
@@ -253,6 +257,9 @@ pub struct Registration {
     pub delivery_mode: String,
     /// Payload of the `WORKSPACE_ONLINE` event.
     pub event_payload: serde_json::Value,
+    /// Refuse (as a conflict with the current status) unless the row already has a URL: set for
+    /// workspaces whose backend reports the URL, so `online` always comes with one.
+    pub require_url: bool,
 }
 
 /// What a heartbeat writes.
@@ -272,6 +279,9 @@ pub struct Heartbeat {
     pub monthly_spend: Option<i64>,
     /// The status-relevant report.
     pub report: berth_domain::heartbeat::HeartbeatReport,
+    /// Do not come `online` through this heartbeat while the row has no URL (see
+    /// [`Registration::require_url`]).
+    pub require_url: bool,
 }
 
 /// What a heartbeat did.

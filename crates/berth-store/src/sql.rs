@@ -22,7 +22,7 @@ SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
 w.max_concurrent_tasks, w.last_error_rate, w.last_sample_error, w.failure_code, w.uptime_seconds, \
 w.current_task, w.runtime, w.workspace_dir, w.workspace_access, w.delivery_mode, cl.x, cl.y, \
 cl.collapsed, w.budget_limit, w.monthly_spend, w.broadcast_enabled, w.talk_to_user_enabled, \
-w.compute, w.last_outbound_at, w.created_at, w.updated_at \
+w.compute, w.last_outbound_at, w.created_at, w.updated_at, w.url_from_provisioner \
 FROM workspaces w LEFT JOIN canvas_layouts cl ON cl.workspace_id = w.id";
 
 pub(crate) const INSERT_WORKSPACE: &str = "\
@@ -263,7 +263,9 @@ pub(crate) const INBOUND_TABLE: SealedTable = SealedTable {
              WHERE inbound_secret IS NOT NULL AND inbound_secret_key_id = $1 LIMIT 3",
 };
 
-/// `UPDATE … WHERE status IN (…)` for a transition leaving from `n_from` statuses. Placeholders:
+/// `UPDATE … WHERE status IN (…)` for a transition leaving from `n_from` statuses. A URL the
+/// provisioner reported belongs to the agent it started: it goes when that agent does (a new
+/// start, a pause, a hibernation), so `url` never names a stopped agent's port. Placeholders:
 /// `$1` new status, `$2` now, `$3` failure message, `$4` failure code, `$5` id, `$6…` statuses.
 pub(crate) fn transition_sql(n_from: usize) -> String {
     let list: Vec<String> = (0..n_from).map(|i| format!("${}", i + 6)).collect();
@@ -272,7 +274,12 @@ pub(crate) fn transition_sql(n_from: usize) -> String {
          last_sample_error = CASE WHEN $4 IS NULL THEN last_sample_error ELSE $3 END, \
          failure_code = CASE WHEN $4 IS NULL THEN failure_code ELSE $4 END, \
          provisioning_started_at = CASE WHEN $1 = 'provisioning' THEN $2 ELSE provisioning_started_at END, \
-         url = CASE WHEN $1 = 'hibernated' AND NOT external_like THEN NULL ELSE url END \
+         url = CASE WHEN $1 = 'hibernated' AND NOT external_like THEN NULL \
+                    WHEN $1 IN ('provisioning', 'paused') AND url_from_provisioner THEN NULL \
+                    ELSE url END, \
+         url_from_provisioner = CASE WHEN ($1 = 'hibernated' AND NOT external_like) \
+                                       OR $1 IN ('provisioning', 'paused') THEN FALSE \
+                                     ELSE url_from_provisioner END \
          WHERE id = $5 AND status IN ({})",
         list.join(", ")
     )
@@ -389,19 +396,29 @@ inbound_secret, inbound_secret_key_id, \
 FROM workspaces WHERE id = $1";
 
 /// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
-/// statuses the `AgentRegistered` transition leaves from. A provisioned (non-external) workspace
-/// keeps the URL its provisioner recorded: the platform knows how it reaches its own agents.
-pub(crate) fn register_sql() -> String {
+/// statuses the `AgentRegistered` transition leaves from. A URL its provisioner recorded is kept:
+/// the platform knows how it reaches its own agents. With `require_url` the row must already
+/// have a URL (a workspace whose backend reports one is never `online` without it).
+pub(crate) fn register_sql(require_url: bool) -> String {
     format!(
         "UPDATE workspaces SET \
-         url = CASE WHEN $1 IS NULL THEN url \
-                    WHEN url LIKE 'http://127.0.0.1%' AND NOT external_like THEN url ELSE $1 END, \
+         url = CASE WHEN $1 IS NULL OR url_from_provisioner THEN url ELSE $1 END, \
          agent_card = $2, delivery_mode = $3, last_heartbeat_at = $4, updated_at = $4, status = '{}' \
-         WHERE id = $5 AND status IN ({})",
+         WHERE id = $5 AND status IN ({}){}",
         Transition::AgentRegistered.to().as_str(),
-        status_list(Transition::AgentRegistered.from())
+        status_list(Transition::AgentRegistered.from()),
+        if require_url {
+            " AND (external_like OR COALESCE(url, '') <> '')"
+        } else {
+            ""
+        }
     )
 }
+
+/// Whether the row may be `online` as far as its URL goes (`$1` id): it has one, or it is
+/// external-like (its agent may use poll delivery and have none).
+pub(crate) const ONLINE_URL_OK: &str =
+    "SELECT external_like OR COALESCE(url, '') <> '' FROM workspaces WHERE id = $1";
 
 /// A SQL list of status literals (static strings from the domain table, never user input).
 fn status_list(statuses: &[WorkspaceStatus]) -> String {
@@ -429,7 +446,9 @@ pub(crate) const SET_INBOUND_SECRET: &str =
     "UPDATE workspaces SET inbound_secret = $1, inbound_secret_key_id = $2 WHERE id = $3";
 
 pub(crate) const SET_PROVISIONED: &str = "\
-UPDATE workspaces SET url = COALESCE($1, url), instance_id = COALESCE($2, instance_id), updated_at = $3 \
+UPDATE workspaces SET url = COALESCE($1, url), \
+url_from_provisioner = CASE WHEN $1 IS NULL THEN url_from_provisioner ELSE TRUE END, \
+instance_id = COALESCE($2, instance_id), updated_at = $3 \
 WHERE id = $4 AND status <> 'removed'";
 
 pub(crate) const PROVISIONING: &str =
@@ -539,6 +558,7 @@ pub(crate) struct WorkspaceRow {
     last_outbound_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    url_from_provisioner: bool,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -556,6 +576,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
             status,
             agent_card: r.agent_card.map(|j| j.0).filter(|v| !v.is_null()),
             url: r.url,
+            url_from_provisioner: r.url_from_provisioner,
             parent_id: r.parent_id.map(WorkspaceId::from),
             active_tasks: r.active_tasks,
             max_concurrent_tasks: r.max_concurrent_tasks,
@@ -1266,7 +1287,7 @@ macro_rules! impl_workspace_store {
                 let now = $crate::model::now();
                 let uid = uuid::Uuid::from(id);
                 let mut tx = self.begin().await?;
-                let changed = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::sql::register_sql()))
+                let changed = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::sql::register_sql(registration.require_url)))
                     .bind(&registration.url)
                     .bind(Json(&registration.agent_card))
                     .bind(&registration.delivery_mode)
@@ -1331,7 +1352,14 @@ macro_rules! impl_workspace_store {
                     .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
                 let mut current = previous_status;
                 if let Some((t, payload)) = berth_domain::heartbeat::evaluate(previous_status, &hb.report) {
-                    if Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
+                    // A workspace whose backend reports its URL comes online only with one.
+                    let url_missing = hb.require_url
+                        && t.to() == berth_domain::status::WorkspaceStatus::Online
+                        && !sqlx::query_scalar::<$db, bool>($crate::sql::ONLINE_URL_OK)
+                            .bind(uid)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    if !url_missing && Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
                         current = t.to();
                     }
                 }

@@ -545,7 +545,53 @@ fn dead_provisioner(url: String) -> berth_provision::MockProvisioner {
     });
     mock.expect_stop().returning(|_| Ok(()));
     mock.expect_is_running().returning(|_| Ok(false));
+    mock.expect_wait_exit().returning(|_| Ok(None));
     mock
+}
+
+/// Issue #12: outside `--dev`, the platform talks to the agents it started itself. A URL its own
+/// provisioner reported (here a loopback one, as the process backend's) is dispatched to as
+/// reported; the same loopback URL supplied by a user at create is still refused by the SSRF
+/// policy (502), on both stores.
+async fn provisioner_urls_are_trusted_and_supplied_ones_checked(postgres: bool) {
+    let agent = Agent::start().await;
+    let app = Setup {
+        postgres,
+        provisioner: Arc::new(dead_provisioner(agent.url("/echo"))),
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    let (id, token) = app.container("ours").await;
+    let resp = app.register(id, Some(&token), None).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    let row = app.row(id).await;
+    assert_eq!(row.url.as_deref(), Some(agent.url("/echo").as_str()));
+    assert!(row.url_from_provisioner);
+    let resp = a2a(&app, id, Some(ADMIN_TOKEN), None, message("hi")).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+    assert_eq!(agent.received().len(), 1);
+
+    // A user-supplied loopback URL: refused at create outside --dev, as before.
+    let resp = app
+        .post(
+            "/workspaces",
+            Some(ADMIN_TOKEN),
+            &json!({"name": "theirs", "runtime": "external", "url": agent.url("/echo")}),
+        )
+        .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{}", resp.text);
+    assert_eq!(agent.received().len(), 1, "nothing reached the agent");
+}
+
+#[tokio::test]
+async fn provisioner_urls_are_trusted_and_supplied_ones_checked_sqlite() {
+    provisioner_urls_are_trusted_and_supplied_ones_checked(false).await;
+}
+
+#[tokio::test]
+async fn provisioner_urls_are_trusted_and_supplied_ones_checked_postgres() {
+    provisioner_urls_are_trusted_and_supplied_ones_checked(true).await;
 }
 
 #[tokio::test]

@@ -521,20 +521,28 @@ pub fn request(
     .expect("request")
 }
 
-/// A mock provisioner of kind `Process` whose starts succeed (without a URL) and whose
-/// `is_running` answers with `running`.
+/// The URL the test provisioners report for `id`'s agent: a loopback port where nothing
+/// listens (port 1), as a process-backend agent's URL would look.
+pub fn agent_url(id: WorkspaceId) -> String {
+    format!("http://127.0.0.1:1/{id}")
+}
+
+/// A mock provisioner of kind `Process` whose starts succeed (reporting a loopback URL where
+/// nothing listens, as the process backend reports its agent's port) and whose `is_running`
+/// answers with `running`.
 pub fn started_provisioner(
     running: impl Fn(WorkspaceId) -> Result<bool, berth_provision::Error> + Send + Sync + 'static,
 ) -> berth_provision::MockProvisioner {
     let mut mock = berth_provision::MockProvisioner::new();
     mock.expect_kind()
         .return_const(berth_provision::BackendKind::Process);
-    mock.expect_start().returning(|_| {
+    mock.expect_start().returning(|request| {
         Ok(berth_provision::Started {
-            url: None,
+            url: Some(agent_url(request.workspace_id)),
             instance_id: Some("proc-1".into()),
         })
     });
+    mock.expect_wait_exit().returning(|_| Ok(None));
     mock.expect_stop().returning(|_| Ok(()));
     mock.expect_is_running().returning(running);
     mock
@@ -821,7 +829,7 @@ impl Provisioner for Recorder {
             )));
         }
         Ok(berth_provision::Started {
-            url: None,
+            url: Some(agent_url(id)),
             instance_id: Some(format!("proc-{id}")),
         })
     }

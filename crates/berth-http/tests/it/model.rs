@@ -956,10 +956,35 @@ async fn a_stop_racing_a_start_leaves_no_agent(op: &str) {
     let (method, uri, want) = match op {
         "pause" => (Method::POST, format!("/workspaces/{id}/pause"), "paused"),
         "hibernate" => {
-            // A quick agent registered before the backend's start call returned.
+            // A quick agent registers before the backend's start call returned: it is not
+            // `online` (and so cannot be hibernated) before the start recorded its URL; its
+            // register waits for that, then the workspace is online with the URL.
             let token = app.admin_mint(id).await;
-            let resp = app.register(id, Some(&token), None).await;
+            let router = app.router.clone();
+            let body = json!({"id": id.to_string(), "agent_card": {"name": "racer"}});
+            let register = tokio::spawn(async move {
+                crate::helpers::send(
+                    &router,
+                    request(
+                        Method::POST,
+                        "/registry/register",
+                        Some(&token),
+                        Some(&body),
+                    ),
+                )
+                .await
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(app.row(id).await.status.as_str(), "provisioning");
+            rec.release_starts();
+            let resp = register.await.expect("register task");
             assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
+            let row = app.row(id).await;
+            assert_eq!(row.status.as_str(), "online");
+            assert_eq!(
+                row.url.as_deref(),
+                Some(crate::helpers::agent_url(id).as_str())
+            );
             (
                 Method::POST,
                 format!("/workspaces/{id}/hibernate"),

@@ -52,7 +52,121 @@ both!(
     hibernation_claim_is_guarded_and_silent,
     hibernation_candidates_follow_activity_not_heartbeats,
     creation_template_round_trips_and_can_change,
+    provisioner_urls_are_marked_trusted_and_online_waits_for_them,
 );
+
+/// A URL the provisioner reports is marked as the platform's own; a supplied one is not; a
+/// workspace whose backend reports URLs is never `online` without one (register or heartbeat);
+/// a new start drops the old start's URL.
+async fn provisioner_urls_are_marked_trusted_and_online_waits_for_them(b: Backend) {
+    let s = b.store();
+    let n = new_ws("container");
+    let id = n.id;
+    s.create_workspace(n).await.unwrap();
+    let fresh = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (fresh.url.as_deref(), fresh.url_from_provisioner),
+        (None, false)
+    );
+
+    // Before the provisioner reported: neither register nor heartbeat brings it online.
+    let early = Registration {
+        url: None,
+        require_url: true,
+        ..registration("")
+    };
+    assert!(matches!(
+        s.register(id, early.clone()).await,
+        Err(Error::InvalidState(WorkspaceStatus::Provisioning))
+    ));
+    let hb_early = Heartbeat {
+        require_url: true,
+        ..hb(0.0, "", "")
+    };
+    let outcome = s.heartbeat(id, hb_early.clone()).await.unwrap();
+    assert_eq!(outcome.status, WorkspaceStatus::Provisioning);
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(w.status, WorkspaceStatus::Provisioning);
+
+    // The provisioner reports: trusted, and now register brings it online.
+    s.set_provisioned(id, Some("http://127.0.0.1:4000".into()), Some("42".into()))
+        .await
+        .unwrap();
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (w.url.as_deref(), w.url_from_provisioner),
+        (Some("http://127.0.0.1:4000"), true)
+    );
+    // An agent's own idea of its URL never replaces the provisioner's.
+    s.register(
+        id,
+        Registration {
+            url: Some("https://elsewhere.example".into()),
+            require_url: true,
+            ..registration("")
+        },
+    )
+    .await
+    .unwrap();
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(w.status, WorkspaceStatus::Online);
+    assert_eq!(
+        (w.url.as_deref(), w.url_from_provisioner),
+        (Some("http://127.0.0.1:4000"), true)
+    );
+
+    // A restart: the old start's URL goes with it, and the heartbeat of the new agent does not
+    // bring it online before the new URL is recorded.
+    s.transition(id, StatusChange::new(Transition::Reprovision))
+        .await
+        .unwrap();
+    let w = s.get_workspace(id).await.unwrap().unwrap();
+    assert_eq!(
+        (w.status, w.url.as_deref(), w.url_from_provisioner),
+        (WorkspaceStatus::Provisioning, None, false)
+    );
+    let outcome = s.heartbeat(id, hb_early).await.unwrap();
+    assert_eq!(outcome.status, WorkspaceStatus::Provisioning);
+    s.set_provisioned(id, Some("http://127.0.0.1:4001".into()), None)
+        .await
+        .unwrap();
+    let outcome = s
+        .heartbeat(
+            id,
+            Heartbeat {
+                require_url: true,
+                ..hb(0.0, "", "")
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, WorkspaceStatus::Online);
+
+    // A URL supplied at create (a user's) is not trusted, and a start that reports none keeps
+    // it untrusted; an external workspace needs no URL to come online.
+    let mut supplied = new_ws("supplied");
+    supplied.url = Some("https://agent.example".into());
+    let sid = supplied.id;
+    s.create_workspace(supplied).await.unwrap();
+    s.set_provisioned(sid, None, Some("i-1".into()))
+        .await
+        .unwrap();
+    let w = s.get_workspace(sid).await.unwrap().unwrap();
+    assert_eq!(
+        (w.url.as_deref(), w.url_from_provisioner),
+        (Some("https://agent.example"), false)
+    );
+    let mut ext = new_ws("ext");
+    ext.runtime = "external".into();
+    ext.status = WorkspaceStatus::AwaitingAgent;
+    let eid = ext.id;
+    s.create_workspace(ext).await.unwrap();
+    s.register(eid, early).await.unwrap();
+    assert_eq!(
+        s.get_workspace(eid).await.unwrap().unwrap().status,
+        WorkspaceStatus::Online
+    );
+}
 
 async fn creation_template_round_trips_and_can_change(b: Backend) {
     let s = b.store();
@@ -577,6 +691,7 @@ fn registration(url: &str) -> Registration {
         agent_card: json!({"name": "agent"}),
         delivery_mode: "push".into(),
         event_payload: json!({"url": url}),
+        require_url: false,
     }
 }
 
@@ -643,11 +758,11 @@ async fn register_moves_to_online_only_from_allowed_statuses(b: Backend) {
             .count(),
         2
     );
-    // A container workspace keeps its host-published loopback URL.
+    // A container workspace keeps the URL its provisioner recorded.
     let c = new_ws("container");
     let cid = c.id;
     s.create_workspace(c).await.unwrap();
-    s.register(cid, registration("http://127.0.0.1:4242"))
+    s.set_provisioned(cid, Some("http://127.0.0.1:4242".into()), None)
         .await
         .unwrap();
     s.register(cid, registration("http://ws-internal:8000"))
@@ -673,6 +788,7 @@ fn hb(rate: f64, state: &str, task: &str) -> Heartbeat {
             runtime_state: state.into(),
             status_mgmt: false,
         },
+        require_url: false,
     }
 }
 
