@@ -57,6 +57,9 @@ pub struct Config {
     pub max_concurrency: u64,
     /// `AGENT_REPLY_DELAY_MS`: how long each `message/send` takes (simulated work); default 0.
     pub reply_delay: Duration,
+    /// `AGENT_CRASH_AFTER_MS`: play an agent that dies while starting: serve, never register,
+    /// and exit with status 3 after this long (tests of the platform's start watch). Unset: no.
+    pub crash_after: Option<Duration>,
 }
 
 const DEFAULT_PORT: u16 = 8000;
@@ -117,6 +120,11 @@ impl Config {
 
         let max_concurrency = number("AGENT_MAX_CONCURRENCY", 0)?;
         let reply_delay_ms = number("AGENT_REPLY_DELAY_MS", 0)?;
+        let crash_after = get("AGENT_CRASH_AFTER_MS")
+            .is_some()
+            .then(|| number("AGENT_CRASH_AFTER_MS", 0))
+            .transpose()?
+            .map(Duration::from_millis);
 
         let name = get("WORKSPACE_NAME")
             .map(|n| n.trim().to_owned())
@@ -138,6 +146,7 @@ impl Config {
             name,
             max_concurrency,
             reply_delay: Duration::from_millis(reply_delay_ms),
+            crash_after,
         })
     }
 }

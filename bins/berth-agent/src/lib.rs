@@ -12,9 +12,12 @@
 //! `HEARTBEAT_INTERVAL_SECS`, `WORKSPACE_NAME` or the `name:` of `$WORKSPACE_CONFIG_PATH/config.yaml`;
 //! for tests of a busy agent, `AGENT_MAX_CONCURRENCY` (requests at once; more connections are
 //! closed unanswered) and `AGENT_REPLY_DELAY_MS` (time each `message/send` takes).
+//! `BERTH_AGENT_PARENT_PID`, which berth's process backend sets, makes the agent die with that
+//! server (`parent.rs`).
 
 mod a2a;
 mod config;
+mod parent;
 mod registry;
 
 use std::net::SocketAddr;
@@ -44,6 +47,8 @@ pub fn init_tracing() {
 
 /// Reads the configuration from the environment and runs the agent until SIGTERM or SIGINT.
 pub async fn run_from_env() -> anyhow::Result<()> {
+    // First of all: an agent whose server is already gone has no one to start for.
+    parent::follow(std::env::var("BERTH_AGENT_PARENT_PID").ok().as_deref())?;
     let config = Config::from_lookup(|key| std::env::var(key).ok())?;
     run(config).await
 }
@@ -83,6 +88,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             })
             .await
     });
+
+    if let Some(after) = config.crash_after {
+        tokio::select! {
+            () = tokio::time::sleep(after) => {
+                eprintln!("berth-agent: crashing on purpose (AGENT_CRASH_AFTER_MS)");
+                std::process::exit(3);
+            }
+            name = signals.recv() => {
+                tracing::info!(signal = name, "shutting down");
+                return Ok(());
+            }
+        }
+    }
 
     let registry = Registry::new(
         config.platform_url.clone(),

@@ -140,7 +140,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
     };
-    let (provisioner, process) = choose_provisioner(&args, &installation.to_string()).await?;
+    let Backend {
+        provisioner,
+        process,
+        bridge,
+    } = choose_provisioner(&args, &installation.to_string()).await?;
     tracing::info!(provisioner = ?provisioner.kind(), "provisioner ready");
     let mut service = WorkspaceService::new(
         store,
@@ -224,7 +228,37 @@ async fn serve(args: ServeArgs) -> Result<()> {
                 .await
         })
     };
-    berth_http::serve(listener, berth_http::router(state), shutdown_signal()).await?;
+    // One shutdown signal for every listener.
+    let (shutting_down, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutting_down.send(true);
+    });
+    let until_shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let router = berth_http::router(state);
+    let bridge_server = match bridge {
+        Some(listener) => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "berth listening for containers on the Docker bridge");
+            Some(tokio::spawn(berth_http::serve(
+                listener,
+                router.clone(),
+                until_shutdown(shutdown.clone()),
+            )))
+        }
+        None => None,
+    };
+    berth_http::serve(listener, router, until_shutdown(shutdown)).await?;
+    if let Some(server) = bridge_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the bridge listener failed"),
+            Err(e) => tracing::error!(error = %e, "the bridge listener task failed"),
+        }
+    }
     let _ = stop_sweeps.send(true);
     if let Err(e) = sweeper.await {
         tracing::error!(error = %e, "sweeper task failed");
@@ -247,12 +281,91 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Picks the provisioning backend (see `--provisioner`). Returns the process provisioner too,
-/// so shutdown can stop its children.
-async fn choose_provisioner(
+/// The provisioning backend `serve` runs with.
+struct Backend {
+    provisioner: Arc<dyn Provisioner>,
+    /// The process provisioner again, so shutdown can stop its children.
+    process: Option<Arc<ProcessProvisioner>>,
+    /// A listener on the Docker bridge's gateway for containers off the host network, when the
+    /// server itself listens on loopback only (see [`bridge_access`]).
+    bridge: Option<std::net::TcpListener>,
+}
+
+impl Backend {
+    fn process(p: ProcessProvisioner) -> Self {
+        let p = Arc::new(p);
+        Self {
+            provisioner: p.clone(),
+            process: Some(p),
+            bridge: None,
+        }
+    }
+
+    fn docker(
+        mut d: DockerProvisioner,
+        bridge: Option<(String, Option<std::net::TcpListener>)>,
+    ) -> Self {
+        let listener = bridge.and_then(|(url, listener)| {
+            d.set_bridge_platform_url(url);
+            listener
+        });
+        Self {
+            provisioner: Arc::new(d),
+            process: None,
+            bridge: listener,
+        }
+    }
+}
+
+/// How containers on a bridge network reach this server when the platform URL agents get is a
+/// loopback one (the default: `--listen 127.0.0.1:8080`, no `--platform-url`): through the
+/// default bridge's gateway address (`docker0`, an address of this host that every container
+/// can reach). Listening on all addresses already covers it; listening on loopback only, berth
+/// adds a second listener on `<gateway>:<port>` — reachable from this host's containers, not
+/// from other machines. Returns the platform URL for bridge containers and that listener.
+/// `None` (an explicit `--platform-url`, a listen address that is neither, no gateway, a bind
+/// failure) leaves such starts to fail at once with `PLATFORM_UNREACHABLE`.
+async fn bridge_access(
     args: &ServeArgs,
-    installation: &str,
-) -> Result<(Arc<dyn Provisioner>, Option<Arc<ProcessProvisioner>>)> {
+    docker: &DockerProvisioner,
+) -> Option<(String, Option<std::net::TcpListener>)> {
+    if args.platform_url.is_some() {
+        return None;
+    }
+    let ip = args.listen.ip();
+    let port = args.listen.port();
+    if !(ip.is_loopback() || ip.is_unspecified()) || port == 0 {
+        return None;
+    }
+    let gateway = match docker.bridge_gateway().await {
+        Ok(Some(gateway)) => gateway,
+        Ok(None) => {
+            tracing::warn!(
+                "the Docker bridge has no gateway address: containers off the host network cannot reach berth"
+            );
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the Docker bridge: containers off the host network cannot reach berth");
+            return None;
+        }
+    };
+    let addr = std::net::SocketAddr::new(gateway, port);
+    let url = format!("http://{addr}");
+    if ip.is_unspecified() {
+        return Some((url, None));
+    }
+    match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+        Ok(listener) => Some((url, Some(listener))),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot listen on the Docker bridge: containers off the host network will fail with PLATFORM_UNREACHABLE (use --listen 0.0.0.0:{port} or --platform-url)");
+            None
+        }
+    }
+}
+
+/// Picks the provisioning backend (see `--provisioner`).
+async fn choose_provisioner(args: &ServeArgs, installation: &str) -> Result<Backend> {
     let docker = || async {
         let mut config = DockerConfig::new();
         config.socket = args.docker_socket.clone();
@@ -265,36 +378,35 @@ async fn choose_provisioner(
                 .with_context(|| format!("--docker-image {spec:?} is not runtime=image"))?;
             config = config.with_image(runtime.trim(), image.trim());
         }
-        DockerProvisioner::connect(config)
+        let docker = DockerProvisioner::connect(config)
             .await
-            .map_err(anyhow::Error::from)
+            .map_err(anyhow::Error::from)?;
+        let bridge = bridge_access(args, &docker).await;
+        Ok::<_, anyhow::Error>(Backend::docker(docker, bridge))
     };
     match args.provisioner {
         ProvisionerChoice::None => {
             tracing::warn!(
                 "no provisioning backend: container workspaces will be marked failed (NO_BACKEND)"
             );
-            Ok((Arc::new(NoBackend), None))
+            Ok(Backend {
+                provisioner: Arc::new(NoBackend),
+                process: None,
+                bridge: None,
+            })
         }
-        ProvisionerChoice::Docker => Ok((
-            Arc::new(docker().await.context("connecting to Docker")?),
-            None,
-        )),
-        ProvisionerChoice::Process => {
-            let p = Arc::new(process_provisioner(args)?);
-            Ok((p.clone(), Some(p)))
-        }
+        ProvisionerChoice::Docker => docker().await.context("connecting to Docker"),
+        ProvisionerChoice::Process => Ok(Backend::process(process_provisioner(args)?)),
         ProvisionerChoice::Auto => {
             if !args.docker_images.is_empty() {
                 match docker().await {
-                    Ok(d) => return Ok((Arc::new(d), None)),
+                    Ok(d) => return Ok(d),
                     Err(e) => {
                         tracing::info!(error = %e, "Docker not available; using local processes")
                     }
                 }
             }
-            let p = Arc::new(process_provisioner(args)?);
-            Ok((p.clone(), Some(p)))
+            Ok(Backend::process(process_provisioner(args)?))
         }
     }
 }

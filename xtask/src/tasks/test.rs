@@ -7,7 +7,9 @@
 //! the tests' exit code; when the tests pass but the cleanup fails, it fails.
 //!
 //! First, when the run includes berth-provision, it checks that a Docker Engine answers (failing
-//! with instructions if not) and builds the test image (`cargo xtask image`).
+//! with instructions if not) and builds the test image (`cargo xtask image`); when it includes
+//! the `berth` binary, it builds its release binary and hands its path to the quick-start tests
+//! in `BERTH_RELEASE_BIN` (they run it the way the README tells a user to).
 //!
 //! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
 //! Arguments that pick packages (`-p`, `--package`) replace `--workspace`; arguments after a
@@ -27,6 +29,9 @@ use crate::{
 /// The variable tests read the PostgreSQL admin URL from.
 const PG_URL_VAR: &str = "BERTH_TEST_PG_URL";
 
+/// The variable the quick-start tests read the release-built `berth` from.
+const RELEASE_BIN_VAR: &str = "BERTH_RELEASE_BIN";
+
 /// Runs the task; `args` are what followed `test`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
     // The Docker provisioner's tests need a daemon and the locally built image; without a
@@ -38,6 +43,19 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
 
     let mut test = cargo();
     test.args(cargo_test_args(args));
+    // The quick-start tests run the release binary, as the README tells a user to.
+    if runs_release_binary_tests(args) {
+        let mut release = cargo();
+        release.args(["build", "--release", "-p", "berth"]);
+        let status = run_echoed(&mut release)?;
+        if !status.success() {
+            return Ok(exit_code(status));
+        }
+        test.env(
+            RELEASE_BIN_VAR,
+            workspace_root().join("target/release/berth"),
+        );
+    }
 
     if env::var_os(PG_URL_VAR).is_some_and(|url| !url.is_empty()) {
         // Not echoed: the URL may carry a password.
@@ -84,6 +102,17 @@ fn runs_docker_tests(args: &[String]) -> bool {
             .iter()
             .take_while(|arg| *arg != "--")
             .any(|arg| arg.contains("berth-provision"))
+}
+
+/// Whether the run includes the `berth` binary's tests, whose quick-start tests run the
+/// release build.
+fn runs_release_binary_tests(args: &[String]) -> bool {
+    let args = cargo_test_args(args);
+    !picks_packages(&args)
+        || args
+            .iter()
+            .take_while(|arg| *arg != "--")
+            .any(|arg| arg == "berth" || arg == "--package=berth" || arg == "-pberth")
 }
 
 /// Whether cargo's own arguments (those before a `--`) select packages.

@@ -31,7 +31,7 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn require_image() {
+pub(crate) fn require_image() {
     let ok = Command::new("docker")
         .args(["image", "inspect", "berth-agent:test"])
         .output()

@@ -11,7 +11,7 @@ async fn fresh_database() -> String {
     fresh_database_named("leader").await
 }
 
-async fn fresh_database_named(tag: &str) -> String {
+pub(crate) async fn fresh_database_named(tag: &str) -> String {
     let admin = std::env::var("BERTH_TEST_PG_URL").unwrap_or_else(|_| {
         panic!("BERTH_TEST_PG_URL is not set: run the tests with `cargo xtask test`, which starts a throwaway PostgreSQL")
     });

@@ -6,6 +6,7 @@ mod cli;
 mod demo;
 mod docker;
 mod external;
+mod first_hour;
 mod leader;
 mod restart;
 mod server;

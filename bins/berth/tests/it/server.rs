@@ -76,11 +76,9 @@ impl Server {
     /// `extra` passes `--rate-limit`, so polling tests are never throttled.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Server {
         let port = free_port();
-        let log = data_dir.with_extension(format!("{port}.log"));
-        let stderr = File::create(&log).expect("log file");
         let templates = repo_root().join("fixtures/templates");
-        let child = berth_command()
-            .arg("serve")
+        let mut cmd = berth_command();
+        cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--listen")
@@ -88,7 +86,16 @@ impl Server {
             .arg("--templates-dir")
             .arg(&templates)
             .env("RATE_LIMIT", "0")
-            .args(extra)
+            .args(extra);
+        Self::launch(cmd, port, data_dir).await
+    }
+
+    /// Runs `cmd` (a `serve` listening on `127.0.0.1:port` over `data_dir`), waits until
+    /// `/health` answers and reads the admin token file.
+    pub async fn launch(mut cmd: Command, port: u16, data_dir: &Path) -> Server {
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let stderr = File::create(&log).expect("log file");
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
