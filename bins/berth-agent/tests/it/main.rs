@@ -17,6 +17,8 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+mod parent_death;
+
 /// Upper bound for anything the agent is expected to do "soon"; generous for a loaded CI machine.
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -114,6 +116,17 @@ struct Agent {
 impl Agent {
     /// Runs the binary with a configs dir holding `token` (if any) and the given extra env.
     fn spawn(platform_url: &str, token: Option<&str>, extra: &[(&str, &str)]) -> Agent {
+        Agent::spawn_via(&[], platform_url, token, extra)
+    }
+
+    /// [`Agent::spawn`], run by the command line `via` (program and arguments; the agent's
+    /// path is appended) in the agent's temporary directory when it is not empty.
+    fn spawn_via(
+        via: &[&str],
+        platform_url: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         let configs = dir.path().join("configs");
         std::fs::create_dir(&configs).expect("configs dir");
@@ -124,7 +137,15 @@ impl Agent {
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file clone");
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-agent"));
+        let agent = env!("CARGO_BIN_EXE_berth-agent");
+        let mut cmd = match via {
+            [] => Command::new(agent),
+            [program, args @ ..] => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(agent).current_dir(dir.path());
+                cmd
+            }
+        };
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "debug")
