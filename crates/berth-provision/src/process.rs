@@ -11,12 +11,21 @@
 //! <root>/<workspace-uuid>/configs/    WORKSPACE_CONFIG_PATH: template copy, config files, secrets
 //! <root>/<workspace-uuid>/workspace/  working directory when no host directory is shared
 //! <root>/<workspace-uuid>/agent.log   the agent's stdout and stderr, appended across restarts
+//! <root>/<workspace-uuid>/agent.pid   the running agent's pid and start time, and the server's
 //! ```
 //!
 //! Isolation is that of a local process: no tier limits, no compute sizing, and a `read_only`
 //! workspace directory is only a working directory (nothing stops the agent from writing to it).
 //! Each child leads its own process group, so stop signals reach the whole tree it spawned and a
 //! Ctrl-C on the server's terminal does not hit the agents before the server stops them.
+//!
+//! A server that dies without stopping its agents (`kill -9`, a crash) must not leave them
+//! running, nor have its next start run a second agent beside each. Two things see to it:
+//! every agent gets `BERTH_AGENT_PARENT_PID` (the server's pid), so a runtime that can, such as
+//! the reference agent, arranges to get SIGTERM when the server dies (Linux's parent-death
+//! signal); and every agent is recorded in a pid file (`pidfile.rs`), so the next start
+//! ([`ProcessProvisioner::stop_leftovers`]) stops the process groups a previous run left, which
+//! covers every runtime.
 
 use std::collections::HashMap;
 use std::fs;
@@ -35,7 +44,11 @@ use nix::unistd::Pid;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::{Child, Command};
 
+use crate::ports::{PortPool, START_ATTEMPTS, is_address_in_use};
 use crate::{BackendKind, Error, ProvisionRequest, Provisioner, Started};
+use pidfile::{PidFile, Stamp};
+
+mod pidfile;
 
 /// Variables of the server's own environment a child keeps; everything else is cleared so the
 /// server's secrets (admin token, database URL, key ring, …) never reach an agent.
@@ -43,6 +56,9 @@ const INHERITED_VARS: [&str; 5] = ["PATH", "HOME", "LANG", "TMPDIR", "RUST_LOG"]
 
 /// How much of the agent's log a start failure quotes.
 const LOG_TAIL_BYTES: u64 = 2048;
+
+/// How often [`Provisioner::wait_exit`] looks at the agent.
+const EXIT_POLL: Duration = Duration::from_millis(250);
 
 /// Settings of the process provisioner.
 #[derive(Debug, Clone)]
@@ -91,6 +107,10 @@ struct Tracked {
     child: Child,
     /// The child's pid, which is also its process-group id.
     pid: u32,
+    /// The loopback port reserved for it in the provisioner's [`PortPool`].
+    port: u16,
+    /// Where its run's output starts in the log.
+    log_offset: u64,
 }
 
 impl Tracked {
@@ -107,6 +127,10 @@ impl Tracked {
 pub struct ProcessProvisioner {
     config: ProcessConfig,
     children: Mutex<HashMap<WorkspaceId, Tracked>>,
+    ports: PortPool,
+    /// This server process, as its pid files name it; `None` where `/proc` cannot tell (then
+    /// no pid files are written).
+    server: Option<Stamp>,
 }
 
 impl ProcessProvisioner {
@@ -119,6 +143,8 @@ impl ProcessProvisioner {
         Self {
             config,
             children: Mutex::new(HashMap::new()),
+            ports: PortPool::new(),
+            server: i32::try_from(std::process::id()).ok().and_then(Stamp::of),
         }
     }
 
@@ -137,14 +163,25 @@ impl ProcessProvisioner {
         self.workspace_root(id).join("agent.log")
     }
 
+    /// The file naming the workspace's running agent (see `pidfile.rs`).
+    pub fn pid_path(&self, id: WorkspaceId) -> PathBuf {
+        self.workspace_root(id).join("agent.pid")
+    }
+
     /// Stops every tracked agent (SIGTERM, then SIGKILL after the stop grace), all at once.
     /// The server calls this on its way out.
     pub async fn shutdown(&self) {
         let all: Vec<(WorkspaceId, Tracked)> = self.lock().drain().collect();
         let mut stopping = tokio::task::JoinSet::new();
         for (id, tracked) in all {
+            self.ports.release(tracked.port);
             let grace = self.config.stop_grace;
-            stopping.spawn(async move { (id, terminate(tracked, grace).await) });
+            let pid_path = self.pid_path(id);
+            stopping.spawn(async move {
+                let stopped = terminate(tracked, grace).await;
+                pidfile::remove(&pid_path);
+                (id, stopped)
+            });
         }
         while let Some(joined) = stopping.join_next().await {
             match joined {
@@ -157,10 +194,131 @@ impl ProcessProvisioner {
         }
     }
 
+    /// Stops the agents a previous run of the server left running (it was killed, or crashed,
+    /// before it could stop them), all at once: each pid file under the root whose agent
+    /// still runs with the recorded start time, and whose server is gone, has its process
+    /// group stopped (SIGTERM, then SIGKILL after the stop grace). A pid that now names
+    /// another process is never signalled; a file of a server that still runs is left alone.
+    /// The files of agents that are gone are removed. Returns how many agents were stopped.
+    ///
+    /// The server calls this once at start, before it serves and sweeps: the sweeps then
+    /// start again, once each, the workspaces that should run.
+    pub async fn stop_leftovers(&self) -> usize {
+        let root = self.config.root.clone();
+        let found = match tokio::task::spawn_blocking(move || leftovers(&root)).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for agents of a previous run failed");
+                return 0;
+            }
+        };
+        let mut stopping = tokio::task::JoinSet::new();
+        for (id, path, agent) in found {
+            let grace = self.config.stop_grace;
+            stopping.spawn(async move {
+                tracing::warn!(workspace.id = %id, pid = agent.pid, "stopping an agent a previous run of the server left running");
+                stop_leftover(agent, grace).await;
+                pidfile::remove(&path);
+            });
+        }
+        let mut stopped = 0;
+        while let Some(joined) = stopping.join_next().await {
+            match joined {
+                Ok(()) => stopped += 1,
+                Err(e) => tracing::warn!(error = %e, "leftover agent stop task failed"),
+            }
+        }
+        stopped
+    }
+
+    /// Records the freshly spawned agent `pid` of `id` in its pid file.
+    fn record_pid(&self, id: WorkspaceId, pid: u32) {
+        let Some(server) = self.server else { return };
+        let path = self.pid_path(id);
+        if let Err(e) = PidFile::write(&path, pid, server) {
+            // The agent still runs; only a crash of the server would leave it behind now.
+            tracing::warn!(workspace.id = %id, pid, error = %e, "could not write the agent's pid file");
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, Tracked>> {
         // A panic while holding the lock leaves the map itself consistent (every operation on it
         // is a single insert, remove or try_wait), so a poisoned lock is still usable.
         self.children.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Spawns the agent on `port` and watches it through the start grace; an exit in that time
+    /// fails the start with the tail of this run's log.
+    async fn spawn_agent(
+        &self,
+        id: WorkspaceId,
+        argv: &[String],
+        root: &Path,
+        prepared: &Prepared,
+        port: u16,
+        log_path: &Path,
+    ) -> Result<(Child, u32, u64), Error> {
+        let url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).env_clear();
+        for key in INHERITED_VARS {
+            if let Some(value) = std::env::var_os(key) {
+                cmd.env(key, value);
+            }
+        }
+        // The base contract first, then the prepared pairs; setting a key again replaces it, so a
+        // later pair wins over an earlier one, as with a container's ordered env list.
+        let configs = root.join("configs");
+        cmd.env("WORKSPACE_ID", id.to_string())
+            .env("WORKSPACE_CONFIG_PATH", &configs)
+            .env("PLATFORM_URL", &prepared.platform_url)
+            .env("MOLECULE_URL", &prepared.platform_url)
+            .env("TIER", prepared.tier.to_string())
+            .env("WORKSPACE_NAME", &prepared.name)
+            .env("AGENT_HOST", "127.0.0.1")
+            .env("AGENT_PORT", port.to_string())
+            .env("AGENT_URL", &url);
+        for (key, value) in &prepared.env {
+            cmd.env(key, value.expose_secret());
+        }
+        // Last, so no workspace secret can change it: the reference agent follows this
+        // server's death with it (see the module docs).
+        cmd.env("BERTH_AGENT_PARENT_PID", std::process::id().to_string());
+        let io = |e: std::io::Error| Error::Backend(format!("opening {}: {e}", log_path.display()));
+        let log_offset = prepared.stdout.metadata().map_err(io)?.len();
+        cmd.current_dir(&prepared.cwd)
+            .stdin(Stdio::null())
+            .stdout(prepared.stdout.try_clone().map_err(io)?)
+            .stderr(prepared.stderr.try_clone().map_err(io)?)
+            .process_group(0)
+            .kill_on_drop(true);
+
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::StartFailed(format!("spawning {:?}: {e}", argv[0])))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::StartFailed("agent process vanished at spawn".into()))?;
+        // Recorded at once, before the start grace: a server killed from here on leaves a pid
+        // file its next start finds.
+        self.record_pid(id, pid);
+
+        match tokio::time::timeout(self.config.start_grace, child.wait()).await {
+            Err(_still_running) => Ok((child, pid, log_offset)),
+            Ok(Ok(status)) => {
+                let _ = signal_group(pid, Signal::SIGKILL);
+                pidfile::remove(&self.pid_path(id));
+                let tail = log_tail(log_path, log_offset.max(prepared.log_offset));
+                Err(Error::StartFailed(format!(
+                    "runtime {:?} exited at once ({}); last output:\n{tail}",
+                    prepared.runtime,
+                    describe(status)
+                )))
+            }
+            Ok(Err(e)) => Err(Error::Backend(format!(
+                "waiting for agent process {pid}: {e}"
+            ))),
+        }
     }
 
     fn command_for(&self, runtime: &str) -> Result<&[String], Error> {
@@ -199,7 +357,6 @@ impl Provisioner for ProcessProvisioner {
 
         let root = self.workspace_root(id);
         let log_path = self.log_path(id);
-        let runtime = request.runtime.clone();
         let prepared = {
             let root = root.clone();
             let log_path = log_path.clone();
@@ -209,65 +366,46 @@ impl Provisioner for ProcessProvisioner {
                 .map_err(|e| Error::Backend(format!("preparing the workspace directory: {e}")))??
         };
 
-        let port = free_loopback_port()?;
+        // A port is reserved below the ephemeral range (see `ports.rs`); should something else
+        // still have bound it by the time the agent binds, the start is tried again with a
+        // fresh one.
+        let mut attempt = 0;
+        let (child, pid, port, log_offset) = loop {
+            attempt += 1;
+            let port = self.ports.reserve()?;
+            match self
+                .spawn_agent(id, &argv, &root, &prepared, port, &log_path)
+                .await
+            {
+                Ok((child, pid, log_offset)) => break (child, pid, port, log_offset),
+                Err(e) => {
+                    self.ports.release(port);
+                    let retry = matches!(&e, Error::StartFailed(msg) if is_address_in_use(msg));
+                    if retry && attempt < START_ATTEMPTS {
+                        tracing::warn!(
+                            port,
+                            attempt,
+                            "agent port was taken; starting again on another"
+                        );
+                        continue;
+                    }
+                    return Err(e);
+                }
+            }
+        };
         let url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).env_clear();
-        for key in INHERITED_VARS {
-            if let Some(value) = std::env::var_os(key) {
-                cmd.env(key, value);
-            }
-        }
-        // The base contract first, then the prepared pairs; setting a key again replaces it, so a
-        // later pair wins over an earlier one, as with a container's ordered env list.
-        let configs = root.join("configs");
-        cmd.env("WORKSPACE_ID", id.to_string())
-            .env("WORKSPACE_CONFIG_PATH", &configs)
-            .env("PLATFORM_URL", &prepared.platform_url)
-            .env("MOLECULE_URL", &prepared.platform_url)
-            .env("TIER", prepared.tier.to_string())
-            .env("WORKSPACE_NAME", &prepared.name)
-            .env("AGENT_HOST", "127.0.0.1")
-            .env("AGENT_PORT", port.to_string())
-            .env("AGENT_URL", &url);
-        for (key, value) in &prepared.env {
-            cmd.env(key, value.expose_secret());
-        }
-        cmd.current_dir(&prepared.cwd)
-            .stdin(Stdio::null())
-            .stdout(prepared.stdout)
-            .stderr(prepared.stderr)
-            .process_group(0)
-            .kill_on_drop(true);
-
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::StartFailed(format!("spawning {:?}: {e}", argv[0])))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::StartFailed("agent process vanished at spawn".into()))?;
-
-        match tokio::time::timeout(self.config.start_grace, child.wait()).await {
-            Err(_still_running) => {}
-            Ok(Ok(status)) => {
-                let _ = signal_group(pid, Signal::SIGKILL);
-                let tail = log_tail(&log_path, prepared.log_offset);
-                return Err(Error::StartFailed(format!(
-                    "runtime {runtime:?} exited at once ({}); last output:\n{tail}",
-                    describe(status)
-                )));
-            }
-            Ok(Err(e)) => {
-                return Err(Error::Backend(format!(
-                    "waiting for agent process {pid}: {e}"
-                )));
-            }
-        }
 
         tracing::info!(pid, port, "agent process started");
-        let replaced = self.lock().insert(id, Tracked { child, pid });
+        let tracked = Tracked {
+            child,
+            pid,
+            port,
+            log_offset,
+        };
+        let replaced = self.lock().insert(id, tracked);
         if let Some(old) = replaced {
             // Two starts of one workspace raced; the newer one wins.
+            self.ports.release(old.port);
             let _ = terminate(old, self.config.stop_grace).await;
         }
         Ok(Started {
@@ -282,11 +420,45 @@ impl Provisioner for ProcessProvisioner {
         match tracked {
             Some(tracked) => {
                 let pid = tracked.pid;
+                self.ports.release(tracked.port);
                 terminate(tracked, self.config.stop_grace).await?;
+                pidfile::remove(&self.pid_path(id));
                 tracing::info!(pid, "agent process stopped");
                 Ok(())
             }
             None => Ok(()),
+        }
+    }
+
+    /// Polls the agent started last (a few times a second: `try_wait` is one `waitpid`) until
+    /// it exits, then quotes its run's log. A stop or a newer start ends the watch with `None`.
+    async fn wait_exit(&self, id: WorkspaceId) -> Result<Option<String>, Error> {
+        let Some(pid) = self.lock().get(&id).map(|t| t.pid) else {
+            return Ok(None);
+        };
+        loop {
+            let exited = {
+                let mut children = self.lock();
+                match children.get_mut(&id) {
+                    Some(tracked) if tracked.pid == pid => match tracked.child.try_wait() {
+                        Ok(Some(status)) => Some((describe(status), tracked.log_offset)),
+                        Ok(None) => None,
+                        Err(e) => {
+                            return Err(Error::Backend(format!(
+                                "checking agent process {pid}: {e}"
+                            )));
+                        }
+                    },
+                    _ => return Ok(None),
+                }
+            };
+            if let Some((how, offset)) = exited {
+                let tail = log_tail(&self.log_path(id), offset);
+                return Ok(Some(format!(
+                    "agent process {pid} exited ({how}); last output:\n{tail}"
+                )));
+            }
+            tokio::time::sleep(EXIT_POLL).await;
         }
     }
 
@@ -312,6 +484,7 @@ impl Provisioner for ProcessProvisioner {
 /// What `prepare` hands back to `start`: the request's remaining parts and the opened log.
 struct Prepared {
     name: String,
+    runtime: String,
     tier: u8,
     platform_url: String,
     env: Vec<(String, SecretString)>,
@@ -396,6 +569,7 @@ fn prepare(
     let stderr = log.try_clone().map_err(|e| io("opening", log_path, e))?;
 
     Ok(Prepared {
+        runtime: request.runtime.clone(),
         name: request.name,
         tier: request.tier,
         platform_url: request.platform_url,
@@ -461,15 +635,6 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A loopback port that is free now. Another process could take it before the agent binds it;
-/// the agent then fails to start, which the start grace reports.
-fn free_loopback_port() -> Result<u16, Error> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::Backend(format!("finding a free loopback port: {e}")))
-}
-
 /// SIGTERM to the agent's process group, up to `grace` for it to exit, then SIGKILL.
 async fn terminate(mut tracked: Tracked, grace: Duration) -> Result<(), Error> {
     let pid = tracked.pid;
@@ -491,6 +656,84 @@ async fn terminate(mut tracked: Tracked, grace: Duration) -> Result<(), Error> {
         .map_err(|e| Error::Backend(format!("waiting for agent process {pid}: {e}")))?;
     Ok(())
 }
+
+/// The pid files under `root` whose agent still runs and whose server is gone, as
+/// `(workspace, pid file, agent)`. Files of agents that are gone, and unreadable ones, are
+/// removed on the way; files of a server that still runs are left alone.
+fn leftovers(root: &Path) -> Vec<(WorkspaceId, PathBuf, Stamp)> {
+    let entries = match fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(root = %root.display(), error = %e, "cannot look for agents of a previous run");
+            return Vec::new();
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<WorkspaceId>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path().join("agent.pid");
+        match PidFile::read(&path) {
+            Ok(None) => {}
+            Ok(Some(file)) if file.server.is_live() => {
+                tracing::warn!(workspace.id = %id, server.pid = file.server.pid, "the agent belongs to a server that still runs; left alone");
+            }
+            Ok(Some(file)) if file.agent.is_live() => found.push((id, path, file.agent)),
+            Ok(Some(_)) => pidfile::remove(&path),
+            Err(e) => {
+                tracing::warn!(workspace.id = %id, error = %e, "removing an unreadable pid file");
+                pidfile::remove(&path);
+            }
+        }
+    }
+    found
+}
+
+/// Stops an agent that is not this server's child: SIGTERM to its group, up to `grace` for the
+/// leader to exit, then SIGKILL. The group is signalled only while its leader is seen alive
+/// with the recorded start time (the leader's pid is the group's id, and while it lives no
+/// other process can have it); members left after the leader exited are killed one by one.
+async fn stop_leftover(agent: Stamp, grace: Duration) {
+    let signal = |sig: Signal| {
+        if !agent.is_live() {
+            return;
+        }
+        let sent = if agent.leads_group() {
+            killpg(Pid::from_raw(agent.pid), sig)
+        } else {
+            nix::sys::signal::kill(Pid::from_raw(agent.pid), sig)
+        };
+        if let Err(e) = sent
+            && e != Errno::ESRCH
+        {
+            tracing::warn!(pid = agent.pid, error = %e, "cannot signal a leftover agent");
+        }
+    };
+    signal(Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while agent.is_live() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+    if agent.is_live() {
+        tracing::warn!(
+            pid = agent.pid,
+            "leftover agent ignored SIGTERM; sending SIGKILL"
+        );
+        signal(Signal::SIGKILL);
+    }
+    for member in pidfile::group_members(agent.pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(member), Signal::SIGKILL);
+    }
+}
+
+/// How often [`stop_leftover`] looks whether a leftover agent has exited.
+const LEFTOVER_POLL: Duration = Duration::from_millis(50);
 
 /// Sends `signal` to the process group `pid` leads; a group that no longer exists is fine.
 fn signal_group(pid: u32, signal: Signal) -> Result<(), Error> {

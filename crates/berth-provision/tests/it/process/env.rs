@@ -45,6 +45,8 @@ async fn agent_gets_the_contract_env_and_nothing_of_the_servers() {
         ("AGENT_HOST", "127.0.0.1".into()),
         ("AGENT_PORT", port.clone()),
         ("AGENT_URL", url.clone()),
+        // The server's pid, so the reference agent can follow its death.
+        ("BERTH_AGENT_PARENT_PID", std::process::id().to_string()),
         ("OPENAI_API_KEY", "sk-test".into()),
         // Pairs apply in order, so the later one of a repeated key wins.
         ("DUP", "second".into()),

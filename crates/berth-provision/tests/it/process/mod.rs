@@ -2,6 +2,7 @@
 
 mod configs;
 mod env;
+mod leftovers;
 mod lifecycle;
 
 use std::collections::BTreeMap;
