@@ -146,6 +146,17 @@ async fn serve(args: ServeArgs) -> Result<()> {
         bridge,
     } = choose_provisioner(&args, &installation.to_string()).await?;
     tracing::info!(provisioner = ?provisioner.kind(), "provisioner ready");
+    if let Some(p) = &process {
+        // Before anything is served or swept: an agent a killed previous run left behind must
+        // neither talk to this run nor run beside the one the sweeps start for its workspace.
+        let stopped = p.stop_leftovers().await;
+        if stopped > 0 {
+            tracing::warn!(
+                agents = stopped,
+                "stopped the agents a previous run of the server left running"
+            );
+        }
+    }
     let mut service = WorkspaceService::new(
         store,
         provisioner,

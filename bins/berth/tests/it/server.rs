@@ -259,6 +259,13 @@ impl Server {
         self.child = None;
         status
     }
+
+    /// Kills the server with SIGKILL, as a crash would: it stops nothing on its way out.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("SIGKILL berth");
+        child.wait().expect("wait for berth");
+    }
 }
 
 impl Drop for Server {
