@@ -25,11 +25,77 @@ use tower::ServiceExt as _;
 /// The admin credential every test app is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// Held by every test that captures logs through a thread-local `set_default` subscriber, for as
-/// long as it captures. tracing caches per-callsite interest and the maximum level globally,
-/// across threads; two capturing tests creating and dropping their dispatchers concurrently were
-/// seen to leave one of them capturing nothing. Other tests install no dispatcher.
-pub static LOG_CAPTURE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The logs one test captures (see [`capture_logs`]); stops capturing when dropped.
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Everything captured so far, as text (no colours).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        LOG_SINK.with(|sink| *sink.borrow_mut() = None);
+    }
+}
+
+thread_local! {
+    /// Where the events of this thread go, and from which level, while a test captures.
+    static LOG_SINK: std::cell::RefCell<Option<(Arc<std::sync::Mutex<Vec<u8>>>, tracing::Level)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The writer of the one global subscriber: this thread's capture buffer.
+struct ThreadSink;
+
+impl std::io::Write for ThreadSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG_SINK.with(|sink| {
+            if let Some((out, _)) = sink.borrow().as_ref() {
+                out.lock().expect("log buffer").extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures the events this test's thread emits at `level` and above until the capture is
+/// dropped. A `#[tokio::test]` runs the app and every task it spawns on its own thread, so the
+/// capture sees the test's requests and background work, and nothing of other tests.
+///
+/// One global subscriber serves every capture: its filter asks, per event, whether the thread
+/// captures. Per-test `set_default` dispatchers were flaky here: tracing caches each callsite's
+/// interest globally, and dispatchers created and dropped by concurrent tests left a capture
+/// missing events (seen in CI and in `cargo xtask test` runs).
+pub fn capture_logs(level: tracing::Level) -> LogCapture {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Dynamic: asked for every event (interest "sometimes"), never cached per callsite.
+        let capturing = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+            LOG_SINK.with(|sink| {
+                sink.borrow()
+                    .as_ref()
+                    .is_some_and(|(_, level)| meta.level() <= level)
+            })
+        });
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| ThreadSink)
+            .with_filter(capturing);
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+            .expect("the test binary's only global subscriber");
+    });
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    LOG_SINK.with(|sink| *sink.borrow_mut() = Some((out.clone(), level)));
+    LogCapture(out)
+}
 
 /// The git sha `/buildinfo` reports in tests.
 pub const GIT_SHA: &str = "0123abcd";

@@ -418,27 +418,6 @@ async fn ws_needs_a_credential_outside_dev() {
     assert_eq!(keys_until(&mut ws, "DEV").await, vec!["DEV"]);
 }
 
-/// A log sink for one test.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 async fn ws_with_query(
     addr: SocketAddr,
     query: &str,
@@ -461,14 +440,7 @@ fn handshake_status(r: Result<Ws, tokio_tungstenite::tungstenite::Error>) -> u16
 
 #[tokio::test]
 async fn ws_takes_the_browser_credential_as_a_token_query_parameter_and_never_logs_it() {
-    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let logs = crate::helpers::capture_logs(tracing::Level::DEBUG);
     let app = app().await;
     let (_, p2, a, b, c, token_a) = family(&app).await;
     let (addr, _stop) = serve(&app).await;
@@ -512,7 +484,7 @@ async fn ws_takes_the_browser_credential_as_a_token_query_parameter_and_never_lo
     );
     drop((admin, as_a));
 
-    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let captured = logs.text();
     // The capture works (one positive check, on the secret writes this test makes. tracing's
     // global per-callsite interest cache makes events that other tests' threads reached first
     // racy here: in `cargo test --workspace` runs, create's "workspace created" and the DEBUG

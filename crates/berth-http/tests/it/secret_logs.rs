@@ -3,8 +3,6 @@
 //! `/secrets/values`, and handed to the provisioner at a start and a restart — runs under a
 //! TRACE-level log capture, and no captured line carries a value.
 
-use std::sync::Arc;
-
 use axum::http::{Method, StatusCode};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
@@ -15,36 +13,9 @@ const AT_CREATE: &str = "create-value-7c1e94b2";
 const WORKSPACE_VALUE: &str = "workspace-value-5d80aa31";
 const GLOBAL_VALUE: &str = "global-value-e3b9c7f4";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn secret_values_are_never_logged_from_write_to_provisioning() {
-    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let logs = crate::helpers::capture_logs(tracing::Level::TRACE);
     let rec = Recorder::new();
     let app = Setup {
         provisioner: rec.clone(),
@@ -130,7 +101,7 @@ async fn secret_values_are_never_logged_from_write_to_provisioning() {
     );
 
     // …and no log line carries one.
-    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let captured = logs.text();
     assert!(
         captured.contains(&id.to_string()),
         "logs about the workspace were captured: {captured}"

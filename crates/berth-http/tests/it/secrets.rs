@@ -2,8 +2,8 @@
 //! bodies, error strings, auth, restarts, and that a value never leaks into events, lists,
 //! errors or logs.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use axum::http::{Method, StatusCode};
 use berth_domain::WorkspaceId;
@@ -624,37 +624,9 @@ async fn writes_restart_the_affected_workspaces() {
     );
 }
 
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn values_never_leak_into_events_lists_errors_or_logs() {
-    let _capture = crate::helpers::LOG_CAPTURE.lock().await;
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    tracing::callsite::rebuild_interest_cache();
+    let logs = crate::helpers::capture_logs(tracing::Level::DEBUG);
     let app = app().await;
     let ((a, token), _) = two_containers(&app).await;
     let mut seen = String::new();
@@ -758,7 +730,7 @@ async fn values_never_leak_into_events_lists_errors_or_logs() {
         json!({"key": "API_KEY", "scope": "workspace"})
     );
 
-    let captured = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let captured = logs.text();
     // The capture works (tracing's per-callsite interest cache makes a second, positive
     // check of the error path's line racy against other tests, so only this one is made).
     assert!(
