@@ -594,10 +594,22 @@ impl WorkspaceService {
                     .await
             }
         };
-        written.map_err(|e| match e {
-            berth_store::Error::ParentNotFound => CreateError::ParentNotFound,
-            other => CreateError::Store(other),
-        })?;
+        match written {
+            Ok(()) => {}
+            Err(berth_store::Error::ParentNotFound) => return Err(CreateError::ParentNotFound),
+            Err(e @ berth_store::Error::Backend(_)) => {
+                // The error may have come after the database committed (a connection lost, or an
+                // unexpected message, while reading COMMIT's answer): the row decides. A create
+                // that committed answers 201; the error is logged, not returned.
+                match self.store.get_workspace(id).await {
+                    Ok(Some(_)) => {
+                        tracing::warn!(workspace.id = %id, error = %e, "create: the store reported an error, but the workspace was committed");
+                    }
+                    _ => return Err(CreateError::Store(e)),
+                }
+            }
+            Err(other) => return Err(CreateError::Store(other)),
+        }
         self.invalidate_hierarchy().await;
         tracing::info!(workspace.id = %id, workspace.runtime = %plan.runtime, workspace.status = %status, "workspace created");
         self.note_created(id, plan.external);

@@ -64,9 +64,23 @@ impl PgStore {
 
     /// Wakeups from this store's commits and, through `LISTEN`, other instances'; only this
     /// store's when the `LISTEN` connection cannot be opened (the tailer's poll covers the rest).
+    ///
+    /// The listener runs on a connection of its own, from a one-connection pool that nothing
+    /// else uses, never from the shared pool: a connection that has ever listened must never
+    /// serve a query again (a notification arriving in the middle of another statement's answer
+    /// fails that statement, `unexpected message: NotificationResponse`, even after a COMMIT
+    /// went through). The listener re-opens that connection when it breaks, with backoff.
     pub(crate) async fn open_event_wakeups(&self) -> EventWakeups {
         let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+            let options = (*self.pool.connect_options()).clone();
+            let own = PgPoolOptions::new()
+                .max_connections(1)
+                .min_connections(0)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(LISTEN_CONNECT_TIMEOUT)
+                .connect_lazy_with(options);
+            let mut listener = sqlx::postgres::PgListener::connect_with(&own).await?;
             listener.listen(PG_CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };
@@ -79,6 +93,9 @@ impl PgStore {
         }
     }
 }
+
+/// Bound on opening the `LISTEN` connection.
+const LISTEN_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Tx<Postgres> {
     /// Commits; when the transaction recorded events, it first queues a `NOTIFY` (which

@@ -215,6 +215,11 @@ async fn store_failures_surface_as_store_errors() {
     store
         .expect_create_workspace()
         .returning(|_| Err(StoreError::Backend("disk full".into())));
+    // The row is not there: the create did not commit.
+    store
+        .expect_get_workspace()
+        .times(1)
+        .returning(|_| Ok(None));
     let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
     let e = svc
         .create(request("x"), CreateContext::default())
@@ -224,6 +229,47 @@ async fn store_failures_surface_as_store_errors() {
         matches!(e, CreateError::Store(StoreError::Backend(_))),
         "{e:?}"
     );
+}
+
+/// Issue #19: an error that arrives after the database committed (seen as `unexpected message`
+/// while reading COMMIT's answer) must not turn a committed create into a 500: the row decides.
+#[tokio::test]
+async fn a_create_whose_commit_went_through_despite_an_error_succeeds() {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_taken_names().returning(|_, _| Ok(vec![]));
+    let written = Arc::new(std::sync::Mutex::new(None));
+    let w = written.clone();
+    store
+        .expect_create_workspace()
+        .times(1)
+        .returning(move |new| {
+            *w.lock().unwrap() = Some(new.id);
+            Err(StoreError::Backend(
+                "error returned from database: unexpected message: NotificationResponse".into(),
+            ))
+        });
+    let r = written.clone();
+    store.expect_get_workspace().times(1).returning(move |id| {
+        assert_eq!(Some(id), *r.lock().unwrap(), "the create's own row is read");
+        Ok(Some(row(id, WorkspaceStatus::AwaitingAgent)))
+    });
+    let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
+    let req = CreateRequest {
+        external: true,
+        ..request("committed")
+    };
+    let created = svc
+        .create(
+            req,
+            CreateContext {
+                platform_url: "http://p".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("a committed create succeeds");
+    assert!(!created.replayed);
+    assert_eq!(Some(created.response.id), *written.lock().unwrap());
 }
 
 #[tokio::test]

@@ -11,3 +11,4 @@ mod parity;
 mod queue;
 mod races;
 mod rotation;
+mod wake;
