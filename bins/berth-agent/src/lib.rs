@@ -163,3 +163,12 @@ impl Signals {
         }
     }
 }
+
+/// Installs rustls' ring provider as the process default, once a process is enough (reqwest is
+/// built with rustls and no provider of its own; the agent depends on no berth crate, so this
+/// mirrors `berth_provision::install_tls_provider`).
+pub fn install_tls_provider() {
+    #[allow(deprecated)] // ring lacks post-quantum key exchange; aws-lc needs cmake.
+    let ring = rustls::crypto::ring::default_provider();
+    let _ = ring.install_default();
+}

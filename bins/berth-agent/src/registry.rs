@@ -34,6 +34,7 @@ impl Registry {
         workspace_id: String,
         token: Option<Token>,
     ) -> anyhow::Result<Self> {
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()?;

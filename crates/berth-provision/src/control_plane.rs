@@ -72,7 +72,8 @@ const ERROR_TEXT_CAP: usize = 512;
 /// Settings of the control-plane provisioner (REFERENCE.md §5.2).
 #[derive(Debug, Clone)]
 pub struct ControlPlaneConfig {
-    /// The control plane's base URL (`http://…`, optionally with a path prefix).
+    /// The control plane's base URL (`https://…`, optionally with a path prefix; `http://` only
+    /// with [`ControlPlaneConfig::allow_plain_http`]).
     pub base_url: String,
     /// The organisation the machines belong to (`MOLECULE_ORG_ID`).
     pub org_id: String,
@@ -91,6 +92,12 @@ pub struct ControlPlaneConfig {
     pub stop_backoff: Duration,
     /// Largest total size in bytes of the config files shipped with a start.
     pub config_files_cap: usize,
+    /// Accept a plain `http://` base URL (credentials and secrets then cross the network in the
+    /// clear): for development against a local control plane only. Off by default.
+    pub allow_plain_http: bool,
+    /// PEM certificates trusted as roots besides the system's (a private CA of the control
+    /// plane). The server's certificate is always verified.
+    pub extra_root_certificates: Vec<Vec<u8>>,
 }
 
 impl ControlPlaneConfig {
@@ -115,6 +122,8 @@ impl ControlPlaneConfig {
             stop_retries: Self::DEFAULT_STOP_RETRIES,
             stop_backoff: Self::DEFAULT_STOP_BACKOFF,
             config_files_cap: Self::DEFAULT_CONFIG_FILES_CAP,
+            allow_plain_http: false,
+            extra_root_certificates: Vec::new(),
         }
     }
 }
@@ -141,16 +150,23 @@ enum Route {
 }
 
 impl ControlPlaneProvisioner {
-    /// A provisioner with `config`. Fails when the base URL is not a plain `http://` URL, the
-    /// org id is empty, or a credential cannot be sent as a header.
+    /// A provisioner with `config`. Fails when the base URL is not an `https://` URL (or an
+    /// `http://` one without [`ControlPlaneConfig::allow_plain_http`]), the org id is empty, a
+    /// credential cannot be sent as a header, or an extra root certificate is not PEM.
     pub fn new(config: ControlPlaneConfig) -> Result<Self, Error> {
         let base = config.base_url.trim_end_matches('/').to_owned();
         let parsed = Url::parse(&base)
             .map_err(|e| Error::Backend(format!("control plane URL {base:?}: {e}")))?;
-        if parsed.scheme() != "http" || parsed.host().is_none() {
+        let scheme_ok = match parsed.scheme() {
+            "https" => true,
+            "http" => config.allow_plain_http,
+            _ => false,
+        };
+        if !scheme_ok || parsed.host().is_none() {
             return Err(Error::Backend(format!(
-                "control plane URL {base:?} must be http://host[:port][/prefix]: berth speaks \
-                 plain HTTP to it, so reach an HTTPS control plane through a TLS-terminating proxy"
+                "control plane URL {base:?} must be https://host[:port][/prefix] (plain http:// \
+                 sends the provisioning secrets in the clear; it is accepted only when allowed \
+                 for development)"
             )));
         }
         if parsed.query().is_some() || parsed.fragment().is_some() {
@@ -182,9 +198,28 @@ impl ControlPlaneProvisioner {
             .or_else(|| non_empty(config.shared_secret.as_ref()));
         let admin_headers = with(header_value("admin API key", admin_key, "Bearer ")?);
 
-        let client = Client::builder()
+        crate::install_tls_provider();
+        let mut builder = Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .https_only(!config.allow_plain_http);
+        for pem in &config.extra_root_certificates {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let bad =
+                |why: String| Error::Backend(format!("control plane root certificate: {why}"));
+            let certs = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            for der in certs {
+                let cert = reqwest::Certificate::from_der(&der).map_err(|e| bad(chain(&e)))?;
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| Error::Backend(format!("building the HTTP client: {}", chain(&e))))?;
 
@@ -786,22 +821,35 @@ mod tests {
         assert_eq!(tail("aé".into(), 1), "");
     }
 
+    /// A development configuration: plain `http://` allowed.
+    fn plain(url: &str, org: &str) -> ControlPlaneConfig {
+        ControlPlaneConfig {
+            allow_plain_http: true,
+            ..ControlPlaneConfig::new(url, org)
+        }
+    }
+
     #[test]
     fn new_refuses_unusable_settings() {
-        for url in [
-            "https://cp.example",
-            "ftp://cp",
-            "not a url",
-            "http://cp/?a=b",
-        ] {
-            let err =
-                ControlPlaneProvisioner::new(ControlPlaneConfig::new(url, "org")).unwrap_err();
+        for url in ["ftp://cp", "not a url", "http://cp/?a=b", "https://cp/#x"] {
+            let err = ControlPlaneProvisioner::new(plain(url, "org")).unwrap_err();
             assert_eq!(err.code(), "BACKEND_ERROR", "{url}");
         }
+        // Plain http:// only when allowed; https:// always.
         let err =
-            ControlPlaneProvisioner::new(ControlPlaneConfig::new("http://cp", " ")).unwrap_err();
+            ControlPlaneProvisioner::new(ControlPlaneConfig::new("http://cp", "org")).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        assert!(ControlPlaneProvisioner::new(plain("http://cp", "org")).is_ok());
+        assert!(
+            ControlPlaneProvisioner::new(ControlPlaneConfig::new("https://cp.example", "org"))
+                .is_ok()
+        );
+        let mut bad_root = ControlPlaneConfig::new("https://cp.example", "org");
+        bad_root.extra_root_certificates = vec![b"not a certificate".to_vec()];
+        assert!(ControlPlaneProvisioner::new(bad_root).is_err());
+        let err = ControlPlaneProvisioner::new(plain("http://cp", " ")).unwrap_err();
         assert_eq!(err.code(), "BACKEND_ERROR");
-        let mut config = ControlPlaneConfig::new("http://cp/prefix/", "org");
+        let mut config = plain("http://cp/prefix/", "org");
         config.shared_secret = Some(SecretString::from("bad\nsecret".to_owned()));
         assert!(ControlPlaneProvisioner::new(config).is_err());
     }

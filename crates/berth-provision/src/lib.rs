@@ -12,6 +12,22 @@ pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
 pub mod docker;
 pub use docker::{DockerConfig, DockerProvisioner};
 pub mod ports;
+
+/// Installs rustls' ring provider as the process's default TLS crypto provider, once; later
+/// calls (and a provider installed by the embedder first) are left as they are. Every HTTP client
+/// berth builds calls this first: reqwest is built with rustls and no provider of its own
+/// (`rustls-no-provider`, because reqwest's default, aws-lc, needs cmake to build).
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // rustls 0.23.48 deprecates the ring provider as lacking post-quantum key exchange; it is
+        // the provider that builds with this toolchain (aws-lc needs cmake), so it is kept.
+        #[allow(deprecated)]
+        let ring = rustls::crypto::ring::default_provider();
+        // An error means a provider is installed already, which is as good.
+        let _ = ring.install_default();
+    });
+}
 pub mod process;
 pub use process::{ProcessConfig, ProcessProvisioner};
 

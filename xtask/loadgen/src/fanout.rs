@@ -170,6 +170,7 @@ pub async fn fanout(args: &Args) -> Result<Report> {
         "--rate and --secs must be positive"
     );
     let events = (rate * secs).round().max(1.0) as usize;
+    crate::http::install_tls_provider();
     let http = reqwest::Client::builder().no_proxy().build()?;
 
     let (event, agent) = match producer.as_str() {

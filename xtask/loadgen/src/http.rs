@@ -17,6 +17,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A keep-alive client with room for one idle connection per worker; never uses a proxy, since
 /// every target is loopback.
 fn client(concurrency: usize) -> Result<Client> {
+    install_tls_provider();
     Ok(Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(concurrency)
@@ -218,4 +219,13 @@ pub async fn create_online(args: &Args) -> Result<Report> {
         }
     })
     .await)
+}
+
+/// Installs rustls' ring provider as the process default (reqwest is built with rustls and no
+/// provider of its own; see `berth_provision::install_tls_provider`, which this mirrors because
+/// the load generator depends on no berth crate).
+pub fn install_tls_provider() {
+    #[allow(deprecated)] // ring lacks post-quantum key exchange; aws-lc needs cmake.
+    let ring = rustls::crypto::ring::default_provider();
+    let _ = ring.install_default();
 }

@@ -261,6 +261,7 @@ async fn registers_heartbeats_echoes_and_exits_cleanly_on_sigterm() {
         assert!(body["uptime_seconds"].is_u64(), "{body}");
     }
 
+    berth_agent::install_tls_provider();
     let http = reqwest::Client::new();
     for path in ["/", "/a2a"] {
         let answer: Value = http

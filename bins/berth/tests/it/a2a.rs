@@ -135,9 +135,9 @@ async fn agents_talk_in_push_mode_through_the_busy_queue_and_after_a_wake() {
     wait_idle(&server, &b).await;
     let first = {
         let (server_base, token, b) = (server.base.clone(), a_token.clone(), b.clone());
+        let http = server.http.clone();
         tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{server_base}/workspaces/{b}/a2a"))
+            http.post(format!("{server_base}/workspaces/{b}/a2a"))
                 .bearer_auth(token)
                 .json(&message("first"))
                 .send()

@@ -106,7 +106,10 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             log,
             admin_token: String::new(),
-            http: reqwest::Client::new(),
+            http: {
+                berth_provision::install_tls_provider();
+                reqwest::Client::new()
+            },
         };
         let health = format!("{}/health", server.base);
         wait_for("/health", Duration::from_secs(30), || {

@@ -25,8 +25,11 @@ use tower::ServiceExt as _;
 /// The admin credential every test app is configured with.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
+/// Where one test's log lines go.
+type LogBuffer = Arc<std::sync::Mutex<Vec<u8>>>;
+
 /// The logs one test captures (see [`capture_logs`]); stops capturing when dropped.
-pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct LogCapture(LogBuffer);
 
 impl LogCapture {
     /// Everything captured so far, as text (no colours).
@@ -43,7 +46,7 @@ impl Drop for LogCapture {
 
 thread_local! {
     /// Where the events of this thread go, and from which level, while a test captures.
-    static LOG_SINK: std::cell::RefCell<Option<(Arc<std::sync::Mutex<Vec<u8>>>, tracing::Level)>> =
+    static LOG_SINK: std::cell::RefCell<Option<(LogBuffer, tracing::Level)>> =
         const { std::cell::RefCell::new(None) };
 }
 

@@ -31,6 +31,8 @@ fn secret(s: &str) -> SecretString {
 fn config(server: &MockServer) -> ControlPlaneConfig {
     let mut config = ControlPlaneConfig::new(server.uri(), "org-1");
     config.stop_backoff = Duration::from_millis(10);
+    // The fake speaks plain HTTP (the TLS tests are in `control_plane_tls.rs`).
+    config.allow_plain_http = true;
     config
 }
 
@@ -351,10 +353,10 @@ async fn an_unreachable_control_plane_is_a_backend_error() {
         .local_addr()
         .unwrap()
         .port();
-    let cp = provisioner(ControlPlaneConfig::new(
-        format!("http://127.0.0.1:{port}"),
-        "org-1",
-    ));
+    let cp = provisioner(ControlPlaneConfig {
+        allow_plain_http: true,
+        ..ControlPlaneConfig::new(format!("http://127.0.0.1:{port}"), "org-1")
+    });
     let id = WorkspaceId::new_v4();
     assert_eq!(
         cp.start(request()).await.unwrap_err().code(),

@@ -2,5 +2,6 @@
 //! `/bin/sh -c` scripts as runtimes, so every test runs real child processes.
 
 mod control_plane;
+mod control_plane_tls;
 mod docker;
 mod process;
