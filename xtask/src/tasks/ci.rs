@@ -10,6 +10,9 @@ use crate::{
     tasks::test,
 };
 
+/// The cargo-deny release CI installs (`.ci/run`).
+const DENY_VERSION: &str = "0.20.2";
+
 /// Runs the task; it takes no arguments.
 pub fn run(args: &[String]) -> Result<ExitCode> {
     ensure!(
@@ -33,7 +36,20 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     doc.args(["doc", "--workspace", "--no-deps", "--all-features"])
         .env("RUSTDOCFLAGS", "-D warnings");
 
-    for mut step in [fmt, clippy, doc] {
+    // Licenses, bans and sources of the dependency graph (deny.toml); the advisory database
+    // cannot be fetched here, so `advisories` is not checked.
+    ensure!(
+        Command::new("cargo")
+            .args(["deny", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "cargo-deny is not installed: `cargo install cargo-deny --locked --version {DENY_VERSION}` \
+         (.ci/run installs it when missing)"
+    );
+    let mut deny = cargo();
+    deny.args(["deny", "check", "bans", "licenses", "sources"]);
+
+    for mut step in [fmt, clippy, doc, deny] {
         let status = run_echoed(&mut step)?;
         if !status.success() {
             return Ok(failed(&step, exit_code(status)));
