@@ -288,15 +288,9 @@ impl Cluster {
     fn start_server(&mut self) -> Result<()> {
         let pg_ctl = self.bin.program("pg_ctl")?;
         let log = path_str(&self.log)?.to_owned();
-        let socket_dir = shell_quote(path_str(&self.socket_dir)?);
         for attempt in 1..=START_ATTEMPTS {
             let port = free_port()?;
-            // pg_ctl passes `-o` to postgres through sh, hence the quoted socket directory.
-            let durability = match self.durability {
-                Durability::Off => NO_SYNC_SETTINGS,
-                Durability::Production => "",
-            };
-            let options = format!("-p {port} -k {socket_dir} {SERVER_SETTINGS} {durability}");
+            let options = self.server_options(port)?;
             let args =
                 self.pg_ctl_args(&["-w", "-t", "30", "-l", &log, "-o", &options, "start"])?;
             let mut start = self.run_as.command(&pg_ctl, &args)?;
@@ -318,6 +312,45 @@ impl Cluster {
             );
         }
         bail!("could not find a free port for PostgreSQL in {START_ATTEMPTS} attempts")
+    }
+
+    /// The `postgres` options for `port`: socket directory, the shared settings, durability.
+    fn server_options(&self, port: u16) -> Result<String> {
+        // pg_ctl passes `-o` to postgres through sh, hence the quoted socket directory.
+        let socket_dir = shell_quote(path_str(&self.socket_dir)?);
+        let durability = match self.durability {
+            Durability::Off => NO_SYNC_SETTINGS,
+            Durability::Production => "",
+        };
+        Ok(format!(
+            "-p {port} -k {socket_dir} {SERVER_SETTINGS} {durability}"
+        ))
+    }
+
+    /// One `sh` command line that stops the running server (fast shutdown: sessions are cut,
+    /// as in a real restart) and waits until it is down. For `cargo xtask chaos`.
+    pub fn stop_command(&self) -> Result<String> {
+        let args = self.pg_ctl_args(&["-m", "fast", "-w", "-t", "60", "stop"])?;
+        let argv = self.run_as.argv(&self.bin.program("pg_ctl")?, &args)?;
+        Ok(format!(
+            "cd {} && {}",
+            shell_quote(path_str(&self.base)?),
+            shell_join(&argv)
+        ))
+    }
+
+    /// One `sh` command line that starts the server again on the same port with the same
+    /// settings and waits until it accepts connections. For `cargo xtask chaos`.
+    pub fn start_command(&self) -> Result<String> {
+        let log = path_str(&self.log)?.to_owned();
+        let options = self.server_options(self.port)?;
+        let args = self.pg_ctl_args(&["-w", "-t", "30", "-l", &log, "-o", &options, "start"])?;
+        let argv = self.run_as.argv(&self.bin.program("pg_ctl")?, &args)?;
+        Ok(format!(
+            "cd {} && {}",
+            shell_quote(path_str(&self.base)?),
+            shell_join(&argv)
+        ))
     }
 
     /// Waits until the server accepts TCP connections, or fails with its log.

@@ -60,6 +60,12 @@ const TASKS: &[Task] = &[
         run: tasks::bench::run,
     },
     Task {
+        name: "chaos",
+        usage: "[--quick] [--seed N] [--only crash,pg,fuzz,ws]",
+        about: "the chaos suite against the release binary: kill -9, PostgreSQL restarts, fuzz, slow WebSockets",
+        run: tasks::chaos::run,
+    },
+    Task {
         name: "ci",
         usage: "",
         about: "what CI runs (.ci/run): fmt --check, clippy -D warnings, doc -D warnings, test",

@@ -3,6 +3,7 @@
 //! `TASKS` in `main.rs`.
 
 pub mod bench;
+pub mod chaos;
 pub mod ci;
 pub mod image;
 pub mod pg;

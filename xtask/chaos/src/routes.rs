@@ -1,0 +1,223 @@
+//! Every route of the router, as `(method, path template)`. A test parses the `.route(...)`
+//! calls of `crates/berth-http/src/*.rs` and compares, so the list cannot drift from the router.
+
+/// The routes of `berth_http::router`, sorted by path then method.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/admin/a2a-queue/drop-stale"),
+    ("GET", "/admin/liveness"),
+    ("GET", "/admin/secrets"),
+    ("POST", "/admin/secrets"),
+    ("PUT", "/admin/secrets"),
+    ("DELETE", "/admin/secrets/rotate"),
+    ("POST", "/admin/secrets/rotate"),
+    ("DELETE", "/admin/secrets/{key}"),
+    ("POST", "/admin/workspaces/{id}/bootstrap-failed"),
+    ("GET", "/admin/workspaces/{id}/test-token"),
+    ("POST", "/admin/workspaces/{id}/tokens"),
+    ("GET", "/buildinfo"),
+    ("GET", "/bundles/export/{id}"),
+    ("POST", "/bundles/import"),
+    ("GET", "/canvas/viewport"),
+    ("PUT", "/canvas/viewport"),
+    ("GET", "/events"),
+    ("GET", "/events/{workspace_id}"),
+    ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("POST", "/registry/check-access"),
+    ("GET", "/registry/discover/{id}"),
+    ("POST", "/registry/heartbeat"),
+    ("POST", "/registry/register"),
+    ("POST", "/registry/update-card"),
+    ("GET", "/registry/{id}/peers"),
+    ("GET", "/settings/secrets"),
+    ("POST", "/settings/secrets"),
+    ("PUT", "/settings/secrets"),
+    ("DELETE", "/settings/secrets/{key}"),
+    ("GET", "/templates"),
+    ("POST", "/templates/import"),
+    ("GET", "/workspaces"),
+    ("POST", "/workspaces"),
+    ("DELETE", "/workspaces/{id}"),
+    ("GET", "/workspaces/{id}"),
+    ("PATCH", "/workspaces/{id}"),
+    ("POST", "/workspaces/{id}/a2a"),
+    ("GET", "/workspaces/{id}/a2a/queue/{queue_id}"),
+    ("PATCH", "/workspaces/{id}/abilities"),
+    ("GET", "/workspaces/{id}/activity"),
+    ("POST", "/workspaces/{id}/activity"),
+    ("POST", "/workspaces/{id}/broadcast"),
+    ("GET", "/workspaces/{id}/budget"),
+    ("PATCH", "/workspaces/{id}/budget"),
+    ("GET", "/workspaces/{id}/config"),
+    ("PATCH", "/workspaces/{id}/config"),
+    ("GET", "/workspaces/{id}/console"),
+    ("GET", "/workspaces/{id}/display"),
+    ("GET", "/workspaces/{id}/events/stream"),
+    ("GET", "/workspaces/{id}/external/connection"),
+    ("POST", "/workspaces/{id}/external/rotate"),
+    ("POST", "/workspaces/{id}/hibernate"),
+    ("GET", "/workspaces/{id}/model"),
+    ("PUT", "/workspaces/{id}/model"),
+    ("POST", "/workspaces/{id}/notify"),
+    ("POST", "/workspaces/{id}/pause"),
+    ("GET", "/workspaces/{id}/provider"),
+    ("PUT", "/workspaces/{id}/provider"),
+    ("POST", "/workspaces/{id}/restart"),
+    ("POST", "/workspaces/{id}/resume"),
+    ("GET", "/workspaces/{id}/secrets"),
+    ("POST", "/workspaces/{id}/secrets"),
+    ("PUT", "/workspaces/{id}/secrets"),
+    ("DELETE", "/workspaces/{id}/secrets/values"),
+    ("GET", "/workspaces/{id}/secrets/values"),
+    ("DELETE", "/workspaces/{id}/secrets/{key}"),
+    ("GET", "/workspaces/{id}/session-search"),
+    ("GET", "/workspaces/{id}/state"),
+    ("GET", "/workspaces/{id}/tokens"),
+    ("POST", "/workspaces/{id}/tokens"),
+    ("DELETE", "/workspaces/{id}/tokens/{token_id}"),
+    ("POST", "/workspaces/{id}/wake"),
+    ("GET", "/ws"),
+];
+
+/// Routes whose contract allows a 5xx, with the statuses and why (README, API table and
+/// differences): the fuzz pass does not count these as violations.
+pub const ALLOWED_5XX: &[(&str, &str, &[u16], &str)] = &[
+    (
+        "GET",
+        "/workspaces/{id}/console",
+        &[501, 502],
+        "the console needs the control plane: 501 without it, 502 on its errors",
+    ),
+    (
+        "POST",
+        "/workspaces/{id}/a2a",
+        &[502, 503, 504],
+        "the A2A proxy: 502 when the agent fails or is unreachable, 503 (Retry-After) while it \
+         wakes or restarts, 504 when it does not answer in time",
+    ),
+    (
+        "POST",
+        "/workspaces/{id}/wake",
+        &[503],
+        "waking needs a backend: 503 without one",
+    ),
+    (
+        "POST",
+        "/workspaces/{id}/resume",
+        &[503],
+        "resuming a hibernated workspace wakes it: 503 without a backend",
+    ),
+    (
+        "GET",
+        "/health",
+        &[503],
+        "503 while the database does not answer",
+    ),
+];
+
+/// Whether `status` from `method template` is allowed by the contract.
+pub fn allowed_5xx(method: &str, template: &str, status: u16) -> bool {
+    ALLOWED_5XX
+        .iter()
+        .any(|(m, t, codes, _)| *m == method && *t == template && codes.contains(&status))
+}
+
+/// Whether the route answers with a stream that never ends (only its status is read).
+pub fn is_stream(template: &str) -> bool {
+    matches!(template, "/workspaces/{id}/events/stream" | "/ws")
+}
+
+/// Parses the `.route("path", get(..).post(..))` calls of a router source file.
+#[cfg(test)]
+fn parse_routes(source: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find(".route(") {
+        let body = &rest[at + ".route(".len()..];
+        // The call's text, up to its balanced closing parenthesis.
+        let mut depth = 1;
+        let mut end = 0;
+        for (i, c) in body.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                end = i;
+                break;
+            }
+        }
+        let call = &body[..end];
+        rest = &body[end..];
+        let Some(open) = call.find('"') else { continue };
+        let Some(len) = call[open + 1..].find('"') else {
+            continue;
+        };
+        let path = &call[open + 1..open + 1 + len];
+        let handlers = &call[open + 2 + len..];
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let needle = format!("{method}(");
+            let found = handlers.match_indices(&needle).any(|(i, _)| {
+                i == 0
+                    || !handlers[..i]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
+            });
+            if found {
+                out.push((method.to_uppercase(), path.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_matches_the_router_source() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/berth-http/src");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).expect("berth-http sources") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                found.extend(parse_routes(&std::fs::read_to_string(&path).expect("read")));
+            }
+        }
+        found.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        let mut listed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+            .collect();
+        listed.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+        assert_eq!(
+            listed, found,
+            "xtask/chaos/src/routes.rs ROUTES differs from the router; update the list"
+        );
+    }
+
+    #[test]
+    fn the_parser_reads_chained_and_multi_line_routes() {
+        let src = r#"Router::new().route("/a/{id}", get(x).delete(y))
+            .route(
+                "/b",
+                post(crate::m::z),
+            )"#;
+        assert_eq!(
+            parse_routes(src),
+            [("GET", "/a/{id}"), ("DELETE", "/a/{id}"), ("POST", "/b")]
+                .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        );
+    }
+
+    #[test]
+    fn every_allowlisted_route_exists() {
+        for (m, t, _, _) in ALLOWED_5XX {
+            assert!(ROUTES.contains(&(*m, *t)), "{m} {t}");
+        }
+    }
+}
