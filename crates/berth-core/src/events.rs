@@ -58,6 +58,19 @@ pub struct EventConfig {
     /// How long a live stream waits for its client to accept one frame before it drops the
     /// connection (a client that stopped reading cannot even be sent a close frame).
     pub send_timeout: Duration,
+    /// Largest event payload (serialised JSON bytes) carried on the live stream. A larger one is
+    /// sent live as `{"payload_truncated": true, "payload_bytes": N}` — the log keeps it whole
+    /// (`GET /events`, an SSE resume from `Last-Event-ID`) — so the bus and every subscriber
+    /// queue hold at most this much per event.
+    pub live_payload_max: usize,
+    /// Bytes of events one live subscriber may have queued and not yet written. At the bound
+    /// its pump waits, as for a full queue; one that makes no room within
+    /// [`EventConfig::stall_timeout`] is cut off ([`CutOff::Backlog`]).
+    pub subscriber_bytes: usize,
+    /// Bytes of events all live subscribers together may have queued; a subscriber whose event
+    /// would pass it waits the same way, and is cut off ([`CutOff::Backlog`]) when no room
+    /// comes within the stall timeout.
+    pub total_subscriber_bytes: usize,
 }
 
 impl Default for EventConfig {
@@ -70,6 +83,9 @@ impl Default for EventConfig {
             subscriber_queue: 256,
             stall_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(10),
+            live_payload_max: 64 * 1024,
+            subscriber_bytes: 4 * 1024 * 1024,
+            total_subscriber_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -110,15 +126,43 @@ impl Encoding {
 pub struct LiveEvent {
     record: EventRecord,
     encoded: [OnceLock<Box<dyn Any + Send + Sync>>; Encoding::COUNT],
+    /// What the event weighs in a subscriber's queue: its payload's serialised size plus a
+    /// fixed allowance for the rest of the frame.
+    size: usize,
 }
 
+/// Bytes counted for an event besides its payload (ids, type, timestamps, framing).
+const EVENT_OVERHEAD: usize = 256;
+
 impl LiveEvent {
-    /// An event not yet encoded.
+    /// An event not yet encoded, its payload whole.
     pub fn new(record: EventRecord) -> Self {
+        Self::bounded(record, usize::MAX)
+    }
+
+    /// An event for the live stream: a payload over `max_payload` serialised bytes is replaced
+    /// by `{"payload_truncated": true, "payload_bytes": N}` (the log keeps it whole).
+    pub fn bounded(mut record: EventRecord, max_payload: usize) -> Self {
+        let payload_bytes = serde_json::to_vec(&record.payload).map_or(0, |v| v.len());
+        let payload_bytes = if payload_bytes > max_payload {
+            record.payload = serde_json::json!({
+                "payload_truncated": true,
+                "payload_bytes": payload_bytes,
+            });
+            64
+        } else {
+            payload_bytes
+        };
         Self {
             record,
             encoded: [OnceLock::new(), OnceLock::new()],
+            size: payload_bytes + EVENT_OVERHEAD,
         }
+    }
+
+    /// What the event weighs in a subscriber's queue (see [`EventConfig::subscriber_bytes`]).
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The event as recorded in the log.
@@ -178,7 +222,10 @@ pub(crate) struct EventBus {
     /// Live subscriptions ([`LiveEvents`]) whose pump still runs.
     live: Arc<AtomicUsize>,
     /// Live subscriptions cut off, by reason (indexed by [`CutOff::index`]).
-    cut: [AtomicU64; 3],
+    cut: [AtomicU64; CutOff::ALL.len()],
+    /// Bytes of events queued for all live subscribers and not yet taken
+    /// ([`EventConfig::total_subscriber_bytes`]).
+    queued_bytes: Arc<AtomicUsize>,
     /// Live connections dropped because their client took no frame within the send timeout.
     dropped: AtomicU64,
 }
@@ -192,7 +239,8 @@ impl EventBus {
             tailer: tokio::sync::OnceCell::new(),
             last_prune: std::sync::Mutex::new(None),
             live: Arc::new(AtomicUsize::new(0)),
-            cut: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            cut: std::array::from_fn(|_| AtomicU64::new(0)),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
             dropped: AtomicU64::new(0),
         }
     }
@@ -219,16 +267,25 @@ pub enum CutOff {
     Lagged,
     /// Deciding whether an event is visible to it failed (the store was unreachable).
     FilterFailed,
+    /// The bytes it had queued stayed at [`EventConfig::subscriber_bytes`], or all subscribers'
+    /// together at [`EventConfig::total_subscriber_bytes`], for [`EventConfig::stall_timeout`].
+    Backlog,
 }
 
 impl CutOff {
-    const ALL: [CutOff; 3] = [CutOff::QueueFull, CutOff::Lagged, CutOff::FilterFailed];
+    const ALL: [CutOff; 4] = [
+        CutOff::QueueFull,
+        CutOff::Lagged,
+        CutOff::FilterFailed,
+        CutOff::Backlog,
+    ];
 
     fn index(self) -> usize {
         match self {
             CutOff::QueueFull => 0,
             CutOff::Lagged => 1,
             CutOff::FilterFailed => 2,
+            CutOff::Backlog => 3,
         }
     }
 
@@ -238,6 +295,7 @@ impl CutOff {
             CutOff::QueueFull => "queue_full",
             CutOff::Lagged => "lagged",
             CutOff::FilterFailed => "filter_failed",
+            CutOff::Backlog => "backlog",
         }
     }
 
@@ -247,6 +305,7 @@ impl CutOff {
             CutOff::QueueFull | CutOff::Lagged => {
                 "client too slow: events not read in time; reconnect to resume"
             }
+            CutOff::Backlog => "client too slow: too much event data queued; reconnect to resume",
             CutOff::FilterFailed => "event filter failed; reconnect to resume",
         }
     }
@@ -275,6 +334,55 @@ pub struct LiveEvents {
     rx: tokio::sync::mpsc::Receiver<Arc<LiveEvent>>,
     cut: Arc<OnceLock<CutOff>>,
     reported: bool,
+    bytes: Backlog,
+}
+
+/// The bytes of events queued for one subscriber, and for all of them together.
+#[derive(Clone)]
+struct Backlog {
+    mine: Arc<AtomicUsize>,
+    all: Arc<AtomicUsize>,
+    /// Woken when this subscriber's connection takes an event.
+    freed: Arc<tokio::sync::Notify>,
+}
+
+impl Backlog {
+    /// Counts `size` more bytes unless that passes a bound; `false` then (nothing counted).
+    /// A subscriber with nothing queued may always take one event.
+    fn take(&self, size: usize, mine_max: usize, all_max: usize) -> bool {
+        let mine = self.mine.load(Ordering::Relaxed);
+        if mine > 0 && mine + size > mine_max {
+            return false;
+        }
+        let all = self.all.fetch_add(size, Ordering::Relaxed);
+        if all + size > all_max && mine > 0 {
+            self.all.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        self.mine.fetch_add(size, Ordering::Relaxed);
+        true
+    }
+
+    /// Uncounts `size` bytes (the event was written, or dropped).
+    fn give(&self, size: usize) {
+        self.mine.fetch_sub(size, Ordering::Relaxed);
+        self.all.fetch_sub(size, Ordering::Relaxed);
+        self.freed.notify_one();
+    }
+}
+
+/// How often a pump waiting for room under the bound for all subscribers looks again (room made
+/// by another subscriber does not wake it).
+const BACKLOG_RECHECK: Duration = Duration::from_millis(50);
+
+impl Drop for LiveEvents {
+    fn drop(&mut self) {
+        // Events still queued leave with the subscriber: uncount them.
+        self.rx.close();
+        while let Ok(e) = self.rx.try_recv() {
+            self.bytes.give(e.size());
+        }
+    }
 }
 
 impl std::fmt::Debug for LiveEvents {
@@ -290,6 +398,7 @@ impl LiveEvents {
     /// The next delivery; `None` once a cut has been reported (or the bus has closed).
     pub async fn next(&mut self) -> Option<Delivery> {
         if let Some(e) = self.rx.recv().await {
+            self.bytes.give(e.size());
             return Some(Delivery::Event(e));
         }
         if self.reported {
@@ -317,9 +426,11 @@ async fn pump(
     mut bus: EventReceiver,
     tx: tokio::sync::mpsc::Sender<Arc<LiveEvent>>,
     cut: Arc<OnceLock<CutOff>>,
+    bytes: Backlog,
     _guard: LiveGuard,
 ) {
-    let stall = service.events.config.stall_timeout;
+    let config = &service.events.config;
+    let stall = config.stall_timeout;
     let outcome = loop {
         let received = tokio::select! {
             // The client went away: leave the bus at once.
@@ -344,18 +455,46 @@ async fn pump(
         if !visible {
             continue;
         }
+        // Over a byte bound the pump waits, as for a full queue, for the connection to take
+        // events; a subscriber that does not make room within the stall timeout is cut off.
+        let size = event.size();
+        let deadline = tokio::time::Instant::now() + stall;
+        let mut room = bytes.take(size, config.subscriber_bytes, config.total_subscriber_bytes);
+        while !room {
+            let freed = bytes.freed.notified();
+            tokio::select! {
+                () = tx.closed() => return,
+                () = freed => {}
+                () = tokio::time::sleep(BACKLOG_RECHECK) => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            room = bytes.take(size, config.subscriber_bytes, config.total_subscriber_bytes);
+            if !room && tokio::time::Instant::now() >= deadline {
+                break;
+            }
+        }
+        if !room {
+            break CutOff::Backlog;
+        }
         match tx.try_send(event) {
             Ok(()) => {}
             Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
                 match tx.send_timeout(event, stall).await {
                     Ok(()) => {}
                     Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
+                        bytes.give(size);
                         break CutOff::QueueFull;
                     }
-                    Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => return,
+                    Err(tokio::sync::mpsc::error::SendTimeoutError::Closed(_)) => {
+                        bytes.give(size);
+                        return;
+                    }
                 }
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                bytes.give(size);
+                return;
+            }
         }
     };
     // Leave the bus before anything else: a cut subscriber holds no place on it.
@@ -403,7 +542,10 @@ impl Tail {
             self.gap_since = None;
             self.cursor = row.seq;
             // No receivers is not an error: nobody is listening right now.
-            let _ = bus.sender.send(Arc::new(LiveEvent::new(row)));
+            let _ = bus.sender.send(Arc::new(LiveEvent::bounded(
+                row,
+                bus.config.live_payload_max,
+            )));
         }
     }
 }
@@ -527,12 +669,31 @@ impl WorkspaceService {
         let cut = Arc::new(OnceLock::new());
         self.events.live.fetch_add(1, Ordering::Relaxed);
         let guard = LiveGuard(self.events.live.clone());
-        tokio::spawn(pump(self.clone(), scope, bus, tx, cut.clone(), guard));
+        let bytes = Backlog {
+            mine: Arc::new(AtomicUsize::new(0)),
+            all: self.events.queued_bytes.clone(),
+            freed: Arc::new(tokio::sync::Notify::new()),
+        };
+        tokio::spawn(pump(
+            self.clone(),
+            scope,
+            bus,
+            tx,
+            cut.clone(),
+            bytes.clone(),
+            guard,
+        ));
         Ok(LiveEvents {
             rx,
             cut,
             reported: false,
+            bytes,
         })
+    }
+
+    /// Bytes of events queued for all live subscribers and not yet written.
+    pub fn live_queued_bytes(&self) -> usize {
+        self.events.queued_bytes.load(Ordering::Relaxed)
     }
 
     /// Live subscriptions currently holding a place on the bus (cut-off or closed ones do not).
@@ -715,5 +876,55 @@ mod tests {
         // Rows at or below the cursor are never published twice.
         tail.publish(vec![ev(6), ev(7), ev(8)], &bus, t0 + Duration::from_secs(7));
         assert_eq!(drain(&mut rx), vec![8]);
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_is_bounded_per_subscriber_and_for_all_together() {
+        let all = Arc::new(AtomicUsize::new(0));
+        let backlog = || Backlog {
+            mine: Arc::new(AtomicUsize::new(0)),
+            all: all.clone(),
+            freed: Arc::new(tokio::sync::Notify::new()),
+        };
+        let (a, b) = (backlog(), backlog());
+        // Per subscriber: 100 bytes.
+        assert!(a.take(60, 100, 1000));
+        assert!(!a.take(60, 100, 1000), "past its own bound");
+        assert_eq!(all.load(Ordering::Relaxed), 60, "a refusal counts nothing");
+        // All together: 150 bytes; b's first event always fits, its second does not.
+        assert!(b.take(80, 1000, 150));
+        assert!(!b.take(20, 1000, 150), "past the bound for all");
+        a.give(60);
+        assert!(
+            b.take(20, 1000, 150),
+            "room again once a's event is written"
+        );
+        b.give(100);
+        assert_eq!(all.load(Ordering::Relaxed), 0);
+        // One event larger than the bound still passes when nothing is queued.
+        assert!(a.take(500, 100, 150));
+    }
+
+    #[test]
+    fn a_payload_over_the_live_maximum_becomes_a_stub() {
+        let record = |payload| EventRecord {
+            seq: 1,
+            id: uuid::Uuid::new_v4(),
+            event_type: "X".into(),
+            workspace_id: None,
+            payload,
+            created_at: berth_store::now(),
+        };
+        let small = LiveEvent::bounded(record(serde_json::json!({"a": 1})), 100);
+        assert_eq!(small.record().payload, serde_json::json!({"a": 1}));
+        let big = LiveEvent::bounded(record(serde_json::json!({"a": "x".repeat(500)})), 100);
+        assert_eq!(big.record().payload["payload_truncated"], true);
+        assert!(big.record().payload["payload_bytes"].as_u64().unwrap() > 500);
+        assert!(big.size() < small.size() + 100, "the stub weighs little");
     }
 }

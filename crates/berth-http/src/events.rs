@@ -402,7 +402,7 @@ async fn send(socket: &mut WebSocket, msg: Message, limit: Duration) -> Sent {
 /// the filter failed; the reason names the last sequence id delivered.
 fn ws_cut_frame(why: CutOff, last_sent: i64) -> CloseFrame {
     let code = match why {
-        CutOff::QueueFull | CutOff::Lagged => close_code::AGAIN,
+        CutOff::QueueFull | CutOff::Lagged | CutOff::Backlog => close_code::AGAIN,
         CutOff::FilterFailed => close_code::ERROR,
     };
     // A close reason is at most 123 bytes; this one is well under.

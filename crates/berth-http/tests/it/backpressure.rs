@@ -94,8 +94,19 @@ async fn tiny_socket(addr: SocketAddr) -> TcpStream {
 /// Appends `n` events of `workspace` with large payloads, in one transaction; returns the last
 /// sequence id.
 async fn append_events(app: &TestApp, workspace: WorkspaceId, n: usize) -> i64 {
+    append_sized_events(app, workspace, n, PAYLOAD).await
+}
+
+/// Appends `n` events of `workspace` whose payload carries `filler` bytes, in one transaction;
+/// returns the last sequence id.
+async fn append_sized_events(
+    app: &TestApp,
+    workspace: WorkspaceId,
+    n: usize,
+    filler: usize,
+) -> i64 {
     const SQL: &str = "INSERT INTO structure_events (id, event_type, workspace_id, payload, created_at) VALUES ($1, $2, $3, $4, $5)";
-    let filler = "x".repeat(PAYLOAD);
+    let filler = "x".repeat(filler);
     macro_rules! insert {
         ($pool:expr) => {{
             let mut tx = $pool.begin().await.expect("begin");
@@ -491,4 +502,141 @@ async fn sse_cut_off_and_resume(app: TestApp) {
         rest.push(resumed.event().await.0);
     }
     assert_eq!(rest[..], all[got.len()..]);
+}
+
+/// Issue #19 point 7: an event too large for live delivery travels the live stream as a stub
+/// naming its size; the log keeps it whole.
+#[tokio::test]
+async fn a_large_event_travels_live_as_a_stub_and_whole_in_the_log() {
+    let app = app().await;
+    let (ws_id, _) = app.container("big").await;
+    let (_service, router) = pressure_service(
+        &app,
+        EventConfig {
+            poll_interval: Duration::from_millis(20),
+            ..EventConfig::default()
+        },
+    );
+    let (addr, _stop) = serve_router(router).await;
+    let mut ws = ws_connect(addr, Some(ADMIN_TOKEN), None)
+        .await
+        .expect("connect");
+    let small = append_sized_events(&app, ws_id, 1, 1024).await;
+    let big = append_sized_events(&app, ws_id, 1, 200 * 1024).await;
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let msg = tokio::time::timeout(PATIENCE, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        if let Message::Text(text) = msg {
+            let frame: Value = serde_json::from_str(&text).expect("json");
+            if frame["event"] == "LOAD_TEST" {
+                frames.push(frame);
+            }
+        }
+    }
+    assert_eq!(frames[0]["seq"], small);
+    assert_eq!(
+        frames[0]["payload"]["filler"].as_str().map(str::len),
+        Some(1024)
+    );
+    assert_eq!(frames[1]["seq"], big);
+    assert_eq!(
+        frames[1]["payload"]["payload_truncated"], true,
+        "{}",
+        frames[1]
+    );
+    let bytes = frames[1]["payload"]["payload_bytes"]
+        .as_u64()
+        .expect("size");
+    assert!(bytes > 200 * 1024, "{bytes}");
+    // The log has it whole.
+    let logged = app
+        .service
+        .events_after(Some(ws_id), big - 1, 1)
+        .await
+        .expect("log");
+    assert_eq!(
+        logged[0].payload["filler"].as_str().map(str::len),
+        Some(200 * 1024)
+    );
+}
+
+/// Issue #19 point 7: a subscriber is bounded in bytes, not only in events: one that stops
+/// reading holds at most `subscriber_bytes` of events and is cut off when it makes no room
+/// within the stall timeout, although its queue has room for many more events; a fast client
+/// beside it, whose bursts pass the same bound for a moment, is never cut.
+#[tokio::test]
+async fn a_websocket_client_whose_queued_bytes_pass_the_bound_is_cut_off() {
+    let app = app().await;
+    let (ws_id, _) = app.container("bytes").await;
+    let (service, router) = pressure_service(
+        &app,
+        EventConfig {
+            subscriber_queue: 100_000,
+            subscriber_bytes: 256 * 1024,
+            stall_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(600),
+            poll_interval: Duration::from_millis(20),
+            buffer: 100_000,
+            ..EventConfig::default()
+        },
+    );
+    let (addr, _stop) = serve_router(router.clone()).await;
+    let fast = record_ws(
+        ws_connect(addr, Some(ADMIN_TOKEN), None)
+            .await
+            .expect("fast"),
+    );
+    let req = format!("ws://{addr}/ws?token={ADMIN_TOKEN}")
+        .into_client_request()
+        .unwrap();
+    let (mut slow, _) = tokio_tungstenite::client_async(req, tiny_socket(addr).await)
+        .await
+        .expect("slow client connects");
+    until("two subscribers", || service.live_subscribers() == 2).await;
+
+    load_until(&app, &service, ws_id, &fast, |s| {
+        s.live_subscribers_cut(CutOff::Backlog) == 1
+    })
+    .await;
+    assert_eq!(
+        cut_count(&service),
+        0,
+        "cut for its bytes, not its count or stall"
+    );
+    until("the cut subscriber to leave the bus", || {
+        service.live_subscribers() == 1
+    })
+    .await;
+    // Its queued events are written, then the close frame says why.
+    let close = loop {
+        let msg = tokio::time::timeout(PATIENCE, slow.next())
+            .await
+            .expect("slow read timed out")
+            .expect("a close frame before the end")
+            .expect("frame");
+        if let Message::Close(frame) = msg {
+            break frame.expect("a close frame with a reason");
+        }
+    };
+    assert_eq!(close.code, CloseCode::Again);
+    assert!(
+        close.reason.to_string().contains("too much event data"),
+        "{}",
+        close.reason
+    );
+    drop(slow);
+    // Nothing stays counted once the slow client is gone and the fast one has caught up.
+    let last = append_events(&app, ws_id, 1).await;
+    until("the fast client to catch up", || {
+        fast.lock().unwrap().last() == Some(&last)
+    })
+    .await;
+    until("the byte count to fall back", || {
+        service.live_queued_bytes() < 64 * 1024
+    })
+    .await;
 }
