@@ -985,8 +985,7 @@ impl WorkspaceService {
             failure: Some(("BOOTSTRAP_FAILED".to_owned(), message)),
         };
         let changed = self
-            .store
-            .transition(id, change)
+            .record_provision_failure(id, change)
             .await
             .map_err(store_err("db update failed"))?;
         if changed {
@@ -1132,6 +1131,8 @@ pub(crate) type BackendLocks =
     std::sync::Mutex<HashMap<WorkspaceId, std::sync::Arc<tokio::sync::Mutex<()>>>>;
 
 /// Statuses in which no agent may run: a start that finishes into one of them is undone.
+/// Every start moves the row to `provisioning` first, so one that finishes into `failed` was
+/// given up on while it ran (a provision timeout).
 fn must_not_run(status: WorkspaceStatus) -> bool {
     matches!(
         status,
@@ -1139,6 +1140,7 @@ fn must_not_run(status: WorkspaceStatus) -> bool {
             | WorkspaceStatus::Paused
             | WorkspaceStatus::Hibernating
             | WorkspaceStatus::Hibernated
+            | WorkspaceStatus::Failed
     )
 }
 
@@ -1173,7 +1175,8 @@ impl WorkspaceService {
     }
 
     /// Called (under [`Self::backend_lock`]) right after the backend started `id`: when the
-    /// workspace was deleted, paused or hibernated meanwhile, the fresh agent is stopped again.
+    /// workspace was deleted, paused, hibernated or failed meanwhile, the fresh agent is
+    /// stopped again.
     /// Returns whether it was.
     pub(crate) async fn undo_start_if_stopped(&self, id: WorkspaceId) -> bool {
         let status = match self.store.get_workspace(id).await {

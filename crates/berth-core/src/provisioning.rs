@@ -146,7 +146,7 @@ impl WorkspaceService {
             payload: json!({"error": message, "code": code}),
             failure: Some((code, message)),
         };
-        if let Err(e) = svc.store.transition(id, change).await {
+        if let Err(e) = svc.record_provision_failure(id, change).await {
             tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
         }
         if no_backend {
@@ -211,10 +211,55 @@ impl WorkspaceService {
             payload: json!({"error": message, "code": "START_FAILED"}),
             failure: Some(("START_FAILED".to_owned(), message)),
         };
-        match self.store.transition(id, change).await {
-            Ok(_) => {}
+        if let Err(e) = self.record_provision_failure(id, change).await {
+            tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
+        }
+    }
+
+    /// Records a provisioning failure (`change` applies [`Transition::ProvisionFailed`], a
+    /// compare-and-set from `provisioning`) and, when the row changed, stops the workspace's
+    /// backend in a tracked task: a `failed` workspace has no agent left on any backend, whether
+    /// the start it gave up on still runs (a provision timeout, a bootstrap failure), left
+    /// processes or a container behind (an agent that exited, a start error), or is still
+    /// starting. Every path that marks a workspace `failed` comes here. Returns whether the row
+    /// changed.
+    pub(crate) async fn record_provision_failure(
+        &self,
+        id: WorkspaceId,
+        change: StatusChange,
+    ) -> Result<bool, berth_store::Error> {
+        // Read before the change: a start that begins after it is newer than the failure.
+        let generation = self.latest_start(id);
+        let changed = self.store.transition(id, change).await?;
+        if changed && self.provisioner.kind() != BackendKind::None {
+            let svc = self.clone();
+            self.spawn(async move { svc.stop_failed(id, generation).await })
+                .await;
+        }
+        Ok(changed)
+    }
+
+    /// Stops the backend of `id`, marked `failed` when its latest start was `generation`.
+    /// Under the backend lock, so it waits for a start still in flight (which then finds the
+    /// `failed` status and undoes itself as well), and never stops a newer start: one that
+    /// began since (a restart of the failed workspace) leaves the agent alone.
+    async fn stop_failed(&self, id: WorkspaceId, generation: Option<u64>) {
+        let _backend = self.backend_lock(id).await;
+        if self.latest_start(id) != generation {
+            return;
+        }
+        match self.store.get_workspace(id).await {
+            Ok(Some(w)) if w.status == WorkspaceStatus::Failed => {}
+            Ok(_) => return,
             Err(e) => {
-                tracing::error!(workspace.id = %id, error = %e, "could not mark workspace failed");
+                tracing::error!(workspace.id = %id, error = %e, "could not re-read the failed workspace; its agent is not stopped");
+                return;
+            }
+        }
+        match self.provisioner.stop(id).await {
+            Ok(()) => tracing::info!(workspace.id = %id, "backend of the failed workspace stopped"),
+            Err(e) => {
+                tracing::warn!(workspace.id = %id, error = %e, "stopping the failed workspace's backend failed");
             }
         }
     }
@@ -230,13 +275,20 @@ impl WorkspaceService {
         *generation
     }
 
-    /// Whether a start of `id` newer than `generation` has begun on this instance.
-    fn is_superseded(&self, id: WorkspaceId, generation: u64) -> bool {
+    /// The generation of the latest start of `id` on this instance; `None` before the first
+    /// (or after a purge).
+    fn latest_start(&self, id: WorkspaceId) -> Option<u64> {
         self.start_generations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
-            .is_some_and(|latest| *latest != generation)
+            .copied()
+    }
+
+    /// Whether a start of `id` newer than `generation` has begun on this instance.
+    fn is_superseded(&self, id: WorkspaceId, generation: u64) -> bool {
+        self.latest_start(id)
+            .is_some_and(|latest| latest != generation)
     }
 
     /// Shared preparation (REFERENCE.md §5.0, §5.3): the workspace's secrets become its

@@ -216,12 +216,18 @@ impl WorkspaceService {
         tasks.spawn(fut);
     }
 
-    /// Waits for in-flight background work (provisioning, memory seeding) to finish.
+    /// Waits for in-flight background work (provisioning, memory seeding) to finish, including
+    /// what that work spawned meanwhile (a failed start's backend stop, a restart).
     pub async fn drain(&self) {
-        let mut tasks = std::mem::take(&mut *self.tasks.lock().await);
-        while let Some(res) = tasks.join_next().await {
-            if let Err(e) = res {
-                tracing::error!(error = %e, "background task failed");
+        loop {
+            let mut tasks = std::mem::take(&mut *self.tasks.lock().await);
+            if tasks.is_empty() {
+                return;
+            }
+            while let Some(res) = tasks.join_next().await {
+                if let Err(e) = res {
+                    tracing::error!(error = %e, "background task failed");
+                }
             }
         }
     }

@@ -86,8 +86,8 @@ impl WorkspaceService {
     }
 
     /// One provision-timeout pass (REFERENCE.md §11.4): a workspace still `provisioning` past
-    /// its runtime's deadline is marked `failed` with code `TIMEOUT`. The age counts from when
-    /// provisioning started, not from `updated_at` (DECISIONS.md §2.16).
+    /// its runtime's deadline is marked `failed` with code `TIMEOUT`, and its agent stopped. The
+    /// age counts from when provisioning started, not from `updated_at` (DECISIONS.md §2.16).
     pub async fn sweep_provision_timeouts(
         &self,
     ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
@@ -110,7 +110,7 @@ impl WorkspaceService {
                 }),
                 failure: Some(("TIMEOUT".to_owned(), message)),
             };
-            if self.store.transition(id, change).await? {
+            if self.record_provision_failure(id, change).await? {
                 tracing::warn!(workspace.id = %id, timeout_secs = secs, "provisioning timed out");
                 failed.push(id);
             }

@@ -11,7 +11,7 @@ use crate::server::{Server, free_port, wait_for};
 
 /// The processes (not zombies) whose environment holds `WORKSPACE_ID=<id>`, as
 /// `(pid, is the agent itself)`: a wrapper script counts, but is not the agent.
-fn processes_of(id: &str) -> Vec<(u32, bool)> {
+pub(crate) fn processes_of(id: &str) -> Vec<(u32, bool)> {
     let needle = format!("WORKSPACE_ID={id}");
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -41,7 +41,7 @@ fn processes_of(id: &str) -> Vec<(u32, bool)> {
 }
 
 /// The agent processes of workspace `id` (`berth agent`).
-fn agents_of(id: &str) -> Vec<u32> {
+pub(crate) fn agents_of(id: &str) -> Vec<u32> {
     processes_of(id)
         .into_iter()
         .filter_map(|(pid, agent)| agent.then_some(pid))
@@ -50,7 +50,7 @@ fn agents_of(id: &str) -> Vec<u32> {
 
 /// Kills, when the test ends, every process still working for one of its workspaces, so a
 /// failing run leaves nothing behind.
-struct KillLeftovers(Vec<String>);
+pub(crate) struct KillLeftovers(pub(crate) Vec<String>);
 
 impl Drop for KillLeftovers {
     fn drop(&mut self) {
@@ -76,7 +76,7 @@ fn wrapper_script(dir: &Path) -> String {
     format!("claude-code=/bin/sh {}", script.display())
 }
 
-async fn create(server: &Server, body: Value) -> String {
+pub(crate) async fn create(server: &Server, body: Value) -> String {
     let (status, created) = server.admin_post("/workspaces", &body).await;
     assert_eq!(status, 201, "{created}\n{}", server.log_text());
     created["id"].as_str().expect("id").to_owned()

@@ -7,6 +7,7 @@ mod crash;
 mod demo;
 mod docker;
 mod external;
+mod failed;
 mod first_hour;
 mod leader;
 mod restart;

@@ -39,6 +39,52 @@ fn request(name: &str) -> CreateRequest {
     }
 }
 
+/// A stored workspace `id` in `status`, as `get_workspace` reads it.
+fn row(id: WorkspaceId, status: WorkspaceStatus) -> berth_store::Workspace {
+    let now = berth_store::now();
+    berth_store::Workspace {
+        id,
+        name: "w".into(),
+        role: None,
+        tier: 3,
+        status,
+        agent_card: None,
+        url: None,
+        url_from_provisioner: false,
+        parent_id: None,
+        active_tasks: 0,
+        max_concurrent_tasks: 1,
+        last_error_rate: 0.0,
+        last_sample_error: None,
+        failure_code: None,
+        uptime_seconds: 0,
+        current_task: None,
+        runtime: "claude-code".into(),
+        workspace_dir: None,
+        workspace_access: "none".into(),
+        delivery_mode: "push".into(),
+        x: 0.0,
+        y: 0.0,
+        collapsed: false,
+        budget_limit: None,
+        monthly_spend: 0,
+        broadcast_enabled: false,
+        talk_to_user_enabled: false,
+        compute: serde_json::json!({}),
+        last_outbound_at: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// The store reads every workspace back in `status` (the failure path re-reads it before it
+/// stops the backend; a finished start reads it to see whether it must undo itself).
+fn reads_back(store: &mut MockWorkspaceStore, status: WorkspaceStatus) {
+    store
+        .expect_get_workspace()
+        .returning(move |id| Ok(Some(row(id, status))));
+}
+
 #[tokio::test]
 async fn invalid_requests_never_reach_the_store() {
     // A mock with no expectations panics on any call.
@@ -300,6 +346,9 @@ async fn a_provisioner_error_marks_the_workspace_failed_with_its_code() {
                 && r.env.iter().any(|(k, _)| k == "MODEL")
         })
         .returning(|r| Err(berth_provision::Error::ImageNotFound(r.runtime)));
+    // A failed workspace has nothing left on its backend.
+    reads_back(&mut store, WorkspaceStatus::Failed);
+    prov.expect_stop().times(1).returning(|_| Ok(()));
     let svc = service(store, Arc::new(prov), MockHostResolver::new());
     svc.create(request("p"), CreateContext::default())
         .await
@@ -344,6 +393,67 @@ async fn provision_timeouts_count_from_the_start_of_provisioning() {
     assert_eq!(svc.provision_timeout_for("claude-code").as_secs(), 600);
 }
 
+/// A store holding one workspace `provisioning` for 601 s that the timeout sweep may fail, and
+/// that reads it back in `now` afterwards.
+fn timed_out_store(id: WorkspaceId, now: WorkspaceStatus) -> MockWorkspaceStore {
+    let mut store = MockWorkspaceStore::new();
+    store.expect_provisioning().returning(move || {
+        let started = berth_store::now() - chrono::Duration::seconds(601);
+        Ok(vec![(id, "claude-code".into(), Some(started))])
+    });
+    store
+        .expect_transition()
+        .withf(move |got, c| *got == id && c.transition == Transition::ProvisionFailed)
+        .times(1)
+        .returning(|_, _| Ok(true));
+    reads_back(&mut store, now);
+    store
+}
+
+/// A process-backend provisioner that counts its stops of `id` (the stop runs in a background
+/// task, where a mock's own `never()` would only panic that task).
+fn counting_stops(id: WorkspaceId) -> (MockProvisioner, Arc<AtomicUsize>) {
+    let stops = Arc::new(AtomicUsize::new(0));
+    let mut prov = MockProvisioner::new();
+    prov.expect_kind().return_const(BackendKind::Process);
+    let counter = stops.clone();
+    prov.expect_stop().returning(move |got| {
+        assert_eq!(got, id);
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    });
+    (prov, stops)
+}
+
+#[tokio::test]
+async fn a_timed_out_workspace_has_its_agent_stopped() {
+    let id = WorkspaceId::new_v4();
+    let (prov, stops) = counting_stops(id);
+    let svc = service(
+        timed_out_store(id, WorkspaceStatus::Failed),
+        Arc::new(prov),
+        MockHostResolver::new(),
+    );
+    assert_eq!(svc.sweep_provision_timeouts().await.unwrap(), vec![id]);
+    svc.drain().await;
+    assert_eq!(stops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failed_workspace_that_moved_on_before_the_stop_keeps_its_agent() {
+    // Restarted between the failure and the stop: the agent is the new start's.
+    let id = WorkspaceId::new_v4();
+    let (prov, stops) = counting_stops(id);
+    let svc = service(
+        timed_out_store(id, WorkspaceStatus::Provisioning),
+        Arc::new(prov),
+        MockHostResolver::new(),
+    );
+    assert_eq!(svc.sweep_provision_timeouts().await.unwrap(), vec![id]);
+    svc.drain().await;
+    assert_eq!(stops.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn operator_credentials_in_global_secrets_abort_provisioning() {
     let mut store = MockWorkspaceStore::new();
@@ -369,9 +479,11 @@ async fn operator_credentials_in_global_secrets_abort_provisioning() {
         })
         .times(1)
         .returning(|_, _| Ok(true));
-    // The provisioner is never asked to start.
+    // The provisioner is never asked to start, only to stop what may be left.
+    reads_back(&mut store, WorkspaceStatus::Failed);
     let mut prov = MockProvisioner::new();
     prov.expect_kind().return_const(BackendKind::Process);
+    prov.expect_stop().times(1).returning(|_| Ok(()));
     let svc = service(store, Arc::new(prov), MockHostResolver::new());
     svc.create(request("p"), CreateContext::default())
         .await
@@ -396,9 +508,11 @@ fn provisioning_store(expected_failure: Option<&'static str>) -> MockWorkspaceSt
                 .withf(move |_, c| c.failure.as_ref().is_some_and(|(got, _)| got == code))
                 .times(1)
                 .returning(|_, _| Ok(true));
+            reads_back(&mut store, WorkspaceStatus::Failed);
         }
         None => {
             store.expect_transition().never();
+            reads_back(&mut store, WorkspaceStatus::Provisioning);
         }
     }
     store
@@ -450,6 +564,7 @@ async fn env_mutators_run_in_order_and_can_abort() {
     let mut prov = MockProvisioner::new();
     prov.expect_kind().return_const(BackendKind::Process);
     prov.expect_start().never();
+    prov.expect_stop().times(1).returning(|_| Ok(()));
     let svc = service(
         provisioning_store(Some("ENV_HOOK_FAILED")),
         Arc::new(prov),
@@ -474,6 +589,7 @@ async fn required_env_is_checked_before_start() {
     let mut prov = MockProvisioner::new();
     prov.expect_kind().return_const(BackendKind::Process);
     prov.expect_start().never();
+    prov.expect_stop().times(1).returning(|_| Ok(()));
     let svc = WorkspaceService::new(
         Arc::new(provisioning_store(Some("MISSING_ENV"))),
         Arc::new(prov),
