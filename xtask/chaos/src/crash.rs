@@ -31,13 +31,18 @@ const SETTLE: Duration = Duration::from_secs(ECHO_TIMEOUT_SECS + 45);
 /// Each worker waits this long between its creates, so that agents come online while creates
 /// are still arriving: the kill then meets workspaces in every state.
 const PACE: Duration = Duration::from_millis(1500);
+/// How long the creates run unpaced before the kill.
+const BURST: Duration = Duration::from_millis(250);
 /// The whole load phase may take no longer.
 const LOAD_LIMIT: Duration = Duration::from_secs(180);
 
 /// Runs the scenario on `store`.
 pub async fn run(opts: &Opts, store: Store, report: &mut Report) -> Result<()> {
     let what = format!("crash/{}", store.name());
-    let creates = opts.pick(48, 160);
+    // The kill comes after `kill_at` creates were answered 201 (and the burst); `creates` only
+    // bounds the load.
+    let kill_at = opts.pick(24, 80);
+    let creates = opts.pick(200, 400);
     let data = data_dir(opts, &format!("crash-{}", store.name()))?;
     let mut flags: Vec<String> = [
         "--provisioner",
@@ -55,12 +60,14 @@ pub async fn run(opts: &Opts, store: Store, report: &mut Report) -> Result<()> {
     let created: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let killed = Arc::new(AtomicBool::new(false));
+    let burst = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicUsize::new(0));
     let answered = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
     for worker in 0..CONCURRENCY {
         // Staggered starts spread the creates evenly, so some are always in flight.
         let stagger = PACE * worker as u32 / CONCURRENCY as u32;
+        let burst = Arc::clone(&burst);
         let (created, next, killed, sent, answered) = (
             Arc::clone(&created),
             Arc::clone(&next),
@@ -95,13 +102,14 @@ pub async fn run(opts: &Opts, store: Store, report: &mut Report) -> Result<()> {
                 {
                     created.lock().expect("lock").push((name, id.to_owned()));
                 }
-                tokio::time::sleep(PACE).await;
+                if !burst.load(Ordering::SeqCst) {
+                    tokio::time::sleep(PACE).await;
+                }
             }
         }));
     }
-    // Kill once half the creates were answered 201 and a third of those are online (or 30 s
-    // later): the other creates are in flight or not sent yet.
-    let kill_at = creates / 2;
+    // Kill once `kill_at` creates were answered 201 and a third of those are online (or 30 s
+    // later), just after the burst: other creates are in flight.
     let deadline = Instant::now() + LOAD_LIMIT;
     let mut half_at: Option<Instant> = None;
     let mut online_at_kill = 0;
@@ -120,6 +128,9 @@ pub async fn run(opts: &Opts, store: Store, report: &mut Report) -> Result<()> {
             break;
         }
     }
+    // The creates stop pacing themselves, so that the kill meets creates in flight.
+    burst.store(true, Ordering::SeqCst);
+    tokio::time::sleep(BURST).await;
     first.kill9();
     killed.store(true, Ordering::SeqCst);
     for w in workers {

@@ -11,18 +11,24 @@
 //! the `berth` binary, it builds its release binary and hands its path to the quick-start tests
 //! in `BERTH_RELEASE_BIN` (they run it the way the README tells a user to).
 //!
+//! When the tests pass and the run covers the whole workspace, the short form of the chaos suite
+//! follows (`cargo xtask chaos --quick`, a few minutes, see `chaos.rs`), so CI runs it too.
+//!
 //! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
 //! Arguments that pick packages (`-p`, `--package`) replace `--workspace`; arguments after a
 //! second `--` go to the test binaries: `cargo xtask test -- -p berth-store -- --nocapture`.
 
-use std::{env, process::ExitCode};
+use std::{
+    env,
+    process::{Command, ExitCode},
+};
 
 use anyhow::Result;
 
 use crate::{
     cluster::Cluster,
     process::{cargo, exit_code, run_echoed},
-    tasks::image,
+    tasks::{chaos, image},
     workspace_root,
 };
 
@@ -57,10 +63,21 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         );
     }
 
+    let (passed, code) = run_tests(test)?;
+    if !passed || !runs_chaos(args) {
+        return Ok(code);
+    }
+    chaos::run(&["--quick".to_owned()])
+}
+
+/// Runs the cargo tests against `BERTH_TEST_PG_URL` or a throwaway cluster: whether they
+/// passed, and the exit code to end with.
+fn run_tests(mut test: Command) -> Result<(bool, ExitCode)> {
     if env::var_os(PG_URL_VAR).is_some_and(|url| !url.is_empty()) {
         // Not echoed: the URL may carry a password.
         eprintln!("xtask: {PG_URL_VAR} is set; testing against that server, starting none");
-        return Ok(exit_code(run_echoed(&mut test)?));
+        let status = run_echoed(&mut test)?;
+        return Ok((status.success(), exit_code(status)));
     }
 
     let cluster = Cluster::start(&workspace_root())?;
@@ -68,14 +85,21 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     // An error here drops `cluster`, which cleans up as well.
     let status = run_echoed(&mut test)?;
     match cluster.stop() {
-        Ok(()) => Ok(exit_code(status)),
+        Ok(()) => Ok((status.success(), exit_code(status))),
         Err(err) if status.success() => Err(err),
         Err(err) => {
             // The test failure is the news; the cleanup error is reported beside it.
             eprintln!("xtask: error: {err:#}");
-            Ok(exit_code(status))
+            Ok((false, exit_code(status)))
         }
     }
+}
+
+/// Whether the short chaos suite follows the tests: when they cover the whole workspace (no
+/// packages picked, no test-name filter after a second `--`).
+fn runs_chaos(args: &[String]) -> bool {
+    let args = cargo_test_args(args);
+    !picks_packages(&args) && !args.iter().any(|arg| arg == "--")
 }
 
 /// `test --workspace --all-features <args>`, minus `--workspace` when `args` pick packages
@@ -169,6 +193,14 @@ mod tests {
             "--",
             "berth-provision"
         ])));
+    }
+
+    #[test]
+    fn chaos_follows_only_whole_workspace_runs() {
+        assert!(runs_chaos(&[]));
+        assert!(runs_chaos(&args(&["--no-fail-fast"])));
+        assert!(!runs_chaos(&args(&["-p", "xtask"])));
+        assert!(!runs_chaos(&args(&["--", "--", "some_test"])));
     }
 
     #[test]
