@@ -61,7 +61,7 @@ const TASKS: &[Task] = &[
     },
     Task {
         name: "chaos",
-        usage: "[--quick] [--seed N] [--only crash,pg,fuzz,ws]",
+        usage: "[--quick] [--seed N] [--only crash,pg,fuzz,ws] [--berth PATH]",
         about: "the chaos suite against the release binary: kill -9, PostgreSQL restarts, fuzz, slow WebSockets",
         run: tasks::chaos::run,
     },

@@ -33,6 +33,8 @@ const MAX_REQUESTS_PER_WORKER: usize = 50_000;
 #[derive(Clone)]
 struct Sample {
     at: Instant,
+    /// When the answer (or the failure) came.
+    done: Instant,
     create: bool,
     /// `None`: no answer (connection error or timeout).
     status: Option<u16>,
@@ -104,6 +106,7 @@ pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
                 let failed = status.is_none_or(|s| s >= 500);
                 samples.lock().expect("lock").push(Sample {
                     at,
+                    done: Instant::now(),
                     create: true,
                     status,
                     name: name.clone(),
@@ -119,6 +122,7 @@ pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
                         .map(|r| r.status().as_u16());
                     samples.lock().expect("lock").push(Sample {
                         at,
+                        done: Instant::now(),
                         create: false,
                         status,
                         name,
@@ -203,7 +207,9 @@ pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
     for (round, (from, until)) in windows.iter().enumerate() {
         let bad: Vec<&Sample> = samples
             .iter()
-            .filter(|s| s.at >= *from && s.at < *until && s.status.is_none_or(|c| c >= 500))
+            // Sent after the grace and answered before the next stop began: a request still in
+            // flight when PostgreSQL goes down again belongs to that outage.
+            .filter(|s| s.at >= *from && s.done < *until && s.status.is_none_or(|c| c >= 500))
             .collect();
         if let Some(first) = bad.first() {
             report.violation(

@@ -1,4 +1,6 @@
-//! `cargo xtask chaos [--quick] [--seed N] [--only crash,pg,fuzz,ws]`: the chaos suite.
+//! `cargo xtask chaos [--quick] [--seed N] [--only crash,pg,fuzz,ws] [--berth PATH]`: the chaos
+//! suite. With `--berth`, that binary is tested instead of a fresh release build of the tree
+//! (to test an older build, or while the tree does not compile).
 //!
 //! Builds the release `berth` and the suite (`berth-chaos`, in `xtask/chaos`), starts a throwaway
 //! PostgreSQL (see `cluster.rs`), and runs the suite against both with the commands that stop and
@@ -6,6 +8,7 @@
 //! stay in `target/chaos` for a look afterwards. The short form (`--quick`) also runs at the end
 //! of `cargo xtask test`, so CI runs it. See `xtask/chaos/src/main.rs` for what is asserted.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Result, bail};
@@ -18,10 +21,14 @@ use crate::{
 
 /// Runs the task; `args` are what followed `chaos`.
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let passed = suite_args(args)?;
+    let (passed, berth) = suite_args(args)?;
     let root = workspace_root();
     let mut build = cargo();
-    build.args(["build", "--release", "-p", "berth", "-p", "berth-chaos"]);
+    build.args(["build", "--release", "-p", "berth-chaos"]);
+    if berth.is_none() {
+        build.args(["-p", "berth"]);
+    }
+    let berth = berth.unwrap_or_else(|| root.join("target/release/berth"));
     let status = run_echoed(&mut build)?;
     if !status.success() {
         return Ok(exit_code(status));
@@ -32,7 +39,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     suite
         .current_dir(&root)
         .arg("--berth")
-        .arg(root.join("target/release/berth"))
+        .arg(&berth)
         .arg("--root")
         .arg(&root)
         .arg("--work")
@@ -57,9 +64,10 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
 }
 
 /// The arguments the suite accepts from the command line, checked here so that a typo fails
-/// before the build.
-fn suite_args(args: &[String]) -> Result<Vec<String>> {
+/// before the build, and the `berth` binary `--berth` names.
+fn suite_args(args: &[String]) -> Result<(Vec<String>, Option<PathBuf>)> {
     let mut out = Vec::new();
+    let mut berth = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -70,12 +78,18 @@ fn suite_args(args: &[String]) -> Result<Vec<String>> {
                 };
                 out.extend([arg.clone(), value.clone()]);
             }
+            "--berth" => {
+                let Some(value) = iter.next() else {
+                    bail!("--berth needs a path");
+                };
+                berth = Some(std::path::absolute(value)?);
+            }
             other => bail!(
-                "chaos: unknown argument {other:?} (try --quick, --seed N, --only crash,pg,fuzz,ws)"
+                "chaos: unknown argument {other:?} (try --quick, --seed N, --only crash,pg,fuzz,ws, --berth PATH)"
             ),
         }
     }
-    Ok(out)
+    Ok((out, berth))
 }
 
 #[cfg(test)]
@@ -87,8 +101,10 @@ mod tests {
         let args = |w: &[&str]| w.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
             suite_args(&args(&["--quick", "--seed", "7"])).unwrap(),
-            args(&["--quick", "--seed", "7"])
+            (args(&["--quick", "--seed", "7"]), None)
         );
+        let (_, berth) = suite_args(&args(&["--berth", "/bin/berth"])).unwrap();
+        assert_eq!(berth, Some(PathBuf::from("/bin/berth")));
         assert!(suite_args(&args(&["--seed"])).is_err());
         assert!(suite_args(&args(&["--fast"])).is_err());
     }
