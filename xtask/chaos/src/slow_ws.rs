@@ -1,5 +1,5 @@
 //! Scenario 4: `/ws` clients (admin, `?token=`) that never read, while activity events of
-//! ≈900 KB are written. Samples the server's resident memory (`VmRSS`) throughout.
+//! ≈900 KB, and of ≈60 KB between them, are written. Samples the server's resident memory (`VmRSS`) throughout.
 //!
 //! Asserts: the peak stays under [`PEAK_BOUND_MB`], and once the clients are cut off and gone
 //! the memory settles within [`SETTLED_MARGIN_MB`] of the baseline taken before the events.
@@ -20,14 +20,16 @@ use crate::server::{Berth, data_dir};
 const PEAK_BOUND_MB: f64 = 256.0;
 /// How far above the baseline memory may stay once the slow clients are gone.
 const SETTLED_MARGIN_MB: f64 = 64.0;
-/// The size of one activity event's payload.
+/// The size of a large activity event's payload.
 const EVENT_BYTES: usize = 900_000;
+/// The size of the events between the large ones: just under the live stream's 64 KiB limit.
+const SMALL_EVENT_BYTES: usize = 60_000;
 
 /// Runs the scenario (SQLite: the store does not matter to the live bus).
 pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
     let what = "slow-ws";
     let clients = opts.pick(20, 200);
-    let events = opts.pick(20, 60);
+    let events = opts.pick(40, 120);
     let data = data_dir(opts, "slow-ws")?;
     let flags: Vec<String> = ["--provisioner", "none"].map(String::from).to_vec();
     let mut berth = Berth::start(opts, &data, 1, &flags).await?;
@@ -67,9 +69,13 @@ pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
         })
     };
 
-    let blob = "x".repeat(EVENT_BYTES);
+    // Alternately ≈900 KB (past the live stream's per-event size limit, so it travels as a
+    // reference) and ≈60 KB (under it, so it fills the subscribers' queues up to their byte
+    // bounds).
+    let (large, small) = ("x".repeat(EVENT_BYTES), "y".repeat(SMALL_EVENT_BYTES));
     let mut statuses = Vec::new();
     for i in 0..events {
+        let blob = if i % 2 == 0 { &large } else { &small };
         let body = json!({
             "activity_type": "agent_log",
             "summary": format!("large event {i}"),
@@ -108,8 +114,9 @@ pub async fn run(opts: &Opts, report: &mut Report) -> Result<()> {
     let peak = (peak_kib.load(Ordering::SeqCst) as f64 / 1024.0).max(held);
     report.rss_mb = Some((baseline, peak, settled));
     report.note(format!(
-        "{what}: {clients} non-reading clients, {logged} events of {} KB: RSS baseline {baseline:.0} MB, peak {peak:.0} MB, {held:.0} MB after the stall timeout, settled {settled:.0} MB after the clients left (bounds: peak < {PEAK_BOUND_MB:.0} MB, settled < baseline + {SETTLED_MARGIN_MB:.0} MB)",
-        EVENT_BYTES / 1000
+        "{what}: {clients} non-reading clients, {logged} events of {} and {} KB: RSS baseline {baseline:.0} MB, peak {peak:.0} MB, {held:.0} MB after the stall timeout, settled {settled:.0} MB after the clients left (bounds: peak < {PEAK_BOUND_MB:.0} MB, settled < baseline + {SETTLED_MARGIN_MB:.0} MB)",
+        EVENT_BYTES / 1000,
+        SMALL_EVENT_BYTES / 1000
     ));
     if peak >= PEAK_BOUND_MB {
         report.violation(
