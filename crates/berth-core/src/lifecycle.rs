@@ -26,6 +26,10 @@ const ADMIN_ONLY_KEYS: &[&str] = &[
     "hibernation_idle_minutes",
 ];
 
+/// Largest `hibernation_idle_minutes` (ten years): the hibernation monitor adds it to a
+/// timestamp, and a larger one would leave the calendar.
+const HIBERNATION_IDLE_MINUTES_MAX: i64 = 10 * 365 * 24 * 60;
+
 /// Why a lifecycle operation was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -255,6 +259,11 @@ impl WorkspaceService {
             None => None,
             Some(Value::Null) => Some(None),
             Some(v) => match v.as_i64() {
+                Some(m) if m > HIBERNATION_IDLE_MINUTES_MAX => {
+                    return Err(LifecycleError::Invalid(format!(
+                        "hibernation_idle_minutes must be at most {HIBERNATION_IDLE_MINUTES_MAX} (ten years)"
+                    )));
+                }
                 Some(m) if m > 0 => Some(Some(m)),
                 _ => {
                     return Err(LifecycleError::Invalid(

@@ -394,14 +394,20 @@ impl WorkspaceService {
     }
 
     /// `POST /admin/a2a-queue/drop-stale`: `queued` items older than `max_age` (of one target,
-    /// or all) become `dropped`. Returns how many.
+    /// or all) become `dropped`. Returns how many. An age reaching back past the calendar's
+    /// start matches nothing (checked arithmetic: the subtraction once panicked on it).
     pub async fn drop_stale_a2a(
         &self,
         max_age: std::time::Duration,
         workspace: Option<WorkspaceId>,
     ) -> Result<u64, berth_store::Error> {
         let now = berth_store::now();
-        let older_than = now - TimeDelta::from_std(max_age).unwrap_or(TimeDelta::MAX);
+        let Some(older_than) = TimeDelta::from_std(max_age)
+            .ok()
+            .and_then(|age| now.checked_sub_signed(age))
+        else {
+            return Ok(0);
+        };
         self.store.drop_stale_a2a(older_than, workspace, now).await
     }
 }

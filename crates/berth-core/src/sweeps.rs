@@ -165,8 +165,11 @@ impl WorkspaceService {
     ) -> Result<Vec<berth_domain::WorkspaceId>, berth_store::Error> {
         let mut hibernated = Vec::new();
         for c in self.store.hibernation_candidates().await? {
-            let window = chrono::Duration::minutes(c.idle_minutes);
-            if c.last_active_at + window > now {
+            // Checked: a window beyond the calendar (a row written before PATCH bounded it)
+            // is never over, where the unchecked sum panicked the sweeper.
+            let idle_until = chrono::Duration::try_minutes(c.idle_minutes)
+                .and_then(|window| c.last_active_at.checked_add_signed(window));
+            if idle_until.is_none_or(|t| t > now) {
                 continue;
             }
             // Not forced: the claim re-checks `active_tasks = 0` atomically, so a heartbeat

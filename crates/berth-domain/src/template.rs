@@ -54,7 +54,17 @@ pub enum TemplateError {
     /// `runtime_config.required_env` is not a list of strings.
     #[error("template key runtime_config.required_env must be a list of strings")]
     RequiredEnv,
+    /// `runtime_config.provision_timeout_seconds` is past [`PROVISION_TIMEOUT_MAX_SECS`].
+    #[error(
+        "template key runtime_config.provision_timeout_seconds must be at most {PROVISION_TIMEOUT_MAX_SECS} (one week)"
+    )]
+    ProvisionTimeoutTooLarge,
 }
+
+/// Largest `runtime_config.provision_timeout_seconds` (one week). The deadline is added to the
+/// clock when provisioning starts; an unbounded one overflowed it (a panic in the provisioning
+/// task) for a value a template import could carry.
+pub const PROVISION_TIMEOUT_MAX_SECS: i64 = 7 * 24 * 3600;
 
 /// Reads an optional string key: absent or `null` is `None`; any other non-string is an error.
 fn opt_string(
@@ -116,8 +126,11 @@ pub fn parse_manifest(yaml: &str) -> Result<TemplateManifest, TemplateError> {
     };
     let provision_timeout_seconds = runtime_config
         .and_then(|rc| rc.get("provision_timeout_seconds"))
-        .and_then(Value::as_i64)
+        .and_then(|v| v.as_i64().or_else(|| v.as_u64().map(|_| i64::MAX)))
         .filter(|s| *s > 0);
+    if provision_timeout_seconds.is_some_and(|s| s > PROVISION_TIMEOUT_MAX_SECS) {
+        return Err(TemplateError::ProvisionTimeoutTooLarge);
+    }
 
     Ok(TemplateManifest {
         name: map.get("name").and_then(Value::as_str).map(str::to_owned),
@@ -304,6 +317,33 @@ skills: []
                 provision_timeout_seconds: Some(1800),
             }
         );
+    }
+
+    #[test]
+    fn provision_timeouts_are_bounded() {
+        let yaml = |n: &str| format!("runtime_config:\n  provision_timeout_seconds: {n}\n");
+        let week = PROVISION_TIMEOUT_MAX_SECS.to_string();
+        assert_eq!(
+            parse(&yaml(&week)).provision_timeout_seconds,
+            Some(PROVISION_TIMEOUT_MAX_SECS)
+        );
+        for huge in ["604801", "9223372036854775807", "18446744073709551615"] {
+            assert!(
+                matches!(
+                    parse_manifest(&yaml(huge)),
+                    Err(TemplateError::ProvisionTimeoutTooLarge)
+                ),
+                "{huge}"
+            );
+        }
+        // Not a positive integer: ignored, as before.
+        for ignored in ["0", "-5", "1.5", "soon"] {
+            assert_eq!(
+                parse(&yaml(ignored)).provision_timeout_seconds,
+                None,
+                "{ignored}"
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) fn router() -> Router<AppState> {
 const RETRY_WAKE_SECS: u32 = 15;
 /// Seconds a caller is told to wait for a busy agent.
 const RETRY_BUSY_SECS: u32 = 30;
+/// Largest `max_age_minutes` of `drop-stale` (ten years): the age is subtracted from the
+/// clock, and a larger one would leave the calendar (the handler used to panic on it).
+const DROP_STALE_MAX_AGE_MINUTES: u64 = 10 * 365 * 24 * 60;
 
 fn reply(status: StatusCode, body: Value, retry_after: Option<u32>) -> Response {
     let mut resp = (status, Json(body)).into_response();
@@ -314,6 +317,14 @@ async fn drop_stale(
     let minutes = match q.max_age_minutes.as_deref().map(str::trim) {
         None | Some("") => 60,
         Some(m) => match m.parse::<u64>() {
+            Ok(n) if n > DROP_STALE_MAX_AGE_MINUTES => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "max_age_minutes must be at most {DROP_STALE_MAX_AGE_MINUTES} (ten years)"
+                    ),
+                );
+            }
             Ok(n) if n >= 1 => n,
             _ => {
                 return error(
@@ -335,7 +346,7 @@ async fn drop_stale(
             Err(_) => return error(StatusCode::BAD_REQUEST, "invalid workspace_id"),
         },
     };
-    let age = Duration::from_secs(minutes.saturating_mul(60));
+    let age = Duration::from_secs(minutes * 60);
     match state.service.drop_stale_a2a(age, workspace).await {
         Ok(n) => (StatusCode::OK, Json(json!({"dropped": n}))).into_response(),
         Err(e) => ApiError::internal("failed to drop stale items", e).into_response(),

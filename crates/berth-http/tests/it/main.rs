@@ -11,6 +11,7 @@ mod activity;
 mod atomicity;
 mod auth;
 mod backpressure;
+mod bounds;
 mod broadcast;
 mod bundles;
 mod callbacks;

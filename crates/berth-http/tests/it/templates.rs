@@ -378,6 +378,38 @@ async fn bad_imports_are_400s_that_write_nothing() {
     assert_eq!(resp.json, json!({"error": "invalid request body"}));
 }
 
+/// `provision_timeout_seconds` becomes a deadline added to the clock when provisioning starts:
+/// past a week it is refused at import (it overflowed the deadline, a panic in the provisioning
+/// task), and a week is still fine.
+#[tokio::test]
+async fn a_provision_timeout_past_a_week_is_refused() {
+    let app = app().await;
+    let listed = app.templates().await;
+    for huge in ["604801", "9223372036854775807", "18446744073709551615"] {
+        let config = format!(
+            "runtime: slow\nruntime_config:\n  model: m/1\n  provision_timeout_seconds: {huge}\n"
+        );
+        app.assert_import_refused(
+            json!({"name": "slow", "files": {"config.yaml": config}}),
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid config.yaml: template key runtime_config.provision_timeout_seconds must be at most 604800 (one week)"}),
+        )
+        .await;
+        assert_eq!(app.templates().await, listed, "{huge}");
+        assert!(!app.service.templates().is_known_runtime("slow"), "{huge}");
+    }
+    let config =
+        "runtime: slow\nruntime_config:\n  model: m/1\n  provision_timeout_seconds: 604800\n";
+    let resp = app
+        .import(json!({"name": "slow", "files": {"config.yaml": config}}))
+        .await;
+    assert_eq!(resp.status, StatusCode::CREATED, "{}", resp.text);
+    assert_eq!(
+        app.service.templates().provision_timeout_secs("slow"),
+        Some(604_800)
+    );
+}
+
 #[tokio::test]
 async fn exactly_two_hundred_files_are_accepted() {
     let app = app().await;
