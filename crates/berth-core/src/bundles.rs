@@ -229,12 +229,10 @@ fn node_files(b: &Bundle) -> Result<BTreeMap<String, String>, BundleError> {
         if !valid_bundle_path(&path) {
             return Err(BundleError::InvalidPath(path));
         }
-        // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the store.
-        if content.contains('\0') {
-            return Err(BundleError::Invalid(format!(
-                "file {path:?} contains a NUL character"
-            )));
-        }
+        // berth's one rule for client text (`berth_domain::text`); the HTTP layer refuses
+        // such a body first, embedders meet the same rule here.
+        berth_domain::text::check_str(&path, content)
+            .map_err(|e| BundleError::Invalid(e.to_string()))?;
         if files.insert(path.clone(), content.to_owned()).is_some() {
             return Err(BundleError::Invalid(format!("duplicate file {path:?}")));
         }
@@ -747,6 +745,19 @@ mod tests {
         assert_eq!(bundle.skills.len(), 1);
         assert_eq!(bundle.skills[0].description, "Browses the web.");
         assert_eq!(node_files(&bundle).unwrap(), files);
+    }
+
+    #[test]
+    fn a_file_holding_a_nul_is_refused() {
+        let bundle = Bundle {
+            name: "x".into(),
+            system_prompt: "a\0b".into(),
+            ..Bundle::default()
+        };
+        assert_eq!(
+            node_files(&bundle).unwrap_err().to_string(),
+            "system-prompt.md must not contain NUL characters"
+        );
     }
 
     #[test]

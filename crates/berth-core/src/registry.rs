@@ -691,22 +691,15 @@ impl WorkspaceService {
 }
 
 /// Refuses an agent card larger than [`AGENT_CARD_CAP`] once serialized, or holding a NUL
-/// character in any key or string (PostgreSQL's JSONB refuses `\u0000`; SQLite would take it,
-/// and both stores accept the same cards). Register, card updates and bundle imports all check
-/// cards here.
+/// character in any key or string (berth's one rule for client text,
+/// [`berth_domain::text`]: the HTTP layer refuses such a request body before it gets here;
+/// embedders calling the core directly meet the same rule). Register, card updates and bundle
+/// imports all check cards here.
 pub(crate) fn check_card(card: &Value) -> Result<(), RegistryError> {
-    fn has_nul(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(items) => items.iter().any(has_nul),
-            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            Value::Null | Value::Bool(_) | Value::Number(_) => false,
-        }
-    }
     let len = serde_json::to_vec(card).map_or(usize::MAX, |v| v.len());
     if len > AGENT_CARD_CAP {
         Err(RegistryError::CardTooLarge)
-    } else if has_nul(card) {
+    } else if berth_domain::text::find_nul(Some("agent_card"), card).is_some() {
         Err(RegistryError::CardHasNul)
     } else {
         Ok(())
@@ -788,6 +781,21 @@ mod tests {
         let card = reconcile_card(json!({}), &id.to_string(), None, id);
         assert_eq!(card, json!({}));
         assert_eq!(reconcile_card(json!([1]), "n", None, id), json!([1]));
+    }
+
+    #[test]
+    fn cards_holding_a_nul_are_refused() {
+        for card in [
+            json!({"name": "a\u{0}b"}),
+            json!({"skills": [{"tags": ["\u{0}"]}]}),
+            json!({"x\u{0}": 1}),
+        ] {
+            assert!(
+                matches!(check_card(&card), Err(RegistryError::CardHasNul)),
+                "{card}"
+            );
+        }
+        assert!(check_card(&json!({"name": "n", "note": "\\u0000"})).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod runtime;
 pub mod ssrf;
 pub mod status;
 pub mod template;
+pub mod text;
 pub mod validation;
 
 pub use ids::WorkspaceId;

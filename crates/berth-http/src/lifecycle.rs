@@ -200,6 +200,7 @@ pub(crate) async fn patch_config(
     let bytes = axum::body::to_bytes(body, CONFIG_BODY_LIMIT)
         .await
         .map_err(|_| too_large())?;
+    crate::extract::refuse_nul(&bytes)?;
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|_| ApiError::BadRequest("invalid JSON".into()))?;
     let Value::Object(patch) = value else {
@@ -357,7 +358,7 @@ struct RestartBody {
 pub(crate) async fn restart(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
-    body: axum::body::Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let body: RestartBody = serde_json::from_slice(&body).unwrap_or_default();
     Ok(Json(

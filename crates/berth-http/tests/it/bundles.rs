@@ -293,8 +293,9 @@ async fn bad_bundles_change_nothing(postgres: bool) {
         // A bad name deep in the tree refuses the whole bundle (the root is not created either).
         (with(json!({"sub_workspaces": [{"name": "C", "runtime": "echo", "model": "echo/echo-1", "prompts": {"../../x": "y"}}]})).to_string(), StatusCode::BAD_REQUEST, path_err("../../x")),
         // Text PostgreSQL cannot store, and an oversized source id.
-        (with(json!({"system_prompt": "a\0b"})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "file \"system-prompt.md\" contains a NUL character"})),
-        (with(json!({"agent_card": {"name": "x\0"}})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "agent_card must not contain NUL characters"})),
+        (with(json!({"system_prompt": "a\0b"})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "system_prompt must not contain NUL characters", "field": "system_prompt"})),
+        (with(json!({"agent_card": {"name": "x\0"}})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "agent_card.name must not contain NUL characters", "field": "agent_card.name"})),
+        (with(json!({"sub_workspaces": [{"name": "C", "prompts": {"a.md": "\0"}}]})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "sub_workspaces[0].prompts.a.md must not contain NUL characters", "field": "sub_workspaces[0].prompts.a.md"})),
         (with(json!({"id": "x".repeat(300)})).to_string(), StatusCode::BAD_REQUEST, json!({"error": "bundle id must be at most 255 bytes"})),
         // Binding and required fields.
         ("{not json".to_owned(), StatusCode::BAD_REQUEST, json!({"error": "invalid bundle"})),

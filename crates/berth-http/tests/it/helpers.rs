@@ -995,3 +995,64 @@ impl TestApp {
             .unwrap_or_else(|| panic!("no row for {id}"))
     }
 }
+
+// ---- "Nothing was written" ----------------------------------------------------------------
+
+/// What a refused request must leave as it was: the row count of every table, and the rows and
+/// config of the workspaces a test names (removed ones included).
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    counts: Vec<(String, i64)>,
+    rows: Vec<Option<berth_store::Workspace>>,
+    configs: Vec<Value>,
+}
+
+impl Db {
+    /// The names of the schema's tables (migration bookkeeping excluded), sorted.
+    pub async fn tables(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Db::Sqlite(s) => {
+                sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
+                )
+                .fetch_all(s.pool())
+                .await
+            }
+            Db::Postgres(s) => {
+                sqlx::query_scalar(
+                    "SELECT tablename::TEXT FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename NOT LIKE '_sqlx%'",
+                )
+                .fetch_all(s.pool())
+                .await
+            }
+        }
+        .expect("list tables");
+        names.sort();
+        assert!(names.iter().any(|n| n == "workspaces"), "{names:?}");
+        names
+    }
+}
+
+impl TestApp {
+    /// The [`Snapshot`] of the database now, with the rows and config of `ids`.
+    pub async fn snapshot(&self, ids: &[WorkspaceId]) -> Snapshot {
+        let mut counts = Vec::new();
+        for table in self.db.tables().await {
+            let n = self.db.count(&table).await;
+            counts.push((table, n));
+        }
+        let mut rows = Vec::new();
+        let mut configs = Vec::new();
+        for id in ids {
+            rows.push(self.store.get_workspace(*id).await.expect("get workspace"));
+            configs.push(self.get(&format!("/workspaces/{id}/config")).await.json);
+        }
+        Snapshot {
+            counts,
+            rows,
+            configs,
+        }
+    }
+}

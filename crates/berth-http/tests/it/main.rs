@@ -32,6 +32,7 @@ mod loops;
 mod metrics;
 mod model;
 mod notify;
+mod nul;
 mod pause;
 mod peer_info;
 mod process_ops;

@@ -387,8 +387,8 @@ async fn an_agent_card_over_256_kib_is_refused() {
     assert_eq!(resp.json, err("agent_card must be at most 256 KiB"));
 }
 
-/// PostgreSQL's JSONB cannot store `\u0000`: a card holding one is a 400 on both stores, never
-/// a store error, and changes nothing.
+/// PostgreSQL's JSONB cannot store `\u0000`: a card holding one is a 400 naming the field (the
+/// one NUL rule of every request body) on both stores, never a store error, and changes nothing.
 #[tokio::test]
 async fn an_agent_card_with_a_nul_character_is_refused() {
     for app in [app().await, pg_app().await] {
@@ -396,11 +396,15 @@ async fn an_agent_card_with_a_nul_character_is_refused() {
             .external(json!({"name": "nul", "runtime": "external"}))
             .await;
         let cards = [
-            json!({"name": "a\u{0}b"}),
-            json!({"skills": [{"id": "x", "tags": ["\u{0}"]}]}),
-            json!({"x\u{0}": 1}),
+            (json!({"name": "a\u{0}b"}), "agent_card.name"),
+            (
+                json!({"skills": [{"id": "x", "tags": ["\u{0}"]}]}),
+                "agent_card.skills[0].tags[0]",
+            ),
+            (json!({"x\u{0}": 1}), "agent_card.x\\u0000"),
         ];
-        for card in cards {
+        for (card, field) in cards {
+            let refusal = json!({"error": format!("{field} must not contain NUL characters"), "field": field});
             let body = json!({"id": id.to_string(), "agent_card": card, "delivery_mode": "poll"});
             let resp = app.post(REGISTER, Some(&token), &body).await;
             assert_eq!(
@@ -409,7 +413,7 @@ async fn an_agent_card_with_a_nul_character_is_refused() {
                 "{card}: {}",
                 resp.text
             );
-            assert_eq!(resp.json, err("agent_card must not contain NUL characters"));
+            assert_eq!(resp.json, refusal);
             assert_eq!(app.status_of(id).await, "awaiting_agent");
             let body = json!({"workspace_id": id.to_string(), "agent_card": card});
             let resp = app.post(UPDATE_CARD, Some(&token), &body).await;
@@ -419,7 +423,7 @@ async fn an_agent_card_with_a_nul_character_is_refused() {
                 "{card}: {}",
                 resp.text
             );
-            assert_eq!(resp.json, err("agent_card must not contain NUL characters"));
+            assert_eq!(resp.json, refusal);
         }
         // A backslash-u text that is not a NUL is an ordinary card.
         let body = json!({"id": id.to_string(), "agent_card": {"name": "nul", "note": "\\u0000"}, "delivery_mode": "poll"});
