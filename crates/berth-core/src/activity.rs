@@ -65,7 +65,7 @@ pub struct ActivityEntry {
 /// Why an activity operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ActivityError {
-    /// The workspace does not exist.
+    /// The workspace does not exist or is removed (a removed workspace takes no activity).
     #[error("workspace not found")]
     WorkspaceNotFound,
     /// The `since_id` cursor is not a row of this workspace (pruned, or another workspace's).

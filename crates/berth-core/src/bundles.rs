@@ -474,7 +474,8 @@ impl WorkspaceService {
             .ok_or(BundleError::NotFound)
     }
 
-    /// One node; `None` when the row does not exist.
+    /// One node; `None` when the row does not exist or is removed (a removed workspace is not
+    /// exported, as the root or as a child).
     async fn export_node(
         &self,
         id: WorkspaceId,
@@ -487,6 +488,7 @@ impl WorkspaceService {
             .get_workspace(id)
             .await
             .map_err(|e| BundleError::Store("failed to read the workspace", e))?
+            .filter(|w| w.status != WorkspaceStatus::Removed)
         else {
             return Ok(None);
         };

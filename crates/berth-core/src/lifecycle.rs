@@ -970,11 +970,7 @@ impl WorkspaceService {
         error: Option<String>,
         log_tail: &str,
     ) -> Result<bool, LifecycleError> {
-        self.store
-            .get_workspace(id)
-            .await
-            .map_err(store_err("db update failed"))?
-            .ok_or(LifecycleError::NotFound)?;
+        self.live_row(id, "db update failed").await?;
         let error = error
             .filter(|e| !e.trim().is_empty())
             .unwrap_or_else(|| BOOTSTRAP_DEFAULT_ERROR.to_owned());
@@ -1005,11 +1001,7 @@ impl WorkspaceService {
 
     /// `GET /workspaces/{id}/console` (admin): the machine console, from a control plane.
     pub async fn console(&self, id: WorkspaceId) -> Result<String, LifecycleError> {
-        self.store
-            .get_workspace(id)
-            .await
-            .map_err(store_err("lookup failed"))?
-            .ok_or(LifecycleError::NotFound)?;
+        self.live_row(id, "lookup failed").await?;
         match self.provisioner.console(id).await {
             Ok(Some(output)) => Ok(output),
             Ok(None) => Err(LifecycleError::ConsoleUnavailable),

@@ -73,7 +73,10 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// Extractor for `/workspaces/{id}/…` routes: the admin bearer, or a live token of that very
-/// workspace (no Referer/Origin bypass). Without a bearer only in `--dev`.
+/// workspace (no Referer/Origin bypass). Without a bearer only in `--dev`. A removed workspace
+/// is gone for these routes: 404 `workspace not found`, before the handler runs (the routes
+/// that answer a removed workspace their own documented way take `WithRemoved`, which skips
+/// this check).
 #[derive(Debug, Clone, Copy)]
 pub struct WorkspaceAuth {
     /// The path's workspace.
@@ -83,6 +86,43 @@ pub struct WorkspaceAuth {
 }
 
 impl FromRequestParts<AppState> for WorkspaceAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = WithRemoved::from_request_parts(parts, state).await?.0;
+        refuse_removed(state, &auth).await?;
+        Ok(auth)
+    }
+}
+
+/// 404 when `auth`'s workspace is removed. A workspace token needs no lookup: the removal
+/// revokes the workspace's tokens in its own transaction, so a live token names a live
+/// workspace; the admin bearer and `--dev` name any id.
+pub(crate) async fn refuse_removed(state: &AppState, auth: &WorkspaceAuth) -> Result<(), ApiError> {
+    if matches!(auth.principal, berth_core::Principal::Workspace(_)) {
+        return Ok(());
+    }
+    match state.service.get(auth.id).await {
+        Ok(Some(v)) if v.workspace.status == berth_domain::WorkspaceStatus::Removed => {
+            Err(ApiError::NotFound("workspace not found"))
+        }
+        Ok(_) => Ok(()),
+        Err(e) => Err(ApiError::internal("failed to verify workspace", e)),
+    }
+}
+
+/// [`WorkspaceAuth`] without the removed-workspace refusal, for the lifecycle actions whose
+/// answer to a removed workspace is the reference's own and documented: `GET …/state` (404 with
+/// `"deleted": true`), restart (409 `workspace is removed`), pause and resume (404 `workspace
+/// not found or already paused` / `… not paused`), hibernate (404) and wake (409 `workspace not
+/// found or not hibernated`). Each of them checks the status itself and writes nothing then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WithRemoved(pub(crate) WorkspaceAuth);
+
+impl FromRequestParts<AppState> for WithRemoved {
     type Rejection = ApiError;
 
     async fn from_request_parts(
@@ -116,7 +156,7 @@ impl FromRequestParts<AppState> for WorkspaceAuth {
             None if state.admin.dev => Principal::Dev,
             None => return Err(ApiError::Unauthorized("missing workspace auth token")),
         };
-        Ok(WorkspaceAuth { id, principal })
+        Ok(WithRemoved(WorkspaceAuth { id, principal }))
     }
 }
 

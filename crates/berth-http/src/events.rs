@@ -271,8 +271,9 @@ async fn sse(
         ),
     };
     match state.service.get(auth.id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Err(ApiError::NotFound("workspace not found")),
+        // A removed workspace's stream is gone, like its other routes.
+        Ok(Some(v)) if v.workspace.status != berth_domain::WorkspaceStatus::Removed => {}
+        Ok(_) => return Err(ApiError::NotFound("workspace not found")),
         Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
     }
     // Subscribe before reading the log, so nothing falls between the replay and the live feed.

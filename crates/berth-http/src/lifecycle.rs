@@ -9,7 +9,7 @@ use berth_domain::WorkspaceId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::{Admin, WorkspaceAuth};
+use crate::auth::{Admin, WithRemoved, WorkspaceAuth};
 use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::{ApiError, AppState};
 
@@ -262,7 +262,7 @@ pub(crate) struct HibernateQuery {
 /// `POST /workspaces/{id}/hibernate` (REFERENCE.md §2.11). berth: `?force=true` really
 /// hibernates a busy workspace, and a claim that loses a race answers 404/409 instead of 200.
 pub(crate) async fn hibernate(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<HibernateQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -273,7 +273,7 @@ pub(crate) async fn hibernate(
 
 /// `POST /workspaces/{id}/wake` (berth addition): provisions a hibernated workspace again.
 pub(crate) async fn wake(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
     state.service.wake(auth.id).await?;
@@ -325,7 +325,7 @@ pub(crate) async fn delete(
 
 /// `GET /workspaces/{id}/state`.
 pub(crate) async fn workspace_state(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     Ok(match state.service.state(auth.id).await? {
@@ -356,7 +356,7 @@ struct RestartBody {
 
 /// `POST /workspaces/{id}/restart`.
 pub(crate) async fn restart(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -379,7 +379,7 @@ pub(crate) async fn restart(
 
 /// `POST /workspaces/{id}/pause`.
 pub(crate) async fn pause(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
     let n = state.service.pause(auth.id).await?;
@@ -388,7 +388,7 @@ pub(crate) async fn pause(
 
 /// `POST /workspaces/{id}/resume`.
 pub(crate) async fn resume(
-    auth: WorkspaceAuth,
+    WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
 ) -> Result<Json<Value>, ApiError> {
     let n = state.service.resume(auth.id).await?;

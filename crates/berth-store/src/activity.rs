@@ -108,10 +108,14 @@ pub struct ActivityQuery {
 /// Largest page `GET /workspaces/{id}/activity` returns.
 pub const ACTIVITY_PAGE_MAX: i64 = 500;
 
+/// Inserts the row only while its workspace exists and is not removed, in one statement, so no
+/// writer (an agent's report, an A2A row, a broadcast, a drained queue item) adds activity to a
+/// workspace whose removal has committed; no row comes back otherwise.
 pub(crate) const INSERT_ACTIVITY: &str = "\
 INSERT INTO activity_logs (id, workspace_id, activity_type, source_id, target_id, method, summary, \
 request_body, response_body, tool_trace, duration_ms, status, error_detail, created_at) \
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING seq";
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 \
+WHERE EXISTS (SELECT 1 FROM workspaces WHERE id = $2 AND status <> 'removed') RETURNING seq";
 
 pub(crate) const ACTIVITY_CURSOR: &str =
     "SELECT seq FROM activity_logs WHERE id = $1 AND workspace_id = $2";

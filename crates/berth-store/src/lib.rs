@@ -288,7 +288,7 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// Writes one activity row and `events` (the caller's `ACTIVITY_LOGGED` and any others,
     /// recorded against the row's workspace) in one transaction; returns the stored row.
-    /// [`Error::NotFound`] when the workspace does not exist.
+    /// [`Error::NotFound`] when the workspace does not exist or is removed (nothing is written).
     async fn log_activity(
         &self,
         entry: NewActivity,

@@ -2057,7 +2057,9 @@ macro_rules! impl_workspace_store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(|e| match &e {
-                        // The workspace does not exist (the only foreign key of the row).
+                        // No row: the workspace is missing or removed (the insert's guard);
+                        // a foreign key violation: it went meanwhile.
+                        sqlx::Error::RowNotFound => $crate::Error::NotFound,
                         sqlx::Error::Database(d)
                             if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation =>
                         {

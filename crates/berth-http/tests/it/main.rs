@@ -39,6 +39,7 @@ mod process_ops;
 mod ratelimit;
 mod read;
 mod registry;
+mod removed;
 mod restart;
 mod secret_logs;
 mod secrets;

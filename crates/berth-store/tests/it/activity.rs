@@ -15,6 +15,7 @@ both!(
     cursor_never_skips_rows_sharing_a_timestamp,
     filters_and_limits_apply,
     unknown_workspace_or_cursor_is_not_found,
+    a_removed_workspace_takes_no_activity,
     retention_deletes_only_old_rows,
 );
 
@@ -200,6 +201,34 @@ async fn filters_and_limits_apply(b: Backend) {
     let mut huge = all();
     huge.limit = 1_000_000;
     assert_eq!(s.activity(ws, huge).await.unwrap().len(), 2);
+}
+
+/// A removed workspace takes no activity: the insert checks the status in the same statement,
+/// so no writer adds a row (or its event) after the removal committed.
+async fn a_removed_workspace_takes_no_activity(b: Backend) {
+    let s = b.store();
+    let ws = create_workspace(&b, "alpha").await;
+    s.log_activity(entry(ws, "agent_log", berth_store::now()), vec![])
+        .await
+        .unwrap();
+    assert_eq!(s.remove_workspaces(ws, vec![]).await.unwrap(), 1);
+    let events_before = s.events(EventFilter::default()).await.unwrap().len();
+    let err = s
+        .log_activity(
+            entry(ws, "agent_log", berth_store::now()),
+            vec![NewEvent {
+                event_type: EventType::ActivityLogged,
+                payload: json!({}),
+            }],
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound), "{err:?}");
+    assert_eq!(b.count("activity_logs").await, 1);
+    assert_eq!(
+        s.events(EventFilter::default()).await.unwrap().len(),
+        events_before
+    );
 }
 
 async fn unknown_workspace_or_cursor_is_not_found(b: Backend) {
