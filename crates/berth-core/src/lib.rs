@@ -57,7 +57,7 @@ pub use secrets::{
     DEFAULT_REENCRYPT_BATCH, GLOBAL_RESTART_CONCURRENCY, MODEL_KEY, PROVIDER_KEY, SECRET_KEY_CAP,
     SECRET_VALUE_CAP, SecretEntry, SecretError, is_secret_key,
 };
-pub use service::{CoreConfig, WorkspaceService, WorkspaceView};
+pub use service::{CoreConfig, HEALTH_CHECK_TIMEOUT, WorkspaceService, WorkspaceView};
 pub use template_admin::{
     ImportError, Imported, TEMPLATE_IMPORT_MAX_FILES, TemplateImport, TemplateInfo, TemplateIssue,
     TemplateListing, template_id,

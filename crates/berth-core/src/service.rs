@@ -108,6 +108,10 @@ impl std::fmt::Debug for WorkspaceService {
     }
 }
 
+/// How long the health check waits for the database before calling it down (`/health` answers
+/// 503 within this, well under the 2 s a load balancer's probe typically allows).
+pub const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+
 impl WorkspaceService {
     /// A service over the given ports.
     pub fn new(
@@ -162,9 +166,15 @@ impl WorkspaceService {
         &self.templates
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers within [`HEALTH_CHECK_TIMEOUT`]. Bounded here because the
+    /// store's ping waits for a pooled connection, and while PostgreSQL is down the pool keeps
+    /// retrying the connect until its acquire timeout (10 s): `/health` hung that long before
+    /// answering 503.
     pub async fn healthy(&self) -> bool {
-        self.store.ping().await.is_ok()
+        matches!(
+            tokio::time::timeout(HEALTH_CHECK_TIMEOUT, self.store.ping()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Live workspaces in creation order (one page).

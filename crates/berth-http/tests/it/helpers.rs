@@ -225,6 +225,8 @@ pub struct Setup {
     pub provisioner: Arc<dyn Provisioner>,
     /// PostgreSQL instead of SQLite.
     pub postgres: bool,
+    /// With `postgres`: connect to this database (URL) instead of a fresh one.
+    pub postgres_url: Option<String>,
     /// `(liveness_window, remote_stale_after)` instead of the binary's defaults.
     pub windows: Option<(Duration, Duration)>,
     /// `GET /metrics` without the admin bearer.
@@ -250,6 +252,7 @@ impl Default for Setup {
             body_limit: berth_http::DEFAULT_BODY_LIMIT,
             provisioner: Arc::new(NoBackend),
             postgres: false,
+            postgres_url: None,
             windows: None,
             loopback: false,
             metrics_open: false,
@@ -278,7 +281,10 @@ impl Setup {
         }
         let keys = KeyRing::parse(&KeyRing::generate_line("test")).expect("key ring");
         let (db, store): (Db, Arc<dyn WorkspaceStore>) = if self.postgres {
-            let url = fresh_pg_database().await;
+            let url = match self.postgres_url {
+                Some(url) => url,
+                None => fresh_pg_database().await,
+            };
             let s = PgStore::connect(&url, keys)
                 .await
                 .expect("connect postgres");
