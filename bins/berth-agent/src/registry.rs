@@ -35,9 +35,17 @@ impl Registry {
         token: Option<Token>,
     ) -> anyhow::Result<Self> {
         crate::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()?;
+        let mut http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+        if !platform_url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("https://")
+        {
+            // Plain HTTP needs no CA roots, and a minimal image (the test image has none) has
+            // none to load; an https:// platform is verified against the system's roots.
+            http = http.tls_certs_only(std::iter::empty());
+        }
+        let http = http.build()?;
         Ok(Self {
             http,
             platform_url,

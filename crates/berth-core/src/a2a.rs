@@ -634,8 +634,7 @@ impl WorkspaceService {
     /// loopback port of the process backend, a published port or bridge address on Docker), so
     /// the SSRF policy, meant for addresses users and agents hand us, does not apply to it.
     async fn a2a_client(&self, url: &str, trusted: bool) -> Result<reqwest::Client, A2aError> {
-        berth_provision::install_tls_provider();
-        let mut builder = reqwest::Client::builder()
+        let mut builder = berth_provision::client_builder_for(url)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(self.a2a.connect_timeout);

@@ -21,8 +21,7 @@ pub struct HttpMemoryPlugin {
 impl HttpMemoryPlugin {
     /// A client for the plugin at `base` (e.g. `http://127.0.0.1:9100`).
     pub fn new(base: &str) -> Result<Self, String> {
-        berth_provision::install_tls_provider();
-        let client = reqwest::Client::builder()
+        let client = berth_provision::client_builder_for(base)
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
             .build()

@@ -198,8 +198,7 @@ impl ControlPlaneProvisioner {
             .or_else(|| non_empty(config.shared_secret.as_ref()));
         let admin_headers = with(header_value("admin API key", admin_key, "Bearer ")?);
 
-        crate::install_tls_provider();
-        let mut builder = Client::builder()
+        let mut builder = crate::client_builder_for(&base)
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .https_only(!config.allow_plain_http);

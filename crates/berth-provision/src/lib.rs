@@ -13,10 +13,28 @@ pub mod docker;
 pub use docker::{DockerConfig, DockerProvisioner};
 pub mod ports;
 
-/// Installs rustls' ring provider as the process's default TLS crypto provider, once; later
-/// calls (and a provider installed by the embedder first) are left as they are. Every HTTP client
-/// berth builds calls this first: reqwest is built with rustls and no provider of its own
-/// (`rustls-no-provider`, because reqwest's default, aws-lc, needs cmake to build).
+/// A client builder for talking to `url`, with rustls' ring provider installed as the process's
+/// default TLS crypto provider (once; a provider the embedder installed first is left as it is).
+/// reqwest is built with rustls and no provider of its own (`rustls-no-provider`, because
+/// reqwest's default, aws-lc, needs cmake to build). An `https://` URL is verified against the
+/// system's roots; for a plain `http://` one no roots are loaded (any TLS would fail closed).
+pub fn client_builder_for(url: &str) -> reqwest::ClientBuilder {
+    install_tls_provider();
+    let builder = reqwest::Client::builder();
+    if url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("https://")
+    {
+        builder
+    } else {
+        // Plain HTTP needs no roots: without this, building the client fails on a machine with
+        // no CA bundle (a minimal container), although it would never speak TLS.
+        builder.tls_certs_only(std::iter::empty())
+    }
+}
+
+/// Installs rustls' ring provider (see [`client_builder_for`] for building clients).
 pub fn install_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
