@@ -82,6 +82,19 @@ async fn listed(server: &Server, id: &str) -> Value {
         .unwrap_or_else(|| panic!("{id} not listed: {list}"))
 }
 
+/// `DELETE /workspaces/{id}?purge=true` with the admin bearer; must be 200.
+async fn purge(server: &Server, id: &str, backend: &str) {
+    let (status, deleted) = server
+        .call(
+            Method::DELETE,
+            &format!("/workspaces/{id}?purge=true"),
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{backend}: {deleted}");
+}
+
 fn message(text: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "message/send",
            "params": {"message": {"role": "user", "messageId": "m-1",
@@ -142,15 +155,7 @@ async fn quick_start(server: &Server, backend: &str) {
         "{list}"
     );
 
-    let (status, deleted) = server
-        .call(
-            Method::DELETE,
-            &format!("/workspaces/{id}?purge=true"),
-            Some(&server.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{backend}: {deleted}");
+    purge(server, &id, backend).await;
     let (status, _) = server
         .call(Method::GET, &format!("/workspaces/{id}"), None, None)
         .await;
@@ -265,15 +270,7 @@ async fn dying_agent_fails_fast(server: &Server, backend: &str, extra: Value) {
         !server.log_text().contains(secret),
         "{backend}: a secret was logged"
     );
-    let (status, _) = server
-        .call(
-            Method::DELETE,
-            &format!("/workspaces/{id}?purge=true"),
-            Some(&server.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    purge(server, &id, backend).await;
 }
 
 #[tokio::test]

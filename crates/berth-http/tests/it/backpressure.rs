@@ -91,6 +91,30 @@ async fn tiny_socket(addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.expect("connect")
 }
 
+/// A fast WebSocket client (recording what it gets) and a slow one on a tiny socket (which
+/// authenticates the browser way), both subscribed to `service`'s bus.
+async fn fast_and_slow(
+    addr: SocketAddr,
+    service: &WorkspaceService,
+) -> (
+    Arc<Mutex<Vec<i64>>>,
+    tokio_tungstenite::WebSocketStream<TcpStream>,
+) {
+    let fast = record_ws(
+        ws_connect(addr, Some(ADMIN_TOKEN), None)
+            .await
+            .expect("fast"),
+    );
+    let req = format!("ws://{addr}/ws?token={ADMIN_TOKEN}")
+        .into_client_request()
+        .unwrap();
+    let (slow, _) = tokio_tungstenite::client_async(req, tiny_socket(addr).await)
+        .await
+        .expect("slow client connects");
+    until("two subscribers", || service.live_subscribers() == 2).await;
+    (fast, slow)
+}
+
 /// Appends `n` events of `workspace` with large payloads, in one transaction; returns the last
 /// sequence id.
 async fn append_events(app: &TestApp, workspace: WorkspaceId, n: usize) -> i64 {
@@ -233,19 +257,7 @@ async fn a_websocket_client_that_stops_reading_gets_its_queue_then_close_1013_an
     let (addr, _stop) = serve_router(router.clone()).await;
     let start = app.store.last_event_seq().await.unwrap().unwrap_or(0);
 
-    let fast = record_ws(
-        ws_connect(addr, Some(ADMIN_TOKEN), None)
-            .await
-            .expect("fast"),
-    );
-    // The slow client authenticates the browser way.
-    let req = format!("ws://{addr}/ws?token={ADMIN_TOKEN}")
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, tiny_socket(addr).await)
-        .await
-        .expect("slow client connects");
-    until("two subscribers", || service.live_subscribers() == 2).await;
+    let (fast, mut slow) = fast_and_slow(addr, &service).await;
 
     load_until(&app, &service, ws_id, &fast, |s| cut_count(s) == 1).await;
     // The slow client left the bus; the fast one is still on it.
@@ -585,18 +597,7 @@ async fn a_websocket_client_whose_queued_bytes_pass_the_bound_is_cut_off() {
         },
     );
     let (addr, _stop) = serve_router(router.clone()).await;
-    let fast = record_ws(
-        ws_connect(addr, Some(ADMIN_TOKEN), None)
-            .await
-            .expect("fast"),
-    );
-    let req = format!("ws://{addr}/ws?token={ADMIN_TOKEN}")
-        .into_client_request()
-        .unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(req, tiny_socket(addr).await)
-        .await
-        .expect("slow client connects");
-    until("two subscribers", || service.live_subscribers() == 2).await;
+    let (fast, mut slow) = fast_and_slow(addr, &service).await;
 
     load_until(&app, &service, ws_id, &fast, |s| {
         s.live_subscribers_cut(CutOff::Backlog) == 1
