@@ -31,6 +31,7 @@ where
 
 /// The `compute` object of Create: all fields optional, zero meaning "not set".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Compute {
     /// Cloud instance type; empty for the backend's default.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -45,6 +46,7 @@ pub struct Compute {
 
 /// Disk settings of a [`Compute`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ComputeVolume {
     /// Root volume size in GB; 0 for the backend's default, else 30..=500.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -53,6 +55,7 @@ pub struct ComputeVolume {
 
 /// Remote desktop settings of a [`Compute`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ComputeDisplay {
     /// `""`, `none`, `desktop-control` or `gpu-desktop-control`.
     #[serde(default, deserialize_with = "null_as_default")]

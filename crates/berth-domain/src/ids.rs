@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 /// The id of one workspace: a UUID, always displayed lower-case and hyphenated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[serde(transparent)]
 pub struct WorkspaceId(Uuid);
 

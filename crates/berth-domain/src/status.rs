@@ -14,6 +14,7 @@ use crate::event::EventType;
 
 /// The status values of the wire contract (REFERENCE.md §1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WorkspaceStatus {
     /// A container or machine is being created, or a restart cycle is running.
