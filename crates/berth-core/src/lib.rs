@@ -71,6 +71,13 @@ pub use memory::MockMemoryPlugin;
 #[cfg(feature = "mock")]
 pub use resolver::MockHostResolver;
 
+/// The ports' crates, so an embedder needs only this one dependency: the stores
+/// (`berth_store::SqliteStore`, `berth_store::PgStore`, by cargo feature) and the provisioners
+/// (`berth_provision::ProcessProvisioner`, `DockerProvisioner`, `ControlPlaneProvisioner`, or its
+/// own [`berth_provision::Provisioner`]).
+pub use berth_provision;
+pub use berth_store;
+
 /// Store records the core's API hands out.
 pub use berth_store::{
     ActivityQuery, ActivityRecord, ActivitySource, EventRecord, Page, ReencryptReport, TokenInfo,

@@ -7,10 +7,15 @@ use async_trait::async_trait;
 use berth_domain::WorkspaceId;
 use secrecy::SecretString;
 
+#[cfg(feature = "control-plane")]
 pub mod control_plane;
+#[cfg(feature = "control-plane")]
 pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
+#[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "docker")]
 pub use docker::{DockerConfig, DockerProvisioner};
+#[cfg(any(feature = "docker", feature = "process"))]
 pub mod ports;
 
 /// A client builder for talking to `url`, with rustls' ring provider installed as the process's
@@ -46,7 +51,9 @@ pub fn install_tls_provider() {
         let _ = ring.install_default();
     });
 }
+#[cfg(feature = "process")]
 pub mod process;
+#[cfg(feature = "process")]
 pub use process::{ProcessConfig, ProcessProvisioner};
 
 /// Why provisioning failed, with a machine-readable code for each reason (DECISIONS.md §2.16).

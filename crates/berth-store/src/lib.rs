@@ -5,10 +5,12 @@ mod bundle;
 pub mod cipher;
 mod error;
 mod model;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod queue;
 mod session_search;
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 mod viewport;
 mod wake;
@@ -23,12 +25,17 @@ pub use bundle::WorkspaceOrigin;
 pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage};
 pub use session_search::SESSION_SEARCH_MAX;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 pub use viewport::Viewport;
 pub use wake::EventWakeups;
+
+/// A pooled connection idle longer than this is pinged before it is handed out (both stores).
+pub(crate) const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

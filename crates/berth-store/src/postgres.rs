@@ -7,12 +7,9 @@ use sqlx::{Connection as _, PgPool, Postgres};
 use std::str::FromStr;
 
 use crate::wake::{EventSignal, EventWakeups, PG_CHANNEL, Tx};
-use crate::{KeyRing, Result};
+use crate::{KeyRing, PING_IDLE_AFTER, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
-
-/// A pooled connection idle longer than this is pinged before it is handed out (both stores).
-pub(crate) const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 
 /// A [`crate::WorkspaceStore`] over a PostgreSQL database.
 #[derive(Clone, Debug)]

@@ -51,7 +51,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
-                    if meta.idle_for > crate::postgres::PING_IDLE_AFTER {
+                    if meta.idle_for > crate::PING_IDLE_AFTER {
                         conn.ping().await?;
                     }
                     Ok(true)

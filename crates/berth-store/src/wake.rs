@@ -11,16 +11,17 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::{Database, Transaction};
 use tokio::sync::watch;
 
 /// The `LISTEN/NOTIFY` channel on which PostgreSQL instances announce commits with events.
+#[cfg(feature = "postgres")]
 pub(crate) const PG_CHANNEL: &str = "berth_events";
 
 /// How long a failing `LISTEN` connection waits before trying again.
-const LISTEN_RETRY: Duration = Duration::from_secs(5);
+#[cfg(feature = "postgres")]
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Raised after this store commits a transaction that recorded events. Clones share it.
 #[derive(Clone, Debug)]
@@ -28,6 +29,7 @@ pub(crate) struct EventSignal {
     sender: Arc<watch::Sender<()>>,
     /// This store's id in `NOTIFY` payloads, so its own listener skips its own commits (the
     /// local signal has woken the tailer already).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) origin: Arc<str>,
 }
 
@@ -52,6 +54,7 @@ impl EventSignal {
     }
 
     /// Wakeups from this store's commits and from other instances' `NOTIFY`s.
+    #[cfg(feature = "postgres")]
     pub(crate) fn wakeups_with(&self, listener: sqlx::postgres::PgListener) -> EventWakeups {
         EventWakeups {
             local: self.sender.subscribe(),
@@ -100,10 +103,15 @@ impl<DB: Database> DerefMut for Tx<DB> {
     }
 }
 
+#[cfg(feature = "postgres")]
 struct Remote {
     listener: sqlx::postgres::PgListener,
     origin: Arc<str>,
 }
+
+/// Without PostgreSQL there is no other instance to hear from.
+#[cfg(not(feature = "postgres"))]
+enum Remote {}
 
 /// Wakes whoever tails the event log when events may have been committed: after this store
 /// commits a transaction that recorded events and, on PostgreSQL, when another instance sharing
@@ -147,6 +155,12 @@ async fn local_commit(local: &mut watch::Receiver<()>) {
     }
 }
 
+#[cfg(not(feature = "postgres"))]
+async fn remote_commit(_: &mut Option<Remote>) {
+    std::future::pending().await
+}
+
+#[cfg(feature = "postgres")]
 async fn remote_commit(remote: &mut Option<Remote>) {
     loop {
         let Some(r) = remote.as_mut() else {

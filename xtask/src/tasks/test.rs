@@ -11,7 +11,8 @@
 //! the `berth` binary, it builds its release binary and hands its path to the quick-start tests
 //! in `BERTH_RELEASE_BIN` (they run it the way the README tells a user to).
 //!
-//! When the tests pass and the run covers the whole workspace, the short form of the chaos suite
+//! When the tests pass and the run covers the whole workspace, the embedding examples run (each
+//! checks what it shows), then the short form of the chaos suite
 //! follows (`cargo xtask chaos --quick`, a few minutes, see `chaos.rs`), so CI runs it too.
 //!
 //! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
@@ -67,7 +68,34 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     if !passed || !runs_chaos(args) {
         return Ok(code);
     }
+    let code = run_examples()?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
     chaos::run(&["--quick".to_owned()])
+}
+
+/// The embedding examples a user copies from (`cargo test` only compiles them): each runs and
+/// checks what it shows, exiting non-zero when that no longer holds. Same features as the tests,
+/// so nothing is rebuilt.
+const EXAMPLES: [(&str, &str); 3] = [
+    ("berth-core", "core_without_http"),
+    ("berth-core", "own_provisioner"),
+    ("berth-http", "embed_router"),
+];
+
+/// Runs [`EXAMPLES`]; the first failure's exit code.
+fn run_examples() -> Result<ExitCode> {
+    for (package, example) in EXAMPLES {
+        let mut run = cargo();
+        run.args(["run", "--all-features", "-p", package, "--example", example]);
+        let status = run_echoed(&mut run)?;
+        if !status.success() {
+            eprintln!("xtask: the example {package}/{example} failed");
+            return Ok(exit_code(status));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the cargo tests against `BERTH_TEST_PG_URL` or a throwaway cluster: whether they
