@@ -15,6 +15,9 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// The human-readable message (the reference's text).
     pub error: Cow<'static, str>,
+    /// A2A tasks in flight that refused the action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_tasks: Option<i64>,
     /// Whether the A2A target is busy (503/429 of the A2A proxy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy: Option<bool>,
@@ -71,12 +74,18 @@ pub struct ErrorBody {
     /// Agents that could not be stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_failures: Option<i64>,
+    /// The template a create refusal is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// The timeout an upstream call ran into, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<i64>,
     /// Whether the target is waking from hibernation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waking: Option<bool>,
+    /// The bundle's workspace a refused import is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 impl ErrorBody {

@@ -47,3 +47,28 @@ pub struct LiveFrame {
     #[serde(rename = "type")]
     pub event_type: String,
 }
+
+/// One WebSocket text message of `GET /ws` (REFERENCE.md §8.2, plus `seq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WsFrame {
+    /// The event name.
+    pub event: String,
+    /// The event's payload.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Position in the log.
+    pub seq: i64,
+    /// RFC 3339.
+    pub timestamp: String,
+    /// The workspace it is about.
+    pub workspace_id: Option<WorkspaceId>,
+}
+
+/// Query of the live streams (`GET /ws`, `GET /workspaces/{id}/events/stream`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// The credential, for browsers (`EventSource` and `WebSocket` cannot set headers); not
+    /// together with `Authorization`.
+    pub token: Option<String>,
+}

@@ -96,7 +96,7 @@ pub struct SettingSaved {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RotateSecrets {
     /// Rows per transaction, 1–10000.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<u32>,
 }
 

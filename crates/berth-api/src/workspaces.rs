@@ -352,14 +352,15 @@ pub struct HibernateQuery {
     pub force: Option<String>,
 }
 
-/// `PATCH /workspaces/{id}/abilities` body.
+/// `PATCH /workspaces/{id}/abilities` body. (No `serde(default)`: a JSON array of the wrong
+/// length does not bind, as in the reference.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Abilities {
     /// Allow broadcasts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub broadcast_enabled: Option<bool>,
     /// Allow messages to the user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub talk_to_user_enabled: Option<bool>,
 }
 

@@ -13,25 +13,28 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use berth_api::ErrorBody;
+use berth_api::a2a::{DropStaleQuery, Dropped, Enqueued, QueueItem};
 use berth_core::a2a::parse_caller_header;
 use berth_core::{A2aCaller, A2aError, A2aReply, QueueViewer};
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Admin, Bearer};
 use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces/{id}/a2a", post(proxy))
-        .route("/workspaces/{id}/a2a/queue/{queue_id}", get(queue_status))
-        .route("/admin/a2a-queue/drop-stale", post(drop_stale))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(proxy))
+        .routes(routes!(queue_status))
+        .routes(routes!(drop_stale))
 }
 
 /// Seconds a caller is told to wait for a waking or restarting workspace.
@@ -101,6 +104,36 @@ fn timeout(headers: &HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Sends an A2A JSON-RPC message to the workspace's agent (REFERENCE-2.md §4).
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/a2a",
+    tag = "a2a",
+    description = "The caller: the admin bearer (the user; `X-Workspace-ID` is recorded as the sender), a workspace token (that workspace, subject to the hierarchy rule), or nothing in `--dev`. A delivered message answers the agent's own status and JSON body, passed through unchanged.",
+    security(("admin" = []), ("workspace" = []), ()),
+    params(
+        ("id" = String, Path, description = "The target workspace."),
+        ("X-Workspace-ID" = Option<String>, Header, description = "The sending workspace (must be the token's own)."),
+        ("X-Timeout" = Option<String>, Header, description = "Seconds to wait for the agent."),
+    ),
+    request_body(content = Object, description = "A JSON-RPC 2.0 request (`message/send`, …), passed to the agent."),
+    responses(
+        (status = 200, description = "The agent's answer (passed through, free-form), or `Queued` for a poll-mode agent.", body = Object),
+        (status = 202, description = "The agent is busy: the message waits in the busy queue.", body = Enqueued),
+        (status = 400, description = "`invalid workspace ID`, invalid JSON, a malformed message (`hint`).", body = ErrorBody),
+        (status = 401, description = "`missing caller auth token`, `invalid caller auth token`.", body = ErrorBody),
+        (status = 402, description = "The caller's budget is exhausted.", body = ErrorBody),
+        (status = 403, description = "The hierarchy rule refuses the caller, or an `X-Workspace-ID` that is not the token's.", body = ErrorBody),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+        (status = 429, description = "The busy queue is full (`queue_full`, `pending`, `retry_after`), or the rate limit.", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 502, description = "The agent could not be reached, or failed (`delivery_confirmed`).", body = ErrorBody),
+        (status = 503, description = "Waking, restarting, busy or unavailable (`retry_after`, `status`).", body = ErrorBody,
+            headers(("Retry-After" = String, description = "Seconds to wait."))),
+        (status = 504, description = "The agent did not answer in time (`timeout_seconds`).", body = ErrorBody),
+        (status = "default", description = "The agent's own error status and body, passed through.", body = Object),
+    ),
+)]
 async fn proxy(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -249,6 +282,23 @@ fn error_response(e: A2aError) -> Response {
     }
 }
 
+/// One item of the busy queue.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/a2a/queue/{queue_id}",
+    tag = "a2a",
+    description = "Bearer: the admin credential, or a token of the item's target or sender with that workspace in the path (`--dev` also accepts none).",
+    security(("admin" = []), ("workspace" = []), ()),
+    params(
+        ("id" = String, Path, description = "The workspace id."),
+        ("queue_id" = String, Path, description = "The queue item."),
+    ),
+    responses(
+        (status = 200, description = "The item.", body = QueueItem),
+        (status = 401, description = "`missing auth token`, `invalid auth token`.", body = ErrorBody),
+        (status = 404, description = "`queue item not found`.", body = ErrorBody),
+    ),
+)]
 async fn queue_status(
     State(state): State<AppState>,
     ApiPath((id, queue_id)): ApiPath<(String, String)>,
@@ -303,12 +353,18 @@ async fn queue_status(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct DropStaleQuery {
-    max_age_minutes: Option<String>,
-    workspace_id: Option<String>,
-}
-
+/// Drops queued A2A messages older than `max_age_minutes`.
+#[utoipa::path(
+    post,
+    path = "/admin/a2a-queue/drop-stale",
+    tag = "a2a",
+    security(("admin" = [])),
+    params(DropStaleQuery),
+    responses(
+        (status = 200, description = "How many were dropped.", body = Dropped),
+        (status = 400, description = "`max_age_minutes must be a positive integer`, `invalid workspace_id`.", body = ErrorBody),
+    ),
+)]
 async fn drop_stale(
     State(state): State<AppState>,
     _admin: Admin,
@@ -348,7 +404,7 @@ async fn drop_stale(
     };
     let age = Duration::from_secs(minutes * 60);
     match state.service.drop_stale_a2a(age, workspace).await {
-        Ok(n) => (StatusCode::OK, Json(json!({"dropped": n}))).into_response(),
+        Ok(n) => (StatusCode::OK, Json(Dropped { dropped: n })).into_response(),
         Err(e) => ApiError::internal("failed to drop stale items", e).into_response(),
     }
 }

@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
+use berth_api::activity::{ActivityEntry as Row, ActivityQuery as RowsQuery, LogActivity};
+use berth_api::{ErrorBody, StatusResponse};
 use berth_core::{
     ACTIVITY_TYPES, ActivityEntry, ActivityError, ActivityQuery, ActivityRecord, ActivitySource,
 };
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::WorkspaceAuth;
@@ -19,11 +21,8 @@ use crate::extract::{ApiQuery, Body};
 use crate::platform_url::PlatformUrl;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/workspaces/{id}/activity",
-        get(list_activity).post(log_activity),
-    )
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_activity, log_activity))
 }
 
 /// Default page size of the listing.
@@ -69,11 +68,24 @@ fn document(body: &Map<String, Value>, key: &str) -> Option<Value> {
 }
 
 /// `POST /workspaces/{id}/activity` (§2.3). berth: a failed write is an error, never a 200.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/activity",
+    tag = "activity",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = LogActivity,
+    responses(
+        (status = 200, description = "`logged`.", body = StatusResponse),
+        (status = 400, description = "`invalid request body`, `invalid activity_type, must be one of: …`.", body = ErrorBody),
+        (status = 403, description = "`source_id must match authenticated workspace`.", body = ErrorBody),
+    ),
+)]
 async fn log_activity(
     State(state): State<AppState>,
     auth: WorkspaceAuth,
     Body(raw): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     let body: Value = serde_json::from_slice(&raw).map_err(|_| invalid_body())?;
     let body = body.as_object().ok_or_else(invalid_body)?;
     let activity_type = string_field(body, "activity_type")?;
@@ -126,7 +138,7 @@ async fn log_activity(
         .service
         .log_activity(auth.id, entry, Vec::new())
         .await?;
-    Ok(Json(json!({"status": "logged"})))
+    Ok(Json(StatusResponse::new("logged")))
 }
 
 /// The parsed query of the listing, validated in the reference's order (§2.5).
@@ -232,6 +244,18 @@ fn row_json(r: ActivityRecord) -> Value {
 
 /// `GET /workspaces/{id}/activity` (§2.5): newest first, or after the `since_id` row in write
 /// order (the row's sequence, so rows sharing a timestamp are never skipped).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/activity",
+    tag = "activity",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id."), RowsQuery),
+    responses(
+        (status = 200, description = "Activity rows.", body = Vec<Row>),
+        (status = 400, description = "A query parameter does not parse.", body = ErrorBody),
+        (status = 410, description = "The `since_id` row is gone (pruned, or another workspace's).", body = ErrorBody),
+    ),
+)]
 async fn list_activity(
     State(state): State<AppState>,
     auth: WorkspaceAuth,

@@ -3,13 +3,14 @@
 //! with prompts and skills fits while a huge one is refused with 413 before anything is read.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use berth_api::ErrorBody;
 use berth_core::{Bundle, BundleError, ImportedWorkspace};
 use berth_domain::WorkspaceId;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::extract::{ApiPath, Body};
@@ -19,13 +20,12 @@ use crate::{ApiError, AppState};
 /// Largest `POST /bundles/import` body.
 pub const BUNDLE_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/bundles/export/{id}", get(export))
-        .route(
-            "/bundles/import",
-            post(import).layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT)),
-        )
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    // `route_layer` applies to the routes registered before it: the import route only.
+    OpenApiRouter::new()
+        .routes(routes!(import))
+        .route_layer(DefaultBodyLimit::max(BUNDLE_BODY_LIMIT))
+        .routes(routes!(export))
 }
 
 impl From<BundleError> for ApiError {
@@ -63,6 +63,17 @@ fn with_workspace(e: ApiError, name: &str) -> ApiError {
 }
 
 /// 200 with the bundle of the workspace and its live descendants; 404 `bundle not found`.
+#[utoipa::path(
+    get,
+    path = "/bundles/export/{id}",
+    tag = "bundles",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The root workspace id.")),
+    responses(
+        (status = 200, description = "The bundle: the workspace, its files and its live descendants (a document of REFERENCE-2.md §3; free-form here).", body = Object),
+        (status = 404, description = "`bundle not found`.", body = ErrorBody),
+    ),
+)]
 async fn export(
     _: Admin,
     State(state): State<AppState>,
@@ -73,6 +84,20 @@ async fn export(
 }
 
 /// 201 with the result tree; 400 `invalid bundle` when the body does not bind.
+#[utoipa::path(
+    post,
+    path = "/bundles/import",
+    tag = "bundles",
+    description = "Body limit: 8 MiB (its own, larger than the server's default).",
+    security(("admin" = [])),
+    request_body(content = Object, description = "A bundle as `GET /bundles/export/{id}` answers it."),
+    responses(
+        (status = 201, description = "The imported tree: each workspace's new id, name, status and children (free-form here).", body = Object),
+        (status = 400, description = "`invalid bundle`, `bundle name is required`, `invalid file path`, or a create refusal naming the `workspace`.", body = ErrorBody),
+        (status = 409, description = "A create refusal naming the `workspace`.", body = ErrorBody),
+        (status = 422, description = "`BUNDLE_TOO_DEEP`, or a create refusal naming the `workspace`.", body = ErrorBody),
+    ),
+)]
 async fn import(
     _: Admin,
     State(state): State<AppState>,

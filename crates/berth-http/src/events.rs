@@ -20,20 +20,21 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use berth_api::ErrorBody;
+use berth_api::events::{Event, EventsQuery, LiveFrame, StreamQuery as WsQuery, WsFrame};
 use berth_core::{
     CutOff, Delivery, Encoding, EventRecord, EventScope, LiveEvent, LiveEvents, Principal,
     WorkspaceService,
 };
 use berth_domain::WorkspaceId;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Admin, Bearer, WorkspaceAuth, workspace_principal};
 use crate::extract::{ApiPath, ApiQuery};
@@ -44,36 +45,30 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Log rows read per page when an SSE client resumes.
 const RESUME_PAGE: i64 = 500;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/events", get(all_events))
-        .route("/events/{workspace_id}", get(workspace_events))
-        .route("/workspaces/{id}/events/stream", get(sse))
-        .route("/ws", get(ws))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(all_events))
+        .routes(routes!(workspace_events))
+        .routes(routes!(sse))
+        .routes(routes!(ws))
 }
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    after: Option<String>,
-    limit: Option<String>,
-}
-
-fn event_json(e: &EventRecord) -> Value {
-    json!({
-        "id": e.id,
-        "seq": e.seq,
-        "event_type": e.event_type,
-        "workspace_id": e.workspace_id,
-        "payload": e.payload,
-        "created_at": e.created_at,
-    })
+fn event_json(e: EventRecord) -> Event {
+    Event {
+        created_at: e.created_at,
+        event_type: e.event_type,
+        id: e.id,
+        payload: e.payload,
+        seq: e.seq,
+        workspace_id: e.workspace_id,
+    }
 }
 
 async fn page(
     state: &AppState,
     workspace: Option<WorkspaceId>,
     q: EventsQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Event>>, ApiError> {
     let limit = match q.limit.as_deref() {
         None | Some("") => 100,
         Some(l) => l
@@ -94,25 +89,47 @@ async fn page(
         }
     }
     .map_err(|e| ApiError::internal("query failed", e))?;
-    Ok(Json(Value::Array(events.iter().map(event_json).collect())))
+    Ok(Json(events.into_iter().map(event_json).collect()))
 }
 
 /// `GET /events`: the newest 100 events first; `?after=<seq>` pages forward (oldest first).
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    security(("admin" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "Events of every workspace.", body = Vec<Event>),
+        (status = 400, description = "`invalid limit`, `invalid after`.", body = ErrorBody),
+    ),
+)]
 async fn all_events(
     _: Admin,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Event>>, ApiError> {
     page(&state, None, q).await
 }
 
 /// `GET /events/{workspace_id}`.
+#[utoipa::path(
+    get,
+    path = "/events/{workspace_id}",
+    tag = "events",
+    security(("admin" = [])),
+    params(("workspace_id" = String, Path, description = "The workspace id."), EventsQuery),
+    responses(
+        (status = 200, description = "The workspace's events.", body = Vec<Event>),
+        (status = 400, description = "`invalid workspace ID`, `invalid limit`, `invalid after`.", body = ErrorBody),
+    ),
+)]
 async fn workspace_events(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Event>>, ApiError> {
     let id =
         WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
     page(&state, Some(id), q).await
@@ -122,11 +139,12 @@ async fn workspace_events(
 
 /// One SSE frame: `id: <seq>` and the reference's `data:` shape.
 fn sse_frame(e: &EventRecord) -> Bytes {
-    let data = json!({
-        "type": e.event_type,
-        "timestamp": e.created_at.timestamp_millis(),
-        "data": e.payload,
-    });
+    let data = LiveFrame {
+        data: e.payload.clone(),
+        timestamp: e.created_at.timestamp_millis(),
+        event_type: e.event_type.clone(),
+    };
+    let data = serde_json::to_string(&data).expect("serialisable");
     Bytes::from(format!("id: {}\ndata: {data}\n\n", e.seq))
 }
 
@@ -238,6 +256,22 @@ fn stream_credential(bearer: Option<String>, query: WsQuery) -> Result<Option<St
 /// `Last-Event-ID`, every later event of the workspace is replayed from the log first. The
 /// credential is the admin bearer or a token of that workspace, as a header or (for browsers'
 /// `EventSource`) as `?token=`.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/events/stream",
+    tag = "events",
+    description = "Server-Sent Events: each event as `id: <seq>` and `data: <LiveFrame JSON>`, `: ping` keep-alives every 15 s. A subscriber that does not keep up is cut off with `event: error` (`{error, last_event_id}`) and resumes with `Last-Event-ID`. The credential may also be given as `?token=` (not both).",
+    security(("workspace" = [])),
+    params(
+        ("id" = String, Path, description = "The workspace id."),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence id: the log is replayed first."),
+        WsQuery,
+    ),
+    responses(
+        (status = 200, description = "The event stream (never ends by itself).", content_type = "text/event-stream", body = LiveFrame),
+        (status = 400, description = "`invalid Last-Event-ID`, both a header and `?token=`, `invalid workspace ID`.", body = ErrorBody),
+    ),
+)]
 async fn sse(
     auth: Result<WorkspaceAuth, ApiError>,
     State(state): State<AppState>,
@@ -318,14 +352,16 @@ async fn sse(
 
 /// The WebSocket frame of REFERENCE.md §8.2, plus `seq`.
 fn ws_frame(e: &EventRecord) -> String {
-    json!({
-        "event": e.event_type,
-        "workspace_id": e.workspace_id,
-        "timestamp": e.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        "payload": e.payload,
-        "seq": e.seq,
+    serde_json::to_string(&WsFrame {
+        event: e.event_type.clone(),
+        payload: e.payload.clone(),
+        seq: e.seq,
+        timestamp: e
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        workspace_id: e.workspace_id,
     })
-    .to_string()
+    .expect("serialisable")
 }
 
 /// [`ws_frame`] of a live event, serialised once for all its subscribers.
@@ -333,16 +369,24 @@ fn live_ws_frame(e: &LiveEvent) -> Utf8Bytes {
     e.encoded(Encoding::WebSocket, |r| Utf8Bytes::from(ws_frame(r)))
 }
 
-#[derive(Deserialize)]
-struct WsQuery {
-    token: Option<String>,
-}
-
 /// `GET /ws`: the admin bearer sees every event; a workspace token (the token decides the
 /// workspace, whatever `X-Workspace-ID` says) sees the events of workspaces it may communicate
 /// with; no credential is refused outside `--dev`, before any upgrade. The credential comes from
 /// `Authorization: Bearer` or, for browsers, which cannot set that header on an upgrade, from
 /// `?token=`; giving both is a 400.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "events",
+    description = "WebSocket upgrade. Each text message is one event (`WsFrame`); pings every 15 s. The admin bearer sees every event; a workspace token (the token decides the workspace) sees the events of the workspaces it may communicate with. The credential may also be given as `?token=` (not both); `--dev` also accepts none. A client that does not keep up is closed with code 1013 and a reason naming the last sequence id sent.",
+    security(("admin" = []), ("workspace" = [])),
+    params(WsQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol; messages are `WsFrame` JSON texts.", content_type = "application/json", body = WsFrame),
+        (status = 400, description = "`websocket upgrade required`, or both a header and `?token=`.", body = ErrorBody),
+        (status = 401, description = "`admin or workspace auth token required`, `invalid auth token`.", body = ErrorBody),
+    ),
+)]
 async fn ws(
     State(state): State<AppState>,
     Bearer(bearer): Bearer,

@@ -63,16 +63,6 @@ pub(crate) fn refuse_nul(body: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// Deserializes `null` as the type's default, like Go's JSON binding does for zero values.
-pub(crate) fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + serde::Deserialize<'de>,
-{
-    use serde::Deserialize as _;
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
 /// `Query` whose rejection is the reference's JSON error shape.
 pub(crate) struct ApiQuery<T>(pub(crate) T);
 

@@ -14,6 +14,7 @@ mod headers;
 mod lifecycle;
 mod metrics;
 mod notify;
+mod openapi;
 mod peer_info;
 mod platform_url;
 mod ratelimit;
@@ -35,12 +36,15 @@ use axum::extract::DefaultBodyLimit;
 use berth_core::WorkspaceService;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{AdminAuth, WorkspaceAuth};
 pub use bundles::BUNDLE_BODY_LIMIT;
 pub use cors::{CorsOrigins, DEFAULT_CORS_ORIGINS};
 pub use error::ApiError;
 pub use ipnet::IpNet;
+pub use openapi::openapi_json;
 pub use ratelimit::{RateLimit, TrustedProxies, parse_trusted_proxy};
 
 /// Largest request body accepted (a create with secrets and memories is far smaller).
@@ -106,23 +110,8 @@ pub fn router(state: AppState) -> Router {
         ))
     });
     let cors_origins = Arc::new(state.config.cors_origins.clone());
-    let routes = Router::new()
-        .merge(system::router())
-        .merge(workspaces::router())
-        .merge(registry::router())
-        .merge(tokens::router())
-        .merge(secrets::router())
-        .merge(events::router())
-        .merge(activity::router())
-        .merge(notify::router())
-        .merge(broadcast::router())
-        .merge(display::router())
-        .merge(a2a::router())
-        .merge(templates::router())
-        .merge(bundles::router())
-        .merge(viewport::router())
-        .merge(metrics::router())
-        .merge(session_search::router())
+    let (routes, _) = api().split_for_parts();
+    let routes = routes
         .fallback(|| async { ApiError::NotFound("not found") })
         .method_not_allowed_fallback(|| async {
             ApiError::Custom(
@@ -147,6 +136,41 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(headers::security))
         .layer(TraceLayer::new_for_http().make_span_with(trace::make_span::<axum::body::Body>))
         .with_state(state)
+}
+
+/// Every route of the API with its documentation: the one place routes are registered (each
+/// module's `router()` adds its handlers with `utoipa_axum::routes!`, which routes a handler and
+/// documents it from the same annotation). No `.route(` call exists outside `routes!` (a test
+/// reads the sources), so the router serves exactly the document's operations.
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(openapi::serve_document))
+        .merge(system::router())
+        .merge(workspaces::router())
+        .merge(registry::router())
+        .merge(tokens::router())
+        .merge(secrets::router())
+        .merge(events::router())
+        .merge(activity::router())
+        .merge(notify::router())
+        .merge(broadcast::router())
+        .merge(display::router())
+        .merge(a2a::router())
+        .merge(templates::router())
+        .merge(bundles::router())
+        .merge(viewport::router())
+        .merge(metrics::router())
+        .merge(session_search::router())
+}
+
+/// The OpenAPI 3.1 document of [`router`], generated from the handlers' annotations and the
+/// `berth-api` types (served at `GET /openapi.json`, written to `openapi.json` by
+/// `cargo xtask openapi`).
+pub fn openapi() -> serde_json::Value {
+    let (_, doc) = api().split_for_parts();
+    let mut doc = serde_json::to_value(&doc).expect("the document serialises");
+    openapi::conventions(&mut doc);
+    doc
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.

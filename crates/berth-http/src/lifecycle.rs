@@ -4,9 +4,14 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use berth_api::workspaces::{
+    Abilities, BootstrapFailed, BootstrapFailedAck, Budget as BudgetBody, BudgetPatch, ConfigBody,
+    Console, DeleteQuery, Deleted, HibernateQuery, Paused, RestartRequest, Restarted, Resumed,
+    UpdateWorkspace, Updated, WorkspaceStateBody,
+};
+use berth_api::{ConfirmationRequired, ErrorBody, StatusResponse};
 use berth_core::{Budget, LifecycleError, Principal, RestartOutcome, WorkspaceState};
 use berth_domain::WorkspaceId;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::{Admin, WithRemoved, WorkspaceAuth};
@@ -26,18 +31,19 @@ impl From<LifecycleError> for ApiError {
                 "workspace name already in use; please pick a different name".into(),
             ),
             E::ConfirmationRequired { children } => {
-                let list: Vec<Value> = children
-                    .iter()
-                    .map(|(id, name)| json!({"id": id, "name": name}))
+                let children: Vec<berth_api::error::ChildRef> = children
+                    .into_iter()
+                    .map(|(id, name)| berth_api::error::ChildRef { id, name })
                     .collect();
+                let body = ConfirmationRequired {
+                    children_count: children.len(),
+                    children,
+                    message: "This workspace has sub-workspaces. Delete with ?confirm=true to cascade delete.".into(),
+                    status: "confirmation_required".into(),
+                };
                 ApiError::Custom(
                     StatusCode::CONFLICT,
-                    json!({
-                        "status": "confirmation_required",
-                        "message": "This workspace has sub-workspaces. Delete with ?confirm=true to cascade delete.",
-                        "children_count": list.len(),
-                        "children": list,
-                    }),
+                    serde_json::to_value(body).expect("serialisable"),
                 )
             }
             e @ E::StopFailures { .. } => {
@@ -92,18 +98,25 @@ fn admin_path_id(raw: &str) -> Result<WorkspaceId, ApiError> {
 }
 
 /// `PATCH /workspaces/{id}/abilities` (admin, REFERENCE.md §2.6).
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}/abilities",
+    tag = "lifecycle",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = Abilities,
+    responses(
+        (status = 200, description = "`updated`.", body = StatusResponse),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn abilities(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     let id = admin_path_id(&id)?;
-    #[derive(Deserialize)]
-    struct Abilities {
-        broadcast_enabled: Option<bool>,
-        talk_to_user_enabled: Option<bool>,
-    }
     let Ok(Abilities {
         broadcast_enabled,
         talk_to_user_enabled,
@@ -115,33 +128,53 @@ pub(crate) async fn abilities(
         .service
         .set_abilities(id, broadcast_enabled, talk_to_user_enabled)
         .await?;
-    Ok(Json(json!({"status": "updated"})))
+    Ok(Json(StatusResponse::new("updated")))
 }
 
-fn budget_json(b: Budget) -> Json<Value> {
-    Json(json!({
-        "budget_limit": b.limit,
-        "monthly_spend": b.monthly_spend,
-        "budget_remaining": b.remaining(),
-    }))
+fn budget_json(b: Budget) -> Json<BudgetBody> {
+    Json(BudgetBody {
+        budget_limit: b.limit,
+        monthly_spend: b.monthly_spend,
+        budget_remaining: b.remaining(),
+    })
 }
 
 /// `GET /workspaces/{id}/budget` (REFERENCE.md §2.7).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/budget",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses((status = 200, description = "The budget.", body = BudgetBody)),
+)]
 pub(crate) async fn get_budget(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BudgetBody>, ApiError> {
     Ok(budget_json(state.service.budget(auth.id).await?))
 }
 
 /// `PATCH /workspaces/{id}/budget` (admin, REFERENCE.md §2.7): `budget_limit` is required; `null`
 /// clears it; a fractional number is truncated.
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}/budget",
+    tag = "lifecycle",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = BudgetPatch,
+    responses(
+        (status = 200, description = "The budget after the change.", body = BudgetBody),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn patch_budget(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BudgetBody>, ApiError> {
     let id = admin_path_id(&id)?;
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
         return Err(ApiError::BadRequest("invalid request body".into()));
@@ -177,20 +210,43 @@ pub(crate) async fn patch_budget(
 }
 
 /// `GET /workspaces/{id}/config` (REFERENCE.md §2.19).
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/config",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses((status = 200, description = "The stored config object (free-form).", body = ConfigBody)),
+)]
 pub(crate) async fn get_config(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"data": state.service.config(auth.id).await?})))
+) -> Result<Json<ConfigBody>, ApiError> {
+    Ok(Json(ConfigBody {
+        data: state.service.config(auth.id).await?,
+    }))
 }
 
 /// `PATCH /workspaces/{id}/config` (REFERENCE.md §2.19, fixing REFERENCE-2.md §9.6 #53): a JSON
 /// object of at most 256 KiB, shallow-merged; a key set to `null` is deleted.
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}/config",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body(content = Object, description = "A JSON object (at most 256 KiB) merged into the config; a key set to `null` is deleted."),
+    responses(
+        (status = 200, description = "`updated`.", body = StatusResponse),
+        (status = 400, description = "`invalid JSON`, `config must be a JSON object`.", body = ErrorBody),
+        (status = 413, description = "`body too large or unreadable`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn patch_config(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
     body: axum::body::Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     let too_large = || {
         ApiError::Custom(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -207,27 +263,32 @@ pub(crate) async fn patch_config(
         return Err(ApiError::BadRequest("config must be a JSON object".into()));
     };
     state.service.patch_config(auth.id, patch).await?;
-    Ok(Json(json!({"status": "updated"})))
+    Ok(Json(StatusResponse::new("updated")))
 }
 
 /// `POST /admin/workspaces/{id}/bootstrap-failed` (admin, REFERENCE.md §2.21).
+#[utoipa::path(
+    post,
+    path = "/admin/workspaces/{id}/bootstrap-failed",
+    tag = "lifecycle",
+    description = "A control plane reports that a workspace's machine failed to boot; an empty body is accepted.",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = BootstrapFailed,
+    responses(
+        (status = 200, description = "Recorded (`no_change` when the workspace was not provisioning).", body = BootstrapFailedAck),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn bootstrap_failed(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BootstrapFailedAck>, ApiError> {
     let id = admin_path_id(&id)?;
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct Report {
-        #[serde(deserialize_with = "crate::extract::nullable")]
-        error: String,
-        #[serde(deserialize_with = "crate::extract::nullable")]
-        log_tail: String,
-    }
-    let report: Report = if body.iter().all(u8::is_ascii_whitespace) {
-        Report::default()
+    let report: BootstrapFailed = if body.iter().all(u8::is_ascii_whitespace) {
+        BootstrapFailed::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|_| ApiError::BadRequest("invalid request body".into()))?
@@ -236,82 +297,136 @@ pub(crate) async fn bootstrap_failed(
         .service
         .bootstrap_failed(id, Some(report.error), &report.log_tail)
         .await?;
-    Ok(Json(if changed {
-        json!({"ok": true})
-    } else {
-        json!({"ok": true, "no_change": true})
+    Ok(Json(BootstrapFailedAck {
+        ok: true,
+        no_change: (!changed).then_some(true),
     }))
 }
 
 /// `GET /workspaces/{id}/console` (admin, REFERENCE.md §2.21): only a control plane has one.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/console",
+    tag = "lifecycle",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses(
+        (status = 200, description = "The machine's console output.", body = Console),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+        (status = 501, description = "The backend has no console (only a control plane has one).", body = ErrorBody),
+        (status = 502, description = "The control plane did not answer.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn console(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Console>, ApiError> {
     let id = admin_path_id(&id)?;
     let output = state.service.console(id).await?;
-    Ok(Json(json!({"output": output})))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct HibernateQuery {
-    force: Option<String>,
+    Ok(Json(Console { output }))
 }
 
 /// `POST /workspaces/{id}/hibernate` (REFERENCE.md §2.11). berth: `?force=true` really
 /// hibernates a busy workspace, and a claim that loses a race answers 404/409 instead of 200.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/hibernate",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id."), HibernateQuery),
+    responses(
+        (status = 200, description = "`hibernated`.", body = StatusResponse),
+        (status = 404, description = "`workspace not found` (and the action's own not-found texts).", body = ErrorBody),
+        (status = 409, description = "The workspace's status does not allow it (`status` says which), or a parent is paused.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn hibernate(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<HibernateQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     let force = q.force.as_deref() == Some("true");
     state.service.hibernate(auth.id, force).await?;
-    Ok(Json(json!({"status": "hibernated"})))
+    Ok(Json(StatusResponse::new("hibernated")))
 }
 
 /// `POST /workspaces/{id}/wake` (berth addition): provisions a hibernated workspace again.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/wake",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses(
+        (status = 200, description = "`provisioning`.", body = StatusResponse),
+        (status = 404, description = "`workspace not found` (and the action's own not-found texts).", body = ErrorBody),
+        (status = 409, description = "The workspace's status does not allow it (`status` says which), or a parent is paused.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn wake(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     state.service.wake(auth.id).await?;
-    Ok(Json(json!({"status": "provisioning"})))
+    Ok(Json(StatusResponse::new("provisioning")))
 }
 
 /// `PATCH /workspaces/{id}`: a workspace token may change name, role and layout; tier, runtime,
 /// parent and directory need the admin credential (DECISIONS.md §2.4).
+#[utoipa::path(
+    patch,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = UpdateWorkspace,
+    responses(
+        (status = 200, description = "`updated` (`needs_restart` when a change takes effect at the next restart).", body = Updated),
+        (status = 403, description = "A workspace token tried to change an admin-only field.", body = ErrorBody),
+        (status = 409, description = "The name is taken.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn update(
     auth: WorkspaceAuth,
     State(state): State<AppState>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Updated>, ApiError> {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&body) else {
         return Err(ApiError::BadRequest("invalid request body".into()));
     };
     let admin = matches!(auth.principal, Principal::Admin | Principal::Dev);
     let needs_restart = state.service.update(auth.id, map, admin).await?;
-    let mut out = json!({"status": "updated"});
-    if needs_restart {
-        out["needs_restart"] = json!(true);
-    }
-    Ok(Json(out))
-}
-
-#[derive(Deserialize)]
-pub(crate) struct DeleteQuery {
-    confirm: Option<String>,
-    purge: Option<String>,
+    Ok(Json(Updated {
+        needs_restart: needs_restart.then_some(true),
+        status: "updated".into(),
+    }))
 }
 
 /// `DELETE /workspaces/{id}` (admin). berth: an unknown id is a 404.
+#[utoipa::path(
+    delete,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The workspace id."), DeleteQuery),
+    responses(
+        (status = 200, description = "`removed` or `purged`, with the number of descendants removed too.", body = Deleted),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+        (status = 409, description = "The workspace has children and `?confirm=true` is missing.", body = ConfirmationRequired),
+        (status = 500, description = "Some agents could not be stopped (`removed_count`, `stop_failures`), or an internal failure.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn delete(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Deleted>, ApiError> {
     let id =
         WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
     let purge = q.purge.as_deref() == Some("true");
@@ -320,77 +435,145 @@ pub(crate) async fn delete(
         .delete(id, q.confirm.as_deref() == Some("true"), purge)
         .await?;
     let status = if purge { "purged" } else { "removed" };
-    Ok(Json(json!({"status": status, "cascade_deleted": cascaded})))
+    Ok(Json(Deleted {
+        cascade_deleted: i64::try_from(cascaded).unwrap_or(i64::MAX),
+        status: status.into(),
+    }))
 }
 
 /// `GET /workspaces/{id}/state`.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/state",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses(
+        (status = 200, description = "The live workspace's status.", body = WorkspaceStateBody),
+        (status = 404, description = "Removed or gone: `deleted: true`.", body = WorkspaceStateBody),
+    ),
+)]
 pub(crate) async fn workspace_state(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkspaceStateBody>), ApiError> {
+    let body = |status, paused, deleted| {
+        Json(WorkspaceStateBody {
+            deleted,
+            paused,
+            status,
+            workspace_id: auth.id,
+        })
+    };
     Ok(match state.service.state(auth.id).await? {
-        WorkspaceState::Deleted => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"workspace_id": auth.id, "deleted": true})),
-        ),
+        WorkspaceState::Deleted => (StatusCode::NOT_FOUND, body(None, None, true)),
         WorkspaceState::Removed => (
             StatusCode::NOT_FOUND,
-            Json(json!({"workspace_id": auth.id, "status": "removed", "deleted": true})),
+            body(Some(berth_domain::WorkspaceStatus::Removed), None, true),
         ),
         WorkspaceState::Live(status) => (
             StatusCode::OK,
-            Json(
-                json!({"workspace_id": auth.id, "status": status, "paused": status.as_str() == "paused", "deleted": false}),
+            body(
+                Some(status),
+                Some(status == berth_domain::WorkspaceStatus::Paused),
+                false,
             ),
         ),
     })
 }
 
-/// The optional `POST /workspaces/{id}/restart` body (REFERENCE.md §2.9). berth reads only
+/// `POST /workspaces/{id}/restart`. The optional body (REFERENCE.md §2.9): berth reads only
 /// `template`; a body that does not parse is ignored, as the reference ignores bind errors.
-#[derive(Debug, Default, Deserialize)]
-struct RestartBody {
-    #[serde(default)]
-    template: Option<String>,
-}
-
-/// `POST /workspaces/{id}/restart`.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/restart",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = RestartRequest,
+    responses(
+        (status = 200, description = "`provisioning`, or `noop` for a runtime berth does not run.", body = Restarted),
+        (status = 404, description = "`workspace not found` (and the action's own not-found texts).", body = ErrorBody),
+        (status = 409, description = "The workspace's status does not allow it (`status` says which), or a parent is paused.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn restart(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
-    let body: RestartBody = serde_json::from_slice(&body).unwrap_or_default();
+) -> Result<Json<Restarted>, ApiError> {
+    let body: RestartRequest = serde_json::from_slice(&body).unwrap_or_default();
     Ok(Json(
         match state
             .service
             .restart_with(auth.id, body.template.as_deref())
             .await?
         {
-            RestartOutcome::Provisioning { config_dir } => {
-                json!({"status": "provisioning", "config_dir": config_dir, "reset_session": false})
-            }
-            RestartOutcome::Noop { runtime, message } => {
-                json!({"status": "noop", "runtime": runtime, "message": message})
-            }
+            RestartOutcome::Provisioning { config_dir } => Restarted {
+                config_dir: Some(config_dir),
+                message: None,
+                reset_session: Some(false),
+                runtime: None,
+                status: "provisioning".into(),
+            },
+            RestartOutcome::Noop { runtime, message } => Restarted {
+                config_dir: None,
+                message: Some(message),
+                reset_session: None,
+                runtime: Some(runtime),
+                status: "noop".into(),
+            },
         },
     ))
 }
 
 /// `POST /workspaces/{id}/pause`.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/pause",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses(
+        (status = 200, description = "`paused`, with the workspaces paused (it and its descendants).", body = Paused),
+        (status = 404, description = "`workspace not found` (and the action's own not-found texts).", body = ErrorBody),
+        (status = 409, description = "The workspace's status does not allow it (`status` says which), or a parent is paused.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn pause(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Paused>, ApiError> {
     let n = state.service.pause(auth.id).await?;
-    Ok(Json(json!({"status": "paused", "paused_count": n})))
+    Ok(Json(Paused {
+        paused_count: i64::try_from(n).unwrap_or(i64::MAX),
+        status: "paused".into(),
+    }))
 }
 
 /// `POST /workspaces/{id}/resume`.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/resume",
+    tag = "lifecycle",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    responses(
+        (status = 200, description = "`provisioning`, with the workspaces resumed.", body = Resumed),
+        (status = 404, description = "`workspace not found` (and the action's own not-found texts).", body = ErrorBody),
+        (status = 409, description = "The workspace's status does not allow it (`status` says which), or a parent is paused.", body = ErrorBody),
+        (status = 503, description = "`provisioner not available`.", body = ErrorBody),
+    ),
+)]
 pub(crate) async fn resume(
     WithRemoved(auth): WithRemoved,
     State(state): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Resumed>, ApiError> {
     let n = state.service.resume(auth.id).await?;
-    Ok(Json(json!({"status": "provisioning", "resumed_count": n})))
+    Ok(Json(Resumed {
+        resumed_count: i64::try_from(n).unwrap_or(i64::MAX),
+        status: "provisioning".into(),
+    }))
 }

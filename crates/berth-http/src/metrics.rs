@@ -3,22 +3,24 @@
 
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
 use axum::Json;
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::{Map, Value, json};
+use berth_api::system::{Liveness, LoopLiveness};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/admin/liveness", get(liveness))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .routes(routes!(liveness))
 }
 
 /// Records every request under its matched route template (`unmatched` for the fallback), its
@@ -40,6 +42,15 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
     resp
 }
 
+/// Prometheus text exposition of the server's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "system",
+    description = "Prometheus text. Needs the admin bearer unless the server runs with `--metrics-open` (the reference's open endpoint).",
+    security(("admin" = []), ()),
+    responses((status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String)),
+)]
 async fn metrics(
     admin: Result<Admin, ApiError>,
     State(state): State<AppState>,
@@ -57,23 +68,42 @@ async fn metrics(
 
 /// 200 `{"subsystems": {<loop>: {last_tick_at, seconds_ago, interval_seconds,
 /// stale_after_seconds, stale}}, "stale": [<loop>…], "sweeps_started": bool}`.
-async fn liveness(_: Admin, State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/admin/liveness",
+    tag = "system",
+    security(("admin" = [])),
+    responses((status = 200, description = "When each background loop last ticked.", body = Liveness)),
+)]
+async fn liveness(_: Admin, State(state): State<AppState>) -> Json<Liveness> {
     let now = chrono::Utc::now();
     let loops = state.service.loop_liveness(now);
     let sweeps_started = loops.iter().any(|l| l.last_tick_at.is_some());
-    let stale: Vec<&str> = loops.iter().filter(|l| l.stale).map(|l| l.name).collect();
-    let mut subsystems = Map::new();
-    for l in &loops {
-        subsystems.insert(
-            l.name.to_owned(),
-            json!({
-                "last_tick_at": l.last_tick_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                "seconds_ago": l.seconds_ago,
-                "interval_seconds": l.interval.as_secs(),
-                "stale_after_seconds": l.stale_after.as_secs(),
-                "stale": l.stale,
-            }),
-        );
-    }
-    Json(json!({"subsystems": subsystems, "stale": stale, "sweeps_started": sweeps_started}))
+    let stale = loops
+        .iter()
+        .filter(|l| l.stale)
+        .map(|l| l.name.to_owned())
+        .collect();
+    let subsystems: BTreeMap<String, LoopLiveness> = loops
+        .iter()
+        .map(|l| {
+            (
+                l.name.to_owned(),
+                LoopLiveness {
+                    last_tick_at: l
+                        .last_tick_at
+                        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                    seconds_ago: l.seconds_ago,
+                    interval_seconds: l.interval.as_secs(),
+                    stale_after_seconds: l.stale_after.as_secs(),
+                    stale: l.stale,
+                },
+            )
+        })
+        .collect();
+    Json(Liveness {
+        subsystems,
+        stale,
+        sweeps_started,
+    })
 }

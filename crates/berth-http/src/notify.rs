@@ -1,20 +1,22 @@
 //! `POST /workspaces/{id}/notify` (REFERENCE-2.md §2.6): an agent's message to its user.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use berth_api::activity::Notify;
+use berth_api::{ErrorBody, StatusResponse};
 use berth_core::{NotifyAttachment, NotifyError};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::WorkspaceAuth;
 use crate::extract::Body;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/workspaces/{id}/notify", post(notify))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(notify))
 }
 
 #[derive(Deserialize)]
@@ -37,11 +39,24 @@ struct NotifyPayload {
 }
 
 /// 200 `{"status":"sent"}`.
+#[utoipa::path(
+    post,
+    path = "/workspaces/{id}/notify",
+    tag = "activity",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id.")),
+    request_body = Notify,
+    responses(
+        (status = 200, description = "`sent`.", body = StatusResponse),
+        (status = 400, description = "`invalid request body`, a message that is empty or too long.", body = ErrorBody),
+        (status = 403, description = "`talk_to_user_disabled` (with a `hint`).", body = ErrorBody),
+    ),
+)]
 async fn notify(
     State(state): State<AppState>,
     auth: WorkspaceAuth,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     let p: NotifyPayload = serde_json::from_slice(&body)
         .ok()
         .filter(|p: &NotifyPayload| !p.message.is_empty())
@@ -61,7 +76,7 @@ async fn notify(
         });
     }
     match state.service.notify(auth.id, p.message, attachments).await {
-        Ok(()) => Ok(Json(json!({"status": "sent"}))),
+        Ok(()) => Ok(Json(StatusResponse::new("sent"))),
         Err(NotifyError::NotFound) => Err(ApiError::NotFound("workspace not found")),
         Err(NotifyError::Disabled) => Err(ApiError::Custom(
             StatusCode::FORBIDDEN,

@@ -9,18 +9,20 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use berth_api::ErrorBody;
+use berth_api::activity::{SessionSearchItem, SessionSearchQuery};
 use berth_core::ActivityRecord;
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::WorkspaceAuth;
 use crate::extract::ApiQuery;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/workspaces/{id}/session-search", get(search))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search))
 }
 
 /// Page size without (or with an invalid) `limit`.
@@ -65,6 +67,18 @@ fn item(r: ActivityRecord) -> Value {
     Value::Object(o)
 }
 
+/// Searches the workspace's own activity log, newest first.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/session-search",
+    tag = "activity",
+    security(("workspace" = [])),
+    params(("id" = String, Path, description = "The workspace id."), SessionSearchQuery),
+    responses(
+        (status = 200, description = "Matching items.", body = Vec<SessionSearchItem>),
+        (status = 400, description = "`q must be at most … bytes`.", body = ErrorBody),
+    ),
+)]
 async fn search(
     State(state): State<AppState>,
     auth: WorkspaceAuth,

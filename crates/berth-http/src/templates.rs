@@ -1,86 +1,88 @@
 //! `/templates`: the templates directory listing and the import (REFERENCE-2.md §6), both admin.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use berth_api::ErrorBody;
+use berth_api::templates::{
+    ImportTemplate, ImportedTemplate, Template, TemplateInvalid, TemplateListing,
+};
 use berth_core::{ImportError, TemplateImport, TemplateInfo};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
 use crate::extract::Body;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/templates", get(list))
-        .route("/templates/import", post(import))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(import))
 }
 
 /// The reference's entry shape; `skills` is `[]` (never `null`) and `runtime` carries no
 /// `-default` suffix. Optional lists and the timeout are omitted when empty.
-fn entry(t: TemplateInfo) -> Value {
-    let mut m = Map::new();
-    m.insert("id".into(), t.id.into());
-    m.insert("name".into(), t.name.into());
-    m.insert("description".into(), t.description.into());
-    m.insert("tier".into(), t.tier.into());
-    m.insert("runtime".into(), t.runtime.into());
-    m.insert("model".into(), t.model.into());
-    if !t.models.is_empty() {
-        m.insert("models".into(), t.models.into());
-    }
-    if !t.required_env.is_empty() {
-        m.insert("required_env".into(), t.required_env.into());
-    }
-    if !t.providers.is_empty() {
-        m.insert("providers".into(), t.providers.into());
-    }
-    if !t.provider_registry.is_empty() {
-        m.insert("provider_registry".into(), t.provider_registry.into());
-    }
-    m.insert("skill_count".into(), t.skills.len().into());
-    m.insert("skills".into(), t.skills.into());
-    if let Some(s) = t.provision_timeout_seconds {
-        m.insert("provision_timeout_seconds".into(), s.into());
-    }
-    Value::Object(m)
+fn entry(t: TemplateInfo) -> TemplateListing {
+    TemplateListing::Valid(Box::new(Template {
+        description: t.description,
+        id: t.id,
+        model: t.model,
+        models: t.models,
+        name: t.name,
+        provider_registry: t.provider_registry,
+        providers: t.providers,
+        provision_timeout_seconds: t.provision_timeout_seconds,
+        required_env: t.required_env,
+        runtime: t.runtime,
+        skill_count: t.skills.len(),
+        skills: t.skills,
+        tier: t.tier,
+    }))
 }
 
 /// 200 with the array of valid templates (lexical order), followed by one
 /// `{"id", "error", "code": "TEMPLATE_INVALID"}` entry per malformed template.
-async fn list(_: Admin, State(state): State<AppState>) -> Json<Value> {
+#[utoipa::path(
+    get,
+    path = "/templates",
+    tag = "templates",
+    security(("admin" = [])),
+    responses((status = 200, description = "The valid templates, then one `TEMPLATE_INVALID` entry per malformed one.", body = Vec<TemplateListing>)),
+)]
+async fn list(_: Admin, State(state): State<AppState>) -> Json<Vec<TemplateListing>> {
     let listing = state.service.list_templates().await;
-    let mut out: Vec<Value> = listing.templates.into_iter().map(entry).collect();
-    out.extend(
-        listing
-            .errors
-            .into_iter()
-            .map(|e| json!({"id": e.id, "error": e.error, "code": "TEMPLATE_INVALID"})),
-    );
-    Json(Value::Array(out))
+    let mut out: Vec<TemplateListing> = listing.templates.into_iter().map(entry).collect();
+    out.extend(listing.errors.into_iter().map(|e| {
+        TemplateListing::Invalid(TemplateInvalid {
+            code: "TEMPLATE_INVALID".into(),
+            error: e.error,
+            id: e.id,
+        })
+    }));
+    Json(out)
 }
 
-#[derive(Deserialize)]
-struct ImportPayload {
-    name: String,
-    files: BTreeMap<String, String>,
-    #[serde(default)]
-    runtime: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-}
-
+/// Imports a template from its files.
+#[utoipa::path(
+    post,
+    path = "/templates/import",
+    tag = "templates",
+    security(("admin" = [])),
+    request_body = ImportTemplate,
+    responses(
+        (status = 201, description = "`imported`.", body = ImportedTemplate),
+        (status = 400, description = "`invalid request body`, `invalid file path` (`path`), `RUNTIME_UNKNOWN` (`runtime`), …", body = ErrorBody),
+        (status = 409, description = "`template already exists` (`id`).", body = ErrorBody),
+    ),
+)]
 async fn import(
     _: Admin,
     State(state): State<AppState>,
     Body(body): Body,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let p: ImportPayload = serde_json::from_slice(&body)
+) -> Result<(StatusCode, Json<ImportedTemplate>), ApiError> {
+    let p: ImportTemplate = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("invalid request body".into()))?;
     let req = TemplateImport {
         name: p.name,
@@ -91,7 +93,11 @@ async fn import(
     match state.service.import_template(req).await {
         Ok(done) => Ok((
             StatusCode::CREATED,
-            Json(json!({"status": "imported", "id": done.id, "name": done.name})),
+            Json(ImportedTemplate {
+                id: done.id,
+                name: done.name,
+                status: "imported".into(),
+            }),
         )),
         Err(e) => Err(match e {
             ImportError::Exists(id) => ApiError::Custom(

@@ -4,49 +4,62 @@
 //! no `Origin`-header bypass (only `--dev` accepts a request without one).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use berth_api::system::{Viewport as ViewportBody, ViewportPatch};
+use berth_api::{ErrorBody, StatusResponse};
 use berth_core::Viewport;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Bearer;
 use crate::extract::Body;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/canvas/viewport", get(show).put(save))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(show, save))
 }
 
 /// 200 `{"x","y","zoom"}`: the saved viewport, or `{0, 0, 1}` when none was saved. Open, as in
 /// the reference (the canvas reads it before anyone signs in; it holds nothing secret).
-async fn show(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/canvas/viewport",
+    tag = "system",
+    security(()),
+    responses((status = 200, description = "The saved viewport, or `{0, 0, 1}`.", body = ViewportBody)),
+)]
+async fn show(State(state): State<AppState>) -> Result<Json<ViewportBody>, ApiError> {
     let v = state
         .service
         .viewport()
         .await
         .map_err(|e| ApiError::internal("query failed", e))?;
-    Ok(Json(json!({"x": v.x, "y": v.y, "zoom": v.zoom})))
-}
-
-/// The PUT body: every field optional; `null` reads as omitted.
-#[derive(Deserialize)]
-struct ViewportPayload {
-    #[serde(default)]
-    x: Option<f64>,
-    #[serde(default)]
-    y: Option<f64>,
-    #[serde(default)]
-    zoom: Option<f64>,
+    Ok(Json(ViewportBody {
+        x: v.x,
+        y: v.y,
+        zoom: v.zoom,
+    }))
 }
 
 /// 200 `{"status":"saved"}`; 400 `invalid viewport data`; 401 without an accepted bearer.
+#[utoipa::path(
+    put,
+    path = "/canvas/viewport",
+    tag = "system",
+    description = "Bearer: the admin credential or any live workspace token (`--dev` also accepts none).",
+    security(("admin" = []), ("workspace" = [])),
+    request_body = ViewportPatch,
+    responses(
+        (status = 200, description = "`saved`.", body = StatusResponse),
+        (status = 400, description = "`invalid viewport data` (zoom must be greater than 0).", body = ErrorBody),
+    ),
+)]
 async fn save(
     State(state): State<AppState>,
     Bearer(bearer): Bearer,
     Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StatusResponse>, ApiError> {
     match bearer.as_deref().map(str::trim) {
         None if state.config.dev => {}
         None => return Err(ApiError::Unauthorized("admin auth required")),
@@ -62,7 +75,7 @@ async fn save(
     if !value.is_object() {
         return Err(invalid());
     }
-    let p: ViewportPayload = serde_json::from_value(value).map_err(|_| invalid())?;
+    let p: ViewportPatch = serde_json::from_value(value).map_err(|_| invalid())?;
     let defaults = Viewport::default();
     let viewport = Viewport {
         x: p.x.unwrap_or(defaults.x),
@@ -80,5 +93,5 @@ async fn save(
         .save_viewport(viewport)
         .await
         .map_err(|e| ApiError::internal("failed to save viewport", e))?;
-    Ok(Json(json!({"status": "saved"})))
+    Ok(Json(StatusResponse::new("saved")))
 }

@@ -1,68 +1,55 @@
 //! `POST /workspaces`, `GET /workspaces`, `GET /workspaces/{id}` (REFERENCE.md §2.1–2.3).
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use base64_lite::{decode_cursor, encode_cursor};
+use berth_api::workspaces::{
+    CreateWorkspace, CreatedWorkspace, GetWorkspaceQuery, ListWorkspacesQuery, Workspace,
+};
+use berth_api::{ErrorBody, WorkspaceGone};
 use berth_core::Page;
-use berth_core::{CreateContext, CreateRequest, InitialMemory, WorkspaceView};
+use berth_core::{CreateContext, CreateRequest, CreateResponse, InitialMemory, WorkspaceView};
 use berth_domain::WorkspaceId;
-use berth_domain::compute::Compute;
 use berth_domain::status::WorkspaceStatus;
-use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Admin;
-use crate::extract::{ApiPath, ApiQuery, Body, nullable};
+use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::platform_url::PlatformUrl;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/workspaces", get(list).post(create))
-        .route(
-            "/workspaces/{id}",
-            get(get_one)
-                .patch(crate::lifecycle::update)
-                .delete(crate::lifecycle::delete),
-        )
-        .route(
-            "/workspaces/{id}/state",
-            get(crate::lifecycle::workspace_state),
-        )
-        .route("/workspaces/{id}/restart", post(crate::lifecycle::restart))
-        .route("/workspaces/{id}/pause", post(crate::lifecycle::pause))
-        .route("/workspaces/{id}/resume", post(crate::lifecycle::resume))
-        .route(
-            "/workspaces/{id}/hibernate",
-            post(crate::lifecycle::hibernate),
-        )
-        .route("/workspaces/{id}/wake", post(crate::lifecycle::wake))
-        .route(
-            "/workspaces/{id}/abilities",
-            patch(crate::lifecycle::abilities),
-        )
-        .route(
-            "/workspaces/{id}/budget",
-            get(crate::lifecycle::get_budget).patch(crate::lifecycle::patch_budget),
-        )
-        .route(
-            "/workspaces/{id}/config",
-            get(crate::lifecycle::get_config).patch(crate::lifecycle::patch_config),
-        )
-        .route("/workspaces/{id}/console", get(crate::lifecycle::console))
-        .route(
-            "/admin/workspaces/{id}/bootstrap-failed",
-            post(crate::lifecycle::bootstrap_failed),
-        )
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(
+            get_one,
+            crate::lifecycle::update,
+            crate::lifecycle::delete
+        ))
+        .routes(routes!(crate::lifecycle::workspace_state))
+        .routes(routes!(crate::lifecycle::restart))
+        .routes(routes!(crate::lifecycle::pause))
+        .routes(routes!(crate::lifecycle::resume))
+        .routes(routes!(crate::lifecycle::hibernate))
+        .routes(routes!(crate::lifecycle::wake))
+        .routes(routes!(crate::lifecycle::abilities))
+        .routes(routes!(
+            crate::lifecycle::get_budget,
+            crate::lifecycle::patch_budget
+        ))
+        .routes(routes!(
+            crate::lifecycle::get_config,
+            crate::lifecycle::patch_config
+        ))
+        .routes(routes!(crate::lifecycle::console))
+        .routes(routes!(crate::lifecycle::bootstrap_failed))
 }
 
 /// Longest accepted `Idempotency-Key`.
@@ -70,85 +57,76 @@ const IDEMPOTENCY_KEY_MAX: usize = 255;
 /// Largest page of `GET /workspaces?limit=`.
 const PAGE_MAX: i64 = 1000;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct Canvas {
-    #[serde(deserialize_with = "nullable")]
-    x: f64,
-    #[serde(deserialize_with = "nullable")]
-    y: f64,
-}
-
-/// The request body of `POST /workspaces` (`CreateWorkspacePayload`). `null` reads as the zero
-/// value and unknown fields are ignored, as the reference's Go binding does.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct CreatePayload {
-    #[serde(deserialize_with = "nullable")]
-    name: String,
-    #[serde(deserialize_with = "nullable")]
-    role: String,
-    #[serde(deserialize_with = "nullable")]
-    template: String,
-    #[serde(deserialize_with = "nullable")]
-    tier: i64,
-    #[serde(deserialize_with = "nullable")]
-    model: String,
-    #[serde(deserialize_with = "nullable")]
-    runtime: String,
-    #[serde(deserialize_with = "nullable")]
-    external: bool,
-    #[serde(deserialize_with = "nullable")]
-    url: String,
-    #[serde(deserialize_with = "nullable")]
-    delivery_mode: String,
-    #[serde(deserialize_with = "nullable")]
-    workspace_dir: String,
-    #[serde(deserialize_with = "nullable")]
-    workspace_access: String,
-    parent_id: Option<String>,
-    budget_limit: Option<i64>,
-    #[serde(deserialize_with = "nullable")]
-    secrets: BTreeMap<String, String>,
-    #[serde(deserialize_with = "nullable")]
-    max_concurrent_tasks: i64,
-    #[serde(deserialize_with = "nullable")]
-    compute: Compute,
-    #[serde(deserialize_with = "nullable")]
-    canvas: Canvas,
-    #[serde(deserialize_with = "nullable")]
-    initial_memories: Vec<InitialMemory>,
-}
-
-impl From<CreatePayload> for CreateRequest {
-    fn from(p: CreatePayload) -> Self {
-        CreateRequest {
-            name: p.name,
-            role: p.role,
-            template: p.template,
-            tier: p.tier,
-            model: p.model,
-            runtime: p.runtime,
-            external: p.external,
-            url: p.url,
-            delivery_mode: p.delivery_mode,
-            workspace_dir: p.workspace_dir,
-            workspace_access: p.workspace_access,
-            parent_id: p.parent_id,
-            budget_limit: p.budget_limit,
-            secrets: p
-                .secrets
-                .into_iter()
-                .map(|(k, v)| (k, SecretString::from(v)))
-                .collect(),
-            max_concurrent_tasks: p.max_concurrent_tasks,
-            compute: p.compute,
-            canvas: (p.canvas.x, p.canvas.y),
-            initial_memories: p.initial_memories,
-        }
+fn create_request(p: CreateWorkspace) -> CreateRequest {
+    CreateRequest {
+        name: p.name,
+        role: p.role,
+        template: p.template,
+        tier: p.tier,
+        model: p.model,
+        runtime: p.runtime,
+        external: p.external,
+        url: p.url,
+        delivery_mode: p.delivery_mode,
+        workspace_dir: p.workspace_dir,
+        workspace_access: p.workspace_access,
+        parent_id: p.parent_id,
+        budget_limit: p.budget_limit,
+        secrets: p
+            .secrets
+            .into_iter()
+            .map(|(k, v)| (k, SecretString::from(v)))
+            .collect(),
+        max_concurrent_tasks: p.max_concurrent_tasks,
+        compute: p.compute,
+        canvas: (p.canvas.x, p.canvas.y),
+        initial_memories: p
+            .initial_memories
+            .into_iter()
+            .map(|m| InitialMemory {
+                content: m.content,
+                scope: m.scope,
+            })
+            .collect(),
     }
 }
 
+/// The core's create answer on the wire.
+fn created_json(r: CreateResponse) -> Result<CreatedWorkspace, ApiError> {
+    let connection = match r.connection {
+        None => None,
+        Some(c) => Some(
+            serde_json::from_value(c)
+                .map_err(|e| ApiError::internal("failed to encode the connection payload", e))?,
+        ),
+    };
+    Ok(CreatedWorkspace {
+        id: r.id,
+        external: r.external,
+        status: r.status,
+        workspace_access: r.workspace_access,
+        connection,
+    })
+}
+
+/// Creates a workspace: every check of REFERENCE.md §2.1 in its normative order, then one
+/// transaction. With `Idempotency-Key`, a repeat of the same request answers the stored result
+/// (`Idempotent-Replayed: true`); the same key with another body is a 422.
+#[utoipa::path(
+    post,
+    path = "/workspaces",
+    tag = "workspaces",
+    security(("admin" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body answers the first result instead of creating again.")),
+    request_body = CreateWorkspace,
+    responses(
+        (status = 201, description = "Created (or replayed).", body = CreatedWorkspace,
+            headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer of an earlier request with the same key."))),
+        (status = 400, description = "A field is invalid (`invalid workspace payload`, `tier must be between 1 and 4`, …).", body = ErrorBody),
+        (status = 409, description = "No free name is left.", body = ErrorBody),
+        (status = 422, description = "`MODEL_REQUIRED`, `RUNTIME_UNRESOLVED`, `RUNTIME_UNKNOWN`, `IDEMPOTENCY_KEY_REUSED`, … (`code`).", body = ErrorBody),
+    ),
+)]
 async fn create(
     _: Admin,
     State(state): State<AppState>,
@@ -168,15 +146,15 @@ async fn create(
             Some(key.to_owned())
         }
     };
-    let payload: CreatePayload = serde_json::from_slice(&body)
+    let payload: CreateWorkspace = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("invalid workspace payload".into()))?;
     let ctx = CreateContext {
         idempotency_key,
         request_hash: Sha256::digest(&body).into(),
         platform_url,
     };
-    let created = state.service.create(payload.into(), ctx).await?;
-    let mut resp = (StatusCode::CREATED, Json(created.response)).into_response();
+    let created = state.service.create(create_request(payload), ctx).await?;
+    let mut resp = (StatusCode::CREATED, Json(created_json(created.response)?)).into_response();
     if created.replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -184,18 +162,24 @@ async fn create(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
-    limit: Option<String>,
-    cursor: Option<String>,
-}
-
 /// `GET /workspaces`: the reference's bare array. berth: `?limit=N` pages it and returns the next
 /// page's `?cursor=` in the `X-Next-Cursor` header (absent on the last page).
+#[utoipa::path(
+    get,
+    path = "/workspaces",
+    tag = "workspaces",
+    security(("admin" = [])),
+    params(ListWorkspacesQuery),
+    responses(
+        (status = 200, description = "Every workspace that is not removed (or one page of them).", body = Vec<Workspace<'_>>,
+            headers(("X-Next-Cursor" = String, description = "The `?cursor=` of the next page; absent on the last page."))),
+        (status = 400, description = "`limit must be an integer from 1 to 1000`, `invalid cursor`, or a NUL in a query parameter.", body = ErrorBody),
+    ),
+)]
 async fn list(
     _: Admin,
     State(state): State<AppState>,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(q): ApiQuery<ListWorkspacesQuery>,
 ) -> Result<Response, ApiError> {
     let limit = match q.limit.as_deref() {
         None => None,
@@ -231,7 +215,7 @@ async fn list(
         }
         _ => None,
     };
-    let body: Vec<WorkspaceJson<'_>> = rows.iter().map(WorkspaceJson::list).collect();
+    let body: Vec<Workspace<'_>> = rows.iter().map(list_json).collect();
     let mut resp = Json(body).into_response();
     if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
         resp.headers_mut().insert("x-next-cursor", next);
@@ -239,16 +223,25 @@ async fn list(
     Ok(resp)
 }
 
-#[derive(Debug, Deserialize)]
-struct GetQuery {
-    include_removed: Option<String>,
-}
-
 /// `GET /workspaces/{id}` (open route): one query; 410 for removed rows; sensitive keys stripped.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}",
+    tag = "workspaces",
+    description = "Open (the reference's canvas reads it without a credential): the projection leaves out the budget, the current task, the last sample error and the host directory.",
+    security(()),
+    params(("id" = String, Path, description = "The workspace id."), GetWorkspaceQuery),
+    responses(
+        (status = 200, description = "The workspace.", body = Workspace<'_>),
+        (status = 400, description = "`invalid workspace ID`.", body = ErrorBody),
+        (status = 404, description = "`workspace not found`.", body = ErrorBody),
+        (status = 410, description = "The workspace was removed (`?include_removed=true` answers it anyway).", body = WorkspaceGone),
+    ),
+)]
 async fn get_one(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
-    ApiQuery(q): ApiQuery<GetQuery>,
+    ApiQuery(q): ApiQuery<GetWorkspaceQuery>,
 ) -> Result<Response, ApiError> {
     let id =
         WorkspaceId::parse(&id).map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
@@ -261,111 +254,69 @@ async fn get_one(
     if view.workspace.status == WorkspaceStatus::Removed
         && q.include_removed.as_deref() != Some("true")
     {
-        return Err(ApiError::Custom(
+        return Ok((
             StatusCode::GONE,
-            json!({
-                "error": "workspace removed",
-                "id": id,
-                "hint": "Regenerate workspace + token from the canvas → Tokens tab",
-                "removed_at": view.workspace.updated_at,
+            Json(WorkspaceGone {
+                error: "workspace removed".into(),
+                hint: "Regenerate workspace + token from the canvas → Tokens tab".into(),
+                id,
+                removed_at: view.workspace.updated_at,
             }),
-        ));
+        )
+            .into_response());
     }
-    Ok(Json(WorkspaceJson::get(&view)).into_response())
+    Ok(Json(get_json(&view)).into_response())
 }
 
-/// The List/Get projection (REFERENCE.md §2.2), plus berth's `failure_code`: a typed view that
-/// borrows from the row and is serialised straight to the response bytes (no intermediate
-/// `serde_json::Value` per field). Fields are in alphabetical order, the order the former
-/// `serde_json::Map` (a `BTreeMap`) wrote them in, so the wire bytes are unchanged. The list-only
-/// fields are `Some` in the list and skipped by `GET /workspaces/{id}`, which adds
-/// `last_outbound_at` instead.
-#[derive(Serialize)]
-struct WorkspaceJson<'a> {
-    active_tasks: i64,
-    agent_card: Option<&'a Value>,
-    broadcast_enabled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    budget_limit: Option<Option<i64>>,
-    collapsed: bool,
-    compute: &'a Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_task: Option<&'a str>,
-    failure_code: Option<&'a str>,
-    id: WorkspaceId,
-    last_error_rate: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_outbound_at: Option<Option<DateTime<Utc>>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_sample_error: Option<&'a str>,
-    max_concurrent_tasks: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    monthly_spend: Option<i64>,
-    name: &'a str,
-    parent_id: Option<WorkspaceId>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provision_timeout_ms: Option<i64>,
-    role: Option<&'a str>,
-    runtime: &'a str,
-    status: WorkspaceStatus,
-    talk_to_user_enabled: bool,
-    tier: i64,
-    uptime_seconds: i64,
-    url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    workspace_dir: Option<Option<&'a str>>,
-    x: f64,
-    y: f64,
+/// The `GET /workspaces` element: the [`get_json`] projection plus the budget, the current
+/// task, the last sample error, the spend and the host directory, without `last_outbound_at`.
+/// It borrows from the row and is serialised straight to the response bytes.
+fn list_json(v: &WorkspaceView) -> Workspace<'_> {
+    let w = &v.workspace;
+    Workspace {
+        budget_limit: Some(w.budget_limit),
+        current_task: Some(Cow::Borrowed(w.current_task.as_deref().unwrap_or_default())),
+        last_outbound_at: None,
+        last_sample_error: Some(Cow::Borrowed(
+            w.last_sample_error.as_deref().unwrap_or_default(),
+        )),
+        monthly_spend: Some(w.monthly_spend),
+        workspace_dir: Some(w.workspace_dir.as_deref().map(Cow::Borrowed)),
+        ..get_json(v)
+    }
 }
 
-impl<'a> WorkspaceJson<'a> {
-    /// The `GET /workspaces` element.
-    fn list(v: &'a WorkspaceView) -> Self {
-        let w = &v.workspace;
-        Self {
-            budget_limit: Some(w.budget_limit),
-            current_task: Some(w.current_task.as_deref().unwrap_or_default()),
-            last_outbound_at: None,
-            last_sample_error: Some(w.last_sample_error.as_deref().unwrap_or_default()),
-            monthly_spend: Some(w.monthly_spend),
-            workspace_dir: Some(w.workspace_dir.as_deref()),
-            ..Self::get(v)
-        }
-    }
-
-    /// The `GET /workspaces/{id}` body: the list element without the budget, the current task,
-    /// the last sample error and the host directory, plus `last_outbound_at`.
-    fn get(v: &'a WorkspaceView) -> Self {
-        let w = &v.workspace;
-        Self {
-            active_tasks: w.active_tasks,
-            agent_card: w.agent_card.as_ref(),
-            broadcast_enabled: w.broadcast_enabled,
-            budget_limit: None,
-            collapsed: w.collapsed,
-            compute: &w.compute,
-            current_task: None,
-            failure_code: w.failure_code.as_deref(),
-            id: w.id,
-            last_error_rate: w.last_error_rate,
-            last_outbound_at: Some(w.last_outbound_at),
-            last_sample_error: None,
-            max_concurrent_tasks: w.max_concurrent_tasks,
-            monthly_spend: None,
-            name: &w.name,
-            parent_id: w.parent_id,
-            provision_timeout_ms: v.provision_timeout_ms,
-            role: w.role.as_deref(),
-            runtime: &w.runtime,
-            status: w.status,
-            talk_to_user_enabled: w.talk_to_user_enabled,
-            tier: w.tier,
-            uptime_seconds: w.uptime_seconds,
-            url: w.url.as_deref().unwrap_or_default(),
-            workspace_dir: None,
-            x: w.x,
-            y: w.y,
-        }
+/// The `GET /workspaces/{id}` body (REFERENCE.md §2.2, plus berth's `failure_code`).
+fn get_json(v: &WorkspaceView) -> Workspace<'_> {
+    let w = &v.workspace;
+    Workspace {
+        active_tasks: w.active_tasks,
+        agent_card: w.agent_card.as_ref().map(Cow::Borrowed),
+        broadcast_enabled: w.broadcast_enabled,
+        budget_limit: None,
+        collapsed: w.collapsed,
+        compute: Cow::Borrowed(&w.compute),
+        current_task: None,
+        failure_code: w.failure_code.as_deref().map(Cow::Borrowed),
+        id: w.id,
+        last_error_rate: w.last_error_rate,
+        last_outbound_at: Some(w.last_outbound_at),
+        last_sample_error: None,
+        max_concurrent_tasks: w.max_concurrent_tasks,
+        monthly_spend: None,
+        name: Cow::Borrowed(&w.name),
+        parent_id: w.parent_id,
+        provision_timeout_ms: v.provision_timeout_ms,
+        role: w.role.as_deref().map(Cow::Borrowed),
+        runtime: Cow::Borrowed(&w.runtime),
+        status: w.status,
+        talk_to_user_enabled: w.talk_to_user_enabled,
+        tier: w.tier,
+        uptime_seconds: w.uptime_seconds,
+        url: Cow::Borrowed(w.url.as_deref().unwrap_or_default()),
+        workspace_dir: None,
+        x: w.x,
+        y: w.y,
     }
 }
 

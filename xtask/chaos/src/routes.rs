@@ -1,5 +1,6 @@
-//! Every route of the router, as `(method, path template)`. A test parses the `.route(...)`
-//! calls of `crates/berth-http/src/*.rs` and compares, so the list cannot drift from the router.
+//! Every route of the router, as `(method, path template)`. A test compares the list with the
+//! committed OpenAPI document (`openapi.json`, which berth-http's suite keeps equal to the
+//! router's routes), so the list cannot drift from the router.
 
 /// The routes of `berth_http::router`, sorted by path then method.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -23,6 +24,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/events/{workspace_id}"),
     ("GET", "/health"),
     ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
     ("POST", "/registry/check-access"),
     ("GET", "/registry/discover/{id}"),
     ("POST", "/registry/heartbeat"),
@@ -129,46 +131,14 @@ pub fn is_stream(template: &str) -> bool {
     matches!(template, "/workspaces/{id}/events/stream" | "/ws")
 }
 
-/// Parses the `.route("path", get(..).post(..))` calls of a router source file.
+/// The `(METHOD, path)` operations of an OpenAPI document.
 #[cfg(test)]
-fn parse_routes(source: &str) -> Vec<(String, String)> {
+fn documented_routes(doc: &serde_json::Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let mut rest = source;
-    while let Some(at) = rest.find(".route(") {
-        let body = &rest[at + ".route(".len()..];
-        // The call's text, up to its balanced closing parenthesis.
-        let mut depth = 1;
-        let mut end = 0;
-        for (i, c) in body.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ => {}
-            }
-            if depth == 0 {
-                end = i;
-                break;
-            }
-        }
-        let call = &body[..end];
-        rest = &body[end..];
-        let Some(open) = call.find('"') else { continue };
-        let Some(len) = call[open + 1..].find('"') else {
-            continue;
-        };
-        let path = &call[open + 1..open + 1 + len];
-        let handlers = &call[open + 2 + len..];
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
         for method in ["get", "post", "put", "patch", "delete"] {
-            let needle = format!("{method}(");
-            let found = handlers.match_indices(&needle).any(|(i, _)| {
-                i == 0
-                    || !handlers[..i]
-                        .chars()
-                        .next_back()
-                        .is_some_and(|c| c.is_alphanumeric() || c == '_')
-            });
-            if found {
-                out.push((method.to_uppercase(), path.to_owned()));
+            if item.get(method).is_some() {
+                out.push((method.to_uppercase(), path.clone()));
             }
         }
     }
@@ -180,16 +150,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_list_matches_the_router_source() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crates/berth-http/src");
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("berth-http sources") {
-            let path = entry.expect("entry").path();
-            if path.extension().is_some_and(|e| e == "rs") {
-                found.extend(parse_routes(&std::fs::read_to_string(&path).expect("read")));
-            }
-        }
+    fn the_list_matches_the_router() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi.json");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read openapi.json"))
+                .expect("openapi.json is JSON");
+        let mut found = documented_routes(&doc);
         found.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
         let mut listed: Vec<(String, String)> = ROUTES
             .iter()
@@ -198,21 +164,7 @@ mod tests {
         listed.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
         assert_eq!(
             listed, found,
-            "xtask/chaos/src/routes.rs ROUTES differs from the router; update the list"
-        );
-    }
-
-    #[test]
-    fn the_parser_reads_chained_and_multi_line_routes() {
-        let src = r#"Router::new().route("/a/{id}", get(x).delete(y))
-            .route(
-                "/b",
-                post(crate::m::z),
-            )"#;
-        assert_eq!(
-            parse_routes(src),
-            [("GET", "/a/{id}"), ("DELETE", "/a/{id}"), ("POST", "/b")]
-                .map(|(m, p)| (m.to_owned(), p.to_owned()))
+            "xtask/chaos/src/routes.rs ROUTES differs from the router (openapi.json); update the list"
         );
     }
 

@@ -65,7 +65,7 @@ fn pressure_service(app: &TestApp, config: EventConfig) -> (WorkspaceService, Ro
         )),
         config: Arc::new(HttpConfig::default()),
     };
-    (service, berth_http::router(state))
+    (service, crate::openapi::checked(berth_http::router(state)))
 }
 
 async fn serve_router(router: Router) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {

@@ -338,7 +338,7 @@ impl Setup {
             }),
         };
         TestApp {
-            router: berth_http::router(state),
+            router: crate::openapi::checked(berth_http::router(state)),
             service,
             store,
             db,

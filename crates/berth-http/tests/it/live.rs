@@ -603,9 +603,13 @@ async fn unpolled_instance(
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        berth_http::serve(listener, berth_http::router(state), async {
-            let _ = rx.await;
-        })
+        berth_http::serve(
+            listener,
+            crate::openapi::checked(berth_http::router(state)),
+            async {
+                let _ = rx.await;
+            },
+        )
         .await
         .expect("serve");
     });

@@ -33,6 +33,7 @@ mod metrics;
 mod model;
 mod notify;
 mod nul;
+mod openapi;
 mod pause;
 mod peer_info;
 mod process_ops;

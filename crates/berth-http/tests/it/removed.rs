@@ -358,25 +358,18 @@ fn steps(r: &Removed, dev: bool) -> Vec<Step> {
     out
 }
 
-/// The routes of the router whose path names a workspace, read from the crate's sources (every
-/// `.route("…")` call), so that the walk fails when a new one is not in it.
+/// The routes of the router whose path names a workspace, read from the OpenAPI document (which
+/// lists exactly the router's routes, `openapi.rs`), so that the walk fails when a new one is
+/// not in it.
 fn per_workspace_routes() -> BTreeSet<String> {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(&src).expect("read src") {
-        let path = entry.expect("entry").path();
-        let text = std::fs::read_to_string(&path).expect("read source");
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find(".route(") {
-            rest = &rest[at + ".route(".len()..];
-            let start = rest.find('"').expect("a route path") + 1;
-            let end = start + rest[start..].find('"').expect("closing quote");
-            let route = &rest[start..end];
-            if route.contains("{id}") || route.contains("{workspace_id}") {
-                out.insert(route.to_owned());
-            }
-        }
-    }
+    let doc = berth_http::openapi();
+    let out: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .filter(|route| route.contains("{id}") || route.contains("{workspace_id}"))
+        .cloned()
+        .collect();
     assert!(out.len() > 30, "the route table was not found: {out:?}");
     out
 }
