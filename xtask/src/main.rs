@@ -66,9 +66,15 @@ const TASKS: &[Task] = &[
         run: tasks::chaos::run,
     },
     Task {
+        name: "openapi",
+        usage: "[--check]",
+        about: "write the generated OpenAPI document to openapi.json (--check: fail when it differs)",
+        run: tasks::openapi::run,
+    },
+    Task {
         name: "ci",
         usage: "",
-        about: "what CI runs (.ci/run): fmt --check, clippy -D warnings, doc -D warnings, test",
+        about: "what CI runs (.ci/run): fmt --check, clippy -D warnings, doc -D warnings, deny, openapi --check, test",
         run: tasks::ci::run,
     },
 ];

@@ -7,7 +7,7 @@ use anyhow::{Result, ensure};
 
 use crate::{
     process::{cargo, display, exit_code, run_echoed},
-    tasks::test,
+    tasks::{openapi, test},
 };
 
 /// The cargo-deny release CI installs (`.ci/run`).
@@ -55,6 +55,13 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         if !status.success() {
             return Ok(failed(&step, exit_code(status)));
         }
+    }
+
+    // The committed OpenAPI document must be the generated one (the berth-http suite checks it
+    // too; this step says so before the long test run).
+    if !openapi::check()? {
+        eprintln!("xtask: ci failed at: cargo xtask openapi --check");
+        return Ok(ExitCode::FAILURE);
     }
 
     let code = test::run(&[])?;

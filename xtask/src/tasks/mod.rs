@@ -6,5 +6,6 @@ pub mod bench;
 pub mod chaos;
 pub mod ci;
 pub mod image;
+pub mod openapi;
 pub mod pg;
 pub mod test;
