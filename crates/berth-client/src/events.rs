@@ -96,6 +96,10 @@ impl SseState {
         Ok(())
     }
 
+    fn into_stream(self) -> impl Stream<Item = Result<StreamEvent>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut s| async move { s.next().await.map(|e| (e, s)) })
+    }
+
     async fn next(&mut self) -> Option<Result<StreamEvent>> {
         loop {
             if let Some(e) = self.ready.pop_front() {
@@ -164,7 +168,25 @@ impl Client {
         id: WorkspaceId,
         last_event_id: Option<i64>,
     ) -> impl Stream<Item = Result<StreamEvent>> + Send + 'static {
-        let state = SseState {
+        self.sse_state(id, last_event_id).into_stream()
+    }
+
+    /// Like [`Client::events_after`], but connected when it returns: the server has subscribed
+    /// this stream to the workspace's events, so it sees every event recorded from now on,
+    /// including those of an action taken right after (the lazily connected streams of
+    /// [`Client::events`] connect when first polled). A refused stream is the error here.
+    pub async fn subscribe(
+        &self,
+        id: WorkspaceId,
+        last_event_id: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<StreamEvent>> + Send + 'static> {
+        let mut state = self.sse_state(id, last_event_id);
+        state.connect().await?;
+        Ok(state.into_stream())
+    }
+
+    fn sse_state(&self, id: WorkspaceId, last_event_id: Option<i64>) -> SseState {
+        SseState {
             client: self.clone(),
             id,
             last_seq: last_event_id,
@@ -173,8 +195,7 @@ impl Client {
             ready: VecDeque::new(),
             failures: 0,
             done: false,
-        };
-        futures_util::stream::unfold(state, |mut s| async move { s.next().await.map(|e| (e, s)) })
+        }
     }
 
     /// Every event of every workspace from sequence number `after` on (`None`: from the newest

@@ -1,5 +1,6 @@
 //! A workspace of the bundled `echo` template on the process backend (the reference agent):
-//! wait for online over the event stream, message/send, restart, pause/resume, and a start that fails with its `failure_code`.
+//! wait for online over the event stream, message/send, restart, pause/resume,
+//! hibernate/wake, and a start that fails with its `failure_code`.
 
 use std::time::Duration;
 
@@ -58,10 +59,31 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
     );
     assert_eq!(reply["role"], "agent");
 
-    // Restart: provisioning, then online again.
-    let restarted = b.client.restart_workspace(id, None).await.expect("restart");
+    // Restart: the answer comes before the row changes; restart_and_wait waits for the new
+    // start, not the old agent's `online`.
+    let old_url = ws.url.to_string();
+    let mut seen = Vec::new();
+    let (restarted, ws) = tokio::time::timeout(
+        Duration::from_secs(60),
+        b.client.restart_and_wait(id, None, |w| seen.push(w.status)),
+    )
+    .await
+    .expect("online within 60 s")
+    .expect("restarted");
     assert_eq!(restarted.status, "provisioning");
-    online(&b.client, id).await;
+    assert_eq!(ws.status, WorkspaceStatus::Online);
+    assert_eq!(
+        seen.first(),
+        Some(&WorkspaceStatus::Provisioning),
+        "{seen:?}"
+    );
+    assert_ne!(ws.url, old_url, "a new agent");
+    let reply = b
+        .client
+        .send_message(id, "restarted")
+        .await
+        .expect("message/send");
+    assert_eq!(reply_text(&reply).as_deref(), Some("echo: restarted"));
 
     // Pause, resume.
     let paused = b.client.pause_workspace(id).await.expect("pause");
@@ -73,6 +95,28 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
     let resumed = b.client.resume_workspace(id).await.expect("resume");
     assert_eq!(resumed.status, "provisioning");
     online(&b.client, id).await;
+
+    // Hibernate, wake.
+    let hibernated = b
+        .client
+        .hibernate_workspace(id, false)
+        .await
+        .expect("hibernate");
+    assert_eq!(hibernated.status, "hibernated");
+    assert_eq!(
+        b.client.workspace(id).await.expect("get").status,
+        WorkspaceStatus::Hibernated
+    );
+    let woken = b.client.wake_workspace(id).await.expect("wake");
+    assert_eq!(woken.status, "provisioning");
+    let (_, seen) = online(&b.client, id).await;
+    assert_eq!(seen.last(), Some(&WorkspaceStatus::Online));
+    let reply = b
+        .client
+        .send_message(id, "again")
+        .await
+        .expect("message/send");
+    assert_eq!(reply_text(&reply).as_deref(), Some("echo: again"));
 
     // A workspace token can wait on its own workspace too (the stream takes it).
     let token = b.client.create_token(id).await.expect("token").auth_token;

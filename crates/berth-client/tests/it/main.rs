@@ -21,6 +21,7 @@ fn agent_process() {
         assert!(std::env::var_os("BERTH_AGENT_PARENT_PID").is_none());
         return;
     }
+    berth_agent::init_tracing();
     berth_agent::install_tls_provider();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     if let Err(e) = runtime.block_on(berth_agent::run_from_env()) {
