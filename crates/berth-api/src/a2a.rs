@@ -40,9 +40,9 @@ pub struct QueueItem {
     pub priority: i64,
     /// The item.
     pub queue_id: String,
-    /// The agent's answer once `completed` (JSON, or the raw text).
+    /// The agent's answer once `completed` (its JSON, or the raw text as a string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
     /// `queued`, `dispatched`, `completed`, `failed`, `dropped`.
     pub status: String,

@@ -60,11 +60,11 @@ pub struct ActivityEntry {
     pub peer_role: Option<String>,
     /// The request (free-form JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub request_body: Option<Value>,
     /// The response (free-form JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
     /// Sender workspace.
     pub source_id: Option<Uuid>,
@@ -76,7 +76,7 @@ pub struct ActivityEntry {
     pub target_id: Option<Uuid>,
     /// Tool calls (free-form JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub tool_trace: Option<Value>,
     /// The workspace.
     pub workspace_id: String,
@@ -111,15 +111,15 @@ pub struct LogActivity {
     pub duration_ms: Option<i64>,
     /// Request document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub request_body: Option<Value>,
     /// Response document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
     /// Tool calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub tool_trace: Option<Value>,
 }
 
@@ -193,11 +193,11 @@ pub struct SessionSearchItem {
     pub method: String,
     /// The request (free-form JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub request_body: Option<Value>,
     /// The response (free-form JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
     /// Status.
     pub status: Option<String>,

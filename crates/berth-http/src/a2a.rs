@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_api::ErrorBody;
-use berth_api::a2a::{DropStaleQuery, Dropped, Enqueued, QueueItem};
+use berth_api::a2a::{DropStaleQuery, Dropped, Enqueued, QueueItem, Queued};
 use berth_core::a2a::parse_caller_header;
 use berth_core::{A2aCaller, A2aError, A2aReply, QueueViewer};
 use berth_domain::WorkspaceId;
@@ -118,7 +118,7 @@ fn timeout(headers: &HeaderMap) -> Option<Duration> {
     ),
     request_body(content = Object, description = "A JSON-RPC 2.0 request (`message/send`, …), passed to the agent."),
     responses(
-        (status = 200, description = "The agent's answer (passed through, free-form), or `Queued` for a poll-mode agent.", body = Object),
+        (status = 200, description = "The agent's answer (passed through, any JSON), or `Queued` for a poll-mode agent.", body = Value),
         (status = 202, description = "The agent is busy: the message waits in the busy queue.", body = Enqueued),
         (status = 400, description = "`invalid workspace ID`, invalid JSON, a malformed message (`hint`).", body = ErrorBody),
         (status = 401, description = "`missing caller auth token`, `invalid caller auth token`.", body = ErrorBody),
@@ -131,7 +131,7 @@ fn timeout(headers: &HeaderMap) -> Option<Duration> {
         (status = 503, description = "Waking, restarting, busy or unavailable (`retry_after`, `status`).", body = ErrorBody,
             headers(("Retry-After" = String, description = "Seconds to wait."))),
         (status = 504, description = "The agent did not answer in time (`timeout_seconds`).", body = ErrorBody),
-        (status = "default", description = "The agent's own error status and body, passed through.", body = Object),
+        (status = "default", description = "The agent's own error status and body, passed through (any JSON).", body = Value),
     ),
 )]
 async fn proxy(
@@ -164,24 +164,30 @@ fn reply_response(r: A2aReply) -> Response {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
-        A2aReply::Queued { method } => reply(
+        A2aReply::Queued { method } => (
             StatusCode::OK,
-            json!({"status": "queued", "delivery_mode": "poll", "method": method}),
-            None,
-        ),
+            Json(Queued {
+                delivery_mode: "poll".into(),
+                method,
+                status: "queued".into(),
+            }),
+        )
+            .into_response(),
         A2aReply::BusyQueued {
             queue_id,
             queue_depth,
-        } => reply(
+        } => (
             StatusCode::ACCEPTED,
-            json!({
-                "queued": true,
-                "queue_id": queue_id,
-                "queue_depth": queue_depth,
-                "message": "workspace agent busy — request queued, will dispatch when capacity available",
+            Json(Enqueued {
+                message:
+                    "workspace agent busy — request queued, will dispatch when capacity available"
+                        .into(),
+                queue_depth,
+                queue_id: queue_id.to_string(),
+                queued: true,
             }),
-            None,
-        ),
+        )
+            .into_response(),
         A2aReply::AgentError { status, error } => reply(
             StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
             json!({ "error": error }),
@@ -320,33 +326,25 @@ async fn queue_status(
     };
     match state.service.a2a_queue_status(path, queue_id, viewer).await {
         Ok(item) => {
-            let mut body = json!({
-                "queue_id": item.id,
-                "workspace_id": item.workspace_id,
-                "status": item.status,
-                "priority": item.priority,
-                "attempts": item.attempts,
-                "enqueued_at": item.enqueued_at,
-            });
-            let obj = body.as_object_mut().expect("object");
-            if let Some(e) = item.last_error {
-                obj.insert("last_error".into(), json!(e));
-            }
-            for (key, at) in [
-                ("dispatched_at", item.dispatched_at),
-                ("completed_at", item.completed_at),
-                ("expires_at", item.expires_at),
-            ] {
-                if let Some(at) = at {
-                    obj.insert(key.into(), json!(at));
+            let response_body = match item.response_body {
+                Some(r) if item.status == "completed" => {
+                    Some(serde_json::from_str::<Value>(&r).unwrap_or(Value::String(r)))
                 }
-            }
-            if item.status == "completed"
-                && let Some(r) = item.response_body
-            {
-                let value = serde_json::from_str::<Value>(&r).unwrap_or(Value::String(r));
-                obj.insert("response_body".into(), value);
-            }
+                _ => None,
+            };
+            let body = QueueItem {
+                attempts: item.attempts,
+                completed_at: item.completed_at,
+                dispatched_at: item.dispatched_at,
+                enqueued_at: item.enqueued_at,
+                expires_at: item.expires_at,
+                last_error: item.last_error,
+                priority: item.priority,
+                queue_id: item.id.to_string(),
+                response_body,
+                status: item.status,
+                workspace_id: item.workspace_id.to_string(),
+            };
             (StatusCode::OK, Json(body)).into_response()
         }
         Err(e) => error_response(e),
