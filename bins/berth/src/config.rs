@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
-/// berth: a workspace server for AI agents.
+use crate::cli::args::{
+    ClientArgs, EventsArgs, SecretScopeArgs, Shell, TokensCommand, WorkspaceCommand,
+};
+
+/// berth: a workspace server for AI agents (`berth serve`), and its command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about)]
 pub struct Cli {
@@ -25,14 +29,98 @@ pub enum Command {
     /// Run the reference agent (`berth-agent`) from its environment: the runtime of the bundled
     /// `echo` template under the process provisioner.
     Agent,
-    /// Secret administration.
+    /// Secrets: a workspace's or the global ones (`list`, `set`, `delete`), and key rotation.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Workspaces on a berth server: create, list, get, update, delete, lifecycle.
+    #[command(alias = "ws")]
+    Workspace {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// Print events: the latest ones, then, with `--follow`, new ones as they happen.
+    Events {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Which events.
+        #[command(flatten)]
+        args: EventsArgs,
+    },
+    /// A workspace's tokens: list, create, revoke.
+    Tokens {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Send a workspace's agent a message (A2A `message/send`) and print its reply.
+    Message {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Workspace id or name.
+        workspace: String,
+        /// The message.
+        text: String,
+    },
+    /// List the server's templates.
+    Templates {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a shell completion script (e.g. `berth completions bash > /etc/bash_completion.d/berth`).
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
 }
 
 /// `berth secrets …`.
 #[derive(Debug, Subcommand)]
 pub enum SecretsCommand {
+    /// List secret keys (never values): a workspace's with `--workspace`, else the global ones.
+    #[command(alias = "ls")]
+    List {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Whose secrets.
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+    },
+    /// Set a secret (created or replaced); `-` as the value reads it from standard input.
+    Set {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Whose secret.
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+        /// The key (an environment variable name).
+        key: String,
+        /// The value, or `-` for standard input (keeps it out of the shell history).
+        value: String,
+    },
+    /// Delete a secret.
+    #[command(alias = "rm")]
+    Delete {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Whose secret.
+        #[command(flatten)]
+        scope: SecretScopeArgs,
+        /// The key.
+        key: String,
+    },
     /// Re-encrypt every sealed value under the active (first) key of the key ring, in batches,
     /// online. Put the new key first in the key file (keep the old ones after it), restart the
     /// servers, then run this; re-run it if interrupted.

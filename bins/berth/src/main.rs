@@ -1,5 +1,7 @@
-//! The berth server binary: configuration → tracing → store → provisioner → serve.
+//! The berth server binary: configuration → tracing → store → provisioner → serve; and the
+//! command-line client of a running server (`cli`).
 
+mod cli;
 mod config;
 mod leader;
 mod setup;
@@ -21,9 +23,19 @@ use secrecy::ExposeSecret as _;
 use crate::config::{Cli, Command, LogFormat, ProvisionerChoice, SecretsCommand, ServeArgs};
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<std::process::ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    match cli::run(cli.command).await {
+        Ok(code) => Ok(code),
+        Err(command) => run_server(command)
+            .await
+            .map(|()| std::process::ExitCode::SUCCESS),
+    }
+}
+
+/// The server-side commands: `serve`, `migrate`, `agent`, `secrets rotate-key`.
+async fn run_server(command: Command) -> Result<()> {
+    match command {
         Command::Serve(args) => {
             init_tracing(args.log_format);
             serve(*args).await
@@ -62,6 +74,7 @@ async fn main() -> Result<()> {
             tracing::info!(store = %backend, "migrations applied");
             Ok(())
         }
+        _ => unreachable!("client commands are run by cli::run"),
     }
 }
 
@@ -101,7 +114,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .context("reading the installation id")?;
     tracing::info!(store = %backend, %installation, "store ready");
 
-    let token_path = args.store.data_dir.join("admin-token");
+    let token_path = setup::admin_token_path(&args.store.data_dir);
     let admin_token = match &args.admin_token {
         Some(t) => t.clone(),
         None => {

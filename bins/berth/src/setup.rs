@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -11,6 +11,12 @@ use berth_store::{KeyRing, PgStore, SqliteStore, WorkspaceStore};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::StoreArgs;
+
+/// Where `berth serve` keeps the generated admin token of `data_dir` (and where the client
+/// commands look for it when the server is on this machine).
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
 
 /// Reads a secret file, or creates it (mode 0600, never overwritten) with `generate()`.
 /// Returns the secret and whether it was generated now.

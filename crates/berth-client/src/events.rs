@@ -225,18 +225,16 @@ impl Client {
                 if s.done {
                     return None;
                 }
-                let after = match s.after {
-                    Some(a) => a,
-                    None => match s.client.event_log(None, None, Some(1)).await {
-                        Ok(newest) => {
-                            s.after = Some(newest.first().map_or(0, |e| e.seq));
-                            continue;
-                        }
+                let Some(after) = s.after else {
+                    // Start after the newest event there is now.
+                    match s.client.event_log(None, None, Some(1)).await {
+                        Ok(newest) => s.after = Some(newest.first().map_or(0, |e| e.seq)),
                         Err(e) => {
                             s.done = true;
                             return Some((Err(e), s));
                         }
-                    },
+                    }
+                    continue;
                 };
                 match s.client.event_log(None, Some(after), Some(1000)).await {
                     Ok(page) if page.is_empty() => tokio::time::sleep(POLL_INTERVAL).await,

@@ -3,6 +3,7 @@
 
 mod a2a;
 mod cli;
+mod client_cli;
 mod crash;
 mod demo;
 mod docker;
