@@ -335,7 +335,7 @@ pub async fn events(ctx: Ctx, args: EventsArgs) -> Outcome {
     Ok(())
 }
 
-/// One event: a JSON line, or `seq  time  workspace  type  payload`.
+/// One event: a JSON line, or `seq  time  workspace (short id)  type  payload`.
 fn print_event(ctx: &Ctx, e: &Event) -> Outcome {
     match ctx.output {
         Output::Json => {
@@ -344,9 +344,9 @@ fn print_event(ctx: &Ctx, e: &Event) -> Outcome {
             println!("{line}");
         }
         Output::Table => {
-            let workspace = e.workspace_id.map(|w| w.to_string()).unwrap_or_default();
+            let workspace = e.workspace_id.map(|w| w.short()).unwrap_or_default();
             println!(
-                "{:>6}  {}  {:<36}  {:<26}  {}",
+                "{:>6}  {}  {:<12}  {:<26}  {}",
                 e.seq,
                 time(Some(e.created_at)),
                 workspace,
@@ -405,7 +405,9 @@ pub async fn secrets_set(ctx: Ctx, scope: SecretScopeArgs, key: String, value: S
         }
         None => ctx.client.set_global_secret(&key, &value).await?,
     };
-    print(&ctx, &done, |d| format!("{} {}\n", d.key, d.status))
+    print(&ctx, &done, |d| {
+        secret_changed(d, scope.workspace.is_some())
+    })
 }
 
 /// `berth secrets delete`.
@@ -417,7 +419,18 @@ pub async fn secrets_delete(ctx: Ctx, scope: SecretScopeArgs, key: String) -> Ou
         }
         None => ctx.client.delete_global_secret(&key).await?,
     };
-    print(&ctx, &done, |d| format!("{} {}\n", d.key, d.status))
+    print(&ctx, &done, |d| {
+        secret_changed(d, scope.workspace.is_some())
+    })
+}
+
+/// `KEY saved` / `KEY deleted`; for a workspace's secret, a note that its agent restarts.
+fn secret_changed(d: &berth_client::berth_api::secrets::SecretChanged, workspace: bool) -> String {
+    if workspace {
+        // The server restarts the workspace's agent so it gets the new environment.
+        eprintln!("(the workspace's agent restarts to pick it up)");
+    }
+    format!("{} {}\n", d.key, d.status)
 }
 
 // ---- tokens -------------------------------------------------------------------------------

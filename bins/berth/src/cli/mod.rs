@@ -120,7 +120,18 @@ fn fail(failure: &Failure, credential: Option<&Credential>) -> ExitCode {
     match failure {
         Failure::Usage(m) => eprintln!("berth: {m}"),
         Failure::Client(e) => {
-            eprintln!("berth: {e}");
+            // The causes too: "error sending request" alone does not say "connection refused".
+            let mut line = format!("berth: {e}");
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !line.contains(&text) {
+                    line.push_str(": ");
+                    line.push_str(&text);
+                }
+                source = cause.source();
+            }
+            eprintln!("{line}");
             match e {
                 Error::Api { body, .. } => {
                     // Fields beyond the message (a code, a hint, the children of a delete): the
@@ -130,6 +141,9 @@ fn fail(failure: &Failure, credential: Option<&Credential>) -> ExitCode {
                         .is_some_and(|o| o.keys().any(|k| k != "error"));
                     if extra {
                         eprintln!("{body}");
+                    }
+                    if body["status"] == "confirmation_required" {
+                        eprintln!("(add --confirm to delete the sub-workspaces too)");
                     }
                     if e.status() == Some(berth_client::StatusCode::UNAUTHORIZED) {
                         eprintln!("{}", credential_hint(credential));

@@ -61,7 +61,11 @@ where
         }
         eprintln!(
             "{} {s} ({:.1}s)",
-            if s == "online" { "✓" } else { "→" },
+            match s.as_str() {
+                "online" => "✓",
+                "failed" => "✗",
+                _ => "→",
+            },
             started.elapsed().as_secs_f64()
         );
         *shown.lock().expect("status") = s;
