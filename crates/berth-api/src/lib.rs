@@ -27,6 +27,18 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// Reads a field that distinguishes absent (`None`, with `#[serde(default)]`) from `null`
+/// (`Some(None)`) from a value (`Some(Some(v))`): the list-only fields of
+/// [`workspaces::Workspace`] are `null` when unset and absent from `GET /workspaces/{id}`.
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize as _;
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// `{"status": "<word>"}`: the answer of the actions that report nothing else (`updated`,
 /// `logged`, `sent`, `saved`, `revoked`, `hibernated`, …).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]

@@ -16,6 +16,7 @@ pub struct Register {
     /// The workspace.
     pub id: String,
     /// Where the agent listens (`null` = `""`).
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub url: String,
     /// The A2A agent card (free-form JSON).
@@ -45,6 +46,7 @@ pub struct Registered {
 #[serde(default)]
 pub struct RuntimeMetadata {
     /// Capability flags (`status_mgmt`: the agent manages its own status).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub capabilities: HashMap<String, bool>,
 }
@@ -55,27 +57,35 @@ pub struct Heartbeat {
     /// The workspace.
     pub workspace_id: String,
     /// Recent error rate.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub error_rate: f64,
     /// A recent error.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub sample_error: String,
     /// Tasks in flight.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub active_tasks: i64,
     /// Agent uptime.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub uptime_seconds: i64,
     /// What it is doing.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub current_task: String,
     /// Spend this month in USD cents.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub monthly_spend: i64,
     /// Runtime-reported state.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub runtime_state: String,
     /// Capabilities.
+    #[schema(nullable)]
     #[serde(default, deserialize_with = "nullable")]
     pub runtime_metadata: RuntimeMetadata,
 }

@@ -18,9 +18,11 @@ use crate::nullable;
 #[serde(default)]
 pub struct Canvas {
     /// Horizontal position.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub x: f64,
     /// Vertical position.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub y: f64,
 }
@@ -30,9 +32,11 @@ pub struct Canvas {
 #[serde(default)]
 pub struct InitialMemory {
     /// Memory text.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub content: String,
     /// `LOCAL` / `TEAM` / `GLOBAL` (case-insensitive; empty = `LOCAL`).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub scope: String,
 }
@@ -44,36 +48,47 @@ pub struct InitialMemory {
 #[serde(default)]
 pub struct CreateWorkspace {
     /// Display name (required).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub name: String,
     /// Role ("" = none).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub role: String,
     /// Template directory name under the templates root.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub template: String,
     /// Tier 1–4 (0 = the default).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub tier: i64,
     /// Model id.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub model: String,
     /// Runtime name.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub runtime: String,
     /// An external (bring-your-own-compute) agent.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub external: bool,
     /// The agent's URL (external workspaces).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub url: String,
     /// `push` or `poll`.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub delivery_mode: String,
     /// Host directory mounted into the workspace.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub workspace_dir: String,
     /// `none`, `read_only` or `read_write`.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub workspace_access: String,
     /// The parent workspace.
@@ -81,18 +96,23 @@ pub struct CreateWorkspace {
     /// Monthly budget in USD cents.
     pub budget_limit: Option<i64>,
     /// Secrets handed to the agent as environment.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub secrets: BTreeMap<String, String>,
     /// Concurrent A2A tasks the agent accepts.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub max_concurrent_tasks: i64,
     /// Compute settings (control-plane backend).
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub compute: Compute,
     /// Canvas position.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub canvas: Canvas,
     /// Memories seeded after the create.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub initial_memories: Vec<InitialMemory>,
 }
@@ -150,7 +170,11 @@ pub struct Workspace<'a> {
     /// Whether the workspace may broadcast to its organisation.
     pub broadcast_enabled: bool,
     /// Monthly budget in USD cents (list only; `null` = none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<i64>)]
     pub budget_limit: Option<Option<i64>>,
     /// Collapsed on the canvas.
@@ -170,7 +194,11 @@ pub struct Workspace<'a> {
     /// Error rate from the last heartbeat.
     pub last_error_rate: f64,
     /// Last A2A message sent by this workspace (get only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub last_outbound_at: Option<Option<DateTime<Utc>>>,
     /// Last sample error from a heartbeat (list only).
@@ -208,7 +236,11 @@ pub struct Workspace<'a> {
     #[schema(value_type = String)]
     pub url: Cow<'a, str>,
     /// Host directory (list only; `null` = none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>)]
     pub workspace_dir: Option<Option<Cow<'a, str>>>,
     /// Canvas x.
@@ -218,8 +250,8 @@ pub struct Workspace<'a> {
 }
 
 /// `PATCH /workspaces/{id}` body: the fields to change. Name, role and layout for a workspace
-/// token; tier, runtime, parent, directory and budget only with the admin credential. Read as a
-/// JSON object (free-form: each field is checked by the core).
+/// token; tier, runtime, parent, directory and the hibernation delay only with the admin
+/// credential (403 otherwise). Read as a JSON object; each field is checked by the core.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UpdateWorkspace {
     /// New name.
@@ -244,14 +276,26 @@ pub struct UpdateWorkspace {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
     /// Parent (admin; `null` detaches).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent_id: Option<Option<String>>,
     /// Host directory (admin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub workspace_dir: Option<Option<String>>,
-    /// Budget (admin).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget_limit: Option<Option<i64>>,
+    /// Idle minutes before the workspace hibernates (admin; `null` = never).
+    #[serde(
+        default,
+        deserialize_with = "crate::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hibernation_idle_minutes: Option<Option<i64>>,
 }
 
 /// 200 of `PATCH /workspaces/{id}`.
@@ -397,9 +441,11 @@ pub struct ConfigBody {
 #[serde(default)]
 pub struct BootstrapFailed {
     /// What failed.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub error: String,
     /// The end of the bootstrap log.
+    #[schema(nullable)]
     #[serde(deserialize_with = "nullable")]
     pub log_tail: String,
 }
@@ -419,4 +465,70 @@ pub struct BootstrapFailedAck {
 pub struct Console {
     /// The machine's console output.
     pub output: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_workspace_reads_back_owned_with_null_and_absent_kept_apart() {
+        let card = serde_json::json!({"name": "agent"});
+        let compute = serde_json::json!({});
+        let listed = Workspace {
+            active_tasks: 1,
+            agent_card: Some(Cow::Borrowed(&card)),
+            broadcast_enabled: false,
+            budget_limit: Some(None),
+            collapsed: false,
+            compute: Cow::Borrowed(&compute),
+            current_task: Some(Cow::Borrowed("")),
+            failure_code: None,
+            id: WorkspaceId::parse("12345678-9abc-def0-1234-56789abcdef0").expect("id"),
+            last_error_rate: 0.0,
+            last_outbound_at: None,
+            last_sample_error: Some(Cow::Borrowed("")),
+            max_concurrent_tasks: 1,
+            monthly_spend: Some(0),
+            name: Cow::Borrowed("w"),
+            parent_id: None,
+            provision_timeout_ms: None,
+            role: None,
+            runtime: Cow::Borrowed("echo"),
+            status: WorkspaceStatus::Online,
+            talk_to_user_enabled: true,
+            tier: 2,
+            uptime_seconds: 3,
+            url: Cow::Borrowed(""),
+            workspace_dir: Some(None),
+            x: 0.0,
+            y: 0.0,
+        };
+        let text = serde_json::to_string(&listed).expect("serialise");
+        assert!(text.contains(r#""budget_limit":null"#), "{text}");
+        assert!(!text.contains("last_outbound_at"), "{text}");
+        let owned: Workspace<'static> = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(owned, listed);
+        assert_eq!(owned.budget_limit, Some(None));
+        assert_eq!(owned.workspace_dir, Some(None));
+        assert_eq!(owned.last_outbound_at, None);
+    }
+
+    #[test]
+    fn a_create_reads_null_as_the_zero_value_and_ignores_unknown_fields() {
+        let p: CreateWorkspace = serde_json::from_str(
+            r#"{"name":"x","tier":null,"secrets":null,"canvas":{"x":null},"unknown":1}"#,
+        )
+        .expect("binds");
+        assert_eq!(p.name, "x");
+        assert_eq!(p.tier, 0);
+        assert!(p.secrets.is_empty());
+        assert_eq!(p.canvas, Canvas::default());
+    }
+
+    #[test]
+    fn abilities_do_not_bind_from_a_short_array() {
+        assert!(serde_json::from_str::<Abilities>("[true]").is_err());
+        assert!(serde_json::from_str::<Abilities>("{}").is_ok());
+    }
 }

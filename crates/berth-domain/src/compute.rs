@@ -34,12 +34,15 @@ where
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct Compute {
     /// Cloud instance type; empty for the backend's default.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub instance_type: String,
     /// Disk settings.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub volume: ComputeVolume,
     /// Remote desktop settings.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub display: ComputeDisplay,
 }
@@ -49,6 +52,7 @@ pub struct Compute {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ComputeVolume {
     /// Root volume size in GB; 0 for the backend's default, else 30..=500.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub root_gb: i64,
 }
@@ -58,15 +62,19 @@ pub struct ComputeVolume {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct ComputeDisplay {
     /// `""`, `none`, `desktop-control` or `gpu-desktop-control`.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub mode: String,
     /// Width in pixels; 0 for the default, else 800..=3840.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub width: i64,
     /// Height in pixels; 0 for the default, else 600..=2160.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub height: i64,
     /// `""`, `dcv` or `novnc`.
+    #[cfg_attr(feature = "schema", schema(nullable))]
     #[serde(default, deserialize_with = "null_as_default")]
     pub protocol: String,
 }

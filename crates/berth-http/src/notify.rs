@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use berth_api::activity::Notify;
 use berth_api::{ErrorBody, StatusResponse};
 use berth_core::{NotifyAttachment, NotifyError};
-use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,25 +16,6 @@ use crate::{ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(notify))
-}
-
-#[derive(Deserialize)]
-struct AttachmentPayload {
-    #[serde(default)]
-    uri: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default, rename = "mimeType")]
-    mime_type: Option<String>,
-    #[serde(default)]
-    size: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct NotifyPayload {
-    message: String,
-    #[serde(default)]
-    attachments: Option<Vec<AttachmentPayload>>,
 }
 
 /// 200 `{"status":"sent"}`.
@@ -57,9 +37,9 @@ async fn notify(
     auth: WorkspaceAuth,
     Body(body): Body,
 ) -> Result<Json<StatusResponse>, ApiError> {
-    let p: NotifyPayload = serde_json::from_slice(&body)
+    let p: Notify = serde_json::from_slice(&body)
         .ok()
-        .filter(|p: &NotifyPayload| !p.message.is_empty())
+        .filter(|p: &Notify| !p.message.is_empty())
         .ok_or_else(|| ApiError::BadRequest("message is required".into()))?;
     let mut attachments = Vec::new();
     for (i, a) in p.attachments.unwrap_or_default().into_iter().enumerate() {

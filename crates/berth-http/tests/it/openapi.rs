@@ -90,8 +90,23 @@ async fn check(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
     let uri = req.uri().clone();
+    // The request body is kept to check it against the documented request schema when the
+    // server accepted it (a 2xx).
+    let (req_parts, req_body) = req.into_parts();
+    let req_bytes = axum::body::to_bytes(req_body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let req = Request::from_parts(req_parts, Body::from(req_bytes.clone()));
     let resp = next.run(req).await;
     let status = resp.status();
+    if status.is_success()
+        && let Err(problem) = accepted_request(&method, route.as_deref(), &req_bytes)
+    {
+        panic!(
+            "OpenAPI: {method} {uri} (route {route:?}) was accepted ({status}) with a body the document does not describe: {problem}\nbody: {}",
+            String::from_utf8_lossy(&req_bytes)
+        );
+    }
     let content_type = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -124,6 +139,60 @@ async fn check(req: Request, next: Next) -> Response {
         );
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Whether a request body the server accepted fits the documented request schema (open: the
+/// server ignores unknown fields, as the reference does; only the fields it reads are checked).
+fn accepted_request(method: &Method, route: Option<&str>, body: &[u8]) -> Result<(), String> {
+    let Some(operation) = route
+        .and_then(|r| DOC["paths"].get(r))
+        .and_then(|item| item.get(method.as_str().to_lowercase()))
+    else {
+        return Ok(());
+    };
+    let Some(schema) = operation
+        .get("requestBody")
+        .and_then(|b| b["content"].get("application/json"))
+        .and_then(|c| c.get("schema"))
+    else {
+        return Ok(());
+    };
+    let Ok(instance) = serde_json::from_slice::<Value>(body) else {
+        // Empty or not JSON: the routes that take an optional body say so in their handlers.
+        return Ok(());
+    };
+    let key = (
+        route.unwrap_or_default().to_owned(),
+        method.as_str().to_lowercase(),
+        "request".to_owned(),
+    );
+    let mut root = schema.clone();
+    if let Value::Object(map) = &mut root {
+        map.insert("components".into(), DOC["components"].clone());
+    }
+    let v = {
+        let mut cache = VALIDATORS.lock().expect("validators");
+        cache
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(
+                    jsonschema::options()
+                        .with_draft(jsonschema::Draft::Draft202012)
+                        .build(&root)
+                        .unwrap_or_else(|e| panic!("schema of {key:?} does not compile: {e}")),
+                )
+            })
+            .clone()
+    };
+    let errors: Vec<String> = v
+        .iter_errors(&instance)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
 }
 
 /// Whether a response conforms to the document.
