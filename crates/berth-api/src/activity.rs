@@ -69,7 +69,7 @@ pub struct ActivityEntry {
     /// Sender workspace.
     pub source_id: Option<Uuid>,
     /// `ok`, `error`, …
-    pub status: Option<String>,
+    pub status: String,
     /// One-line summary.
     pub summary: Option<String>,
     /// Receiver workspace.
@@ -200,7 +200,7 @@ pub struct SessionSearchItem {
     #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
     /// Status.
-    pub status: Option<String>,
+    pub status: String,
     /// The workspace.
     pub workspace_id: String,
 }

@@ -210,36 +210,30 @@ fn parse_query(q: &HashMap<String, String>) -> Result<ActivityQuery, ApiError> {
     })
 }
 
-/// One element of the listing (§2.5).
-fn row_json(r: ActivityRecord) -> Value {
-    let mut o = Map::new();
-    o.insert("id".into(), json!(r.id));
-    o.insert("workspace_id".into(), json!(r.workspace_id.to_string()));
-    o.insert("activity_type".into(), json!(r.activity_type));
-    o.insert("source_id".into(), json!(r.source_id));
-    o.insert("target_id".into(), json!(r.target_id));
-    o.insert("method".into(), json!(r.method));
-    o.insert("summary".into(), json!(r.summary));
-    o.insert("duration_ms".into(), json!(r.duration_ms));
-    o.insert("status".into(), json!(r.status));
-    o.insert("error_detail".into(), json!(r.error_detail));
-    o.insert(
-        "created_at".into(),
-        json!(
-            r.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        ),
-    );
-    for (key, doc) in [
-        ("request_body", r.request_body),
-        ("response_body", r.response_body),
-        ("tool_trace", r.tool_trace),
-    ] {
-        if let Some(d) = doc {
-            o.insert(key.into(), d);
-        }
+/// One element of the listing (§2.5), without the `include=peer_info` fields.
+fn row_json(r: ActivityRecord) -> Row {
+    Row {
+        activity_type: r.activity_type,
+        agent_card_url: None,
+        attachments: None,
+        created_at: r
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        duration_ms: r.duration_ms,
+        error_detail: r.error_detail,
+        id: r.id,
+        method: r.method,
+        peer_name: None,
+        peer_role: None,
+        request_body: r.request_body,
+        response_body: r.response_body,
+        source_id: r.source_id,
+        status: r.status,
+        summary: r.summary,
+        target_id: r.target_id,
+        tool_trace: r.tool_trace,
+        workspace_id: r.workspace_id.to_string(),
     }
-    Value::Object(o)
 }
 
 /// `GET /workspaces/{id}/activity` (§2.5): newest first, or after the `since_id` row in write
@@ -261,24 +255,21 @@ async fn list_activity(
     auth: WorkspaceAuth,
     PlatformUrl(platform_url): PlatformUrl,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<Row>>, ApiError> {
     let query = parse_query(&q)?;
     let rows = state.service.activity(auth.id, query).await?;
     if !crate::peer_info::wanted(q.get("include")) {
-        return Ok(Json(Value::Array(rows.into_iter().map(row_json).collect())));
+        return Ok(Json(rows.into_iter().map(row_json).collect()));
     }
     // `include=peer_info`: sender name/role, agent card URL, attachments.
     let peers = crate::peer_info::peers(&state.service, &rows).await?;
     let listed = rows
         .into_iter()
         .map(|r| {
-            let (source, body) = (r.source_id, r.request_body.clone());
-            let mut v = row_json(r);
-            if let Value::Object(o) = &mut v {
-                crate::peer_info::extend(o, source, body.as_ref(), &peers, &platform_url);
-            }
-            v
+            let mut row = row_json(r);
+            crate::peer_info::extend(&mut row, &peers, &platform_url);
+            row
         })
         .collect();
-    Ok(Json(Value::Array(listed)))
+    Ok(Json(listed))
 }

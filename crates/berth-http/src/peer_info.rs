@@ -38,30 +38,27 @@ pub(crate) async fn peers(
     Ok(out)
 }
 
-/// Adds the peer keys to one listed row (`o`), each only when it has a value.
+/// Adds the peer fields to one listed row, each only when it has a value.
 pub(crate) fn extend(
-    o: &mut Map<String, Value>,
-    source_id: Option<Uuid>,
-    request_body: Option<&Value>,
+    row: &mut berth_api::activity::ActivityEntry,
     peers: &HashMap<Uuid, (Option<String>, Option<String>)>,
     platform_url: &str,
 ) {
-    if let Some(source) = source_id {
+    if let Some(source) = row.source_id {
         if let Some((name, role)) = peers.get(&source) {
-            for (key, value) in [("peer_name", name), ("peer_role", role)] {
-                if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
-                    o.insert(key.into(), v.into());
-                }
-            }
+            let present = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+            row.peer_name = present(name);
+            row.peer_role = present(role);
         }
-        o.insert(
-            "agent_card_url".into(),
-            format!("{platform_url}/registry/discover/{source}").into(),
-        );
+        row.agent_card_url = Some(format!("{platform_url}/registry/discover/{source}"));
     }
-    let attachments = request_body.map(attachments).unwrap_or_default();
+    let attachments = row
+        .request_body
+        .as_ref()
+        .map(attachments)
+        .unwrap_or_default();
     if !attachments.is_empty() {
-        o.insert("attachments".into(), Value::Array(attachments));
+        row.attachments = Some(attachments);
     }
 }
 

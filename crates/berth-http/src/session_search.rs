@@ -13,7 +13,6 @@ use axum::extract::State;
 use berth_api::ErrorBody;
 use berth_api::activity::{SessionSearchItem, SessionSearchQuery};
 use berth_core::ActivityRecord;
-use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -42,29 +41,21 @@ fn limit(raw: Option<&String>) -> i64 {
 
 /// One item: `{kind, id, workspace_id, label, content, method, status, created_at,
 /// request_body?, response_body?}`.
-fn item(r: ActivityRecord) -> Value {
-    let mut o = Map::new();
-    o.insert("kind".into(), json!("activity"));
-    o.insert("id".into(), json!(r.id));
-    o.insert("workspace_id".into(), json!(r.workspace_id.to_string()));
-    o.insert("label".into(), json!(r.activity_type));
-    o.insert("content".into(), json!(r.summary.unwrap_or_default()));
-    o.insert("method".into(), json!(r.method.unwrap_or_default()));
-    o.insert("status".into(), json!(r.status));
-    o.insert(
-        "created_at".into(),
-        json!(
-            r.created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-        ),
-    );
-    if let Some(d) = r.request_body {
-        o.insert("request_body".into(), d);
+fn item(r: ActivityRecord) -> SessionSearchItem {
+    SessionSearchItem {
+        content: r.summary.unwrap_or_default(),
+        created_at: r
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        id: r.id,
+        kind: "activity".into(),
+        label: r.activity_type,
+        method: r.method.unwrap_or_default(),
+        request_body: r.request_body,
+        response_body: r.response_body,
+        status: r.status,
+        workspace_id: r.workspace_id.to_string(),
     }
-    if let Some(d) = r.response_body {
-        o.insert("response_body".into(), d);
-    }
-    Value::Object(o)
 }
 
 /// Searches the workspace's own activity log, newest first.
@@ -83,7 +74,7 @@ async fn search(
     State(state): State<AppState>,
     auth: WorkspaceAuth,
     ApiQuery(q): ApiQuery<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<SessionSearchItem>>, ApiError> {
     let term = q.get("q").filter(|t| !t.is_empty()).cloned();
     if term.as_ref().is_some_and(|t| t.len() > QUERY_MAX) {
         return Err(ApiError::BadRequest(format!(
@@ -96,5 +87,5 @@ async fn search(
         .search_activity(auth.id, term, limit(q.get("limit")))
         .await
         .map_err(|e| ApiError::internal("session search failed", e))?;
-    Ok(Json(Value::Array(rows.into_iter().map(item).collect())))
+    Ok(Json(rows.into_iter().map(item).collect()))
 }
