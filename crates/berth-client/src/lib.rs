@@ -3,6 +3,7 @@
 mod error;
 pub mod events;
 mod pages;
+mod routes;
 mod sse;
 mod tls;
 mod wait;
@@ -153,7 +154,7 @@ impl Client {
     }
 
     /// Sends `req` and decodes a successful answer's JSON body as `T`.
-    async fn send<T: DeserializeOwned>(
+    pub(crate) async fn send<T: DeserializeOwned>(
         &self,
         what: &str,
         req: reqwest::RequestBuilder,
@@ -168,7 +169,7 @@ impl Client {
     }
 
     /// `method path` with an optional JSON body, decoded as `T`, under the default timeout.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -591,7 +592,7 @@ pub fn reply_text(result: &Value) -> Option<String> {
 }
 
 /// `s` percent-encoded as one path segment or query value.
-fn path_segment(s: &str) -> String {
+pub(crate) fn path_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -8,6 +8,7 @@ mod events;
 mod harness;
 mod lifecycle;
 mod resources;
+mod routes;
 mod workspaces;
 
 /// Not a test of the client: the agent processes the test servers start run this test binary
