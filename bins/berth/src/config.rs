@@ -12,7 +12,11 @@ use crate::cli::args::{
 
 /// berth: a workspace server for AI agents (`berth serve`), and its command-line client.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth, a workspace server for AI agents (`berth serve`), and its command-line client"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -198,6 +198,60 @@ async fn a_session_with_the_cli() {
     let _ = follow.wait();
     let _ = reader.join();
 
+    // Following one workspace (its SSE stream): a message's events show up as they happen.
+    let mut follow = cli_command(
+        &server,
+        dir,
+        &["events", "-f", "-w", "demo", "--limit", "1"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("events --follow --workspace");
+    let follow_out = follow.stdout.take().expect("stdout");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(follow_out).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().expect("lines").push(line);
+            }
+        })
+    };
+    // The first line is the latest event: the follower is connected once it is there.
+    wait_for("the follower's first line", Duration::from_secs(20), || {
+        let n = lines.lock().expect("lines").len();
+        async move {
+            if n > 0 {
+                Ok(())
+            } else {
+                Err("no line yet".to_owned())
+            }
+        }
+    })
+    .await;
+    berth(&server, dir, &["message", "demo", "followed"]).ok("message");
+    wait_for(
+        "the follower to print the message's events",
+        Duration::from_secs(20),
+        || {
+            let text = lines.lock().expect("lines").join("\n");
+            async move {
+                if text.contains("A2A_RESPONSE") {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        },
+    )
+    .await;
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let _ = reader.join();
+
     // Secrets, a workspace's and global.
     let set = berth(
         &server,
