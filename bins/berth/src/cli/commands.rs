@@ -17,13 +17,13 @@ use crate::cli::args::{
     WorkspaceCommand,
 };
 use crate::cli::table::{Table, fields, truncate};
-use crate::cli::{Ctx, Failure, Outcome, progress, resolve};
+use crate::cli::{Ctx, Failure, Outcome, out, progress, resolve};
 
 /// Prints `value` as pretty JSON on stdout.
 fn json(value: &impl Serialize) -> Outcome {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::Usage(format!("cannot print the answer as JSON: {e}")))?;
-    println!("{text}");
+    out(&format!("{text}\n"));
     Ok(())
 }
 
@@ -32,7 +32,7 @@ fn print<T: Serialize>(ctx: &Ctx, value: &T, table: impl FnOnce(&T) -> String) -
     match ctx.output {
         Output::Json => json(value),
         Output::Table => {
-            print!("{}", table(value));
+            out(&table(value));
             Ok(())
         }
     }
@@ -341,22 +341,20 @@ fn print_event(ctx: &Ctx, e: &Event) -> Outcome {
         Output::Json => {
             let line = serde_json::to_string(e)
                 .map_err(|err| Failure::Usage(format!("cannot print an event: {err}")))?;
-            println!("{line}");
+            out(&format!("{line}\n"));
         }
         Output::Table => {
             let workspace = e.workspace_id.map(|w| w.short()).unwrap_or_default();
-            println!(
-                "{:>6}  {}  {:<12}  {:<26}  {}",
+            out(&format!(
+                "{:>6}  {}  {:<12}  {:<26}  {}\n",
                 e.seq,
                 time(Some(e.created_at)),
                 workspace,
                 e.event_type,
                 truncate(&e.payload.to_string(), 100)
-            );
+            ));
         }
     }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
     Ok(())
 }
 

@@ -254,6 +254,24 @@ pub(crate) async fn resolve(ctx: &Ctx, arg: &str) -> Result<WorkspaceId, Failure
     }
 }
 
+/// Writes `text` to stdout and flushes it (a follower's lines appear as they come). A reader
+/// that went away (`berth events | head`) ends the command quietly with exit 0, as a Unix
+/// filter does; Rust ignores SIGPIPE, so `print!` would panic there.
+pub(crate) fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("berth: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `berth completions SHELL`.
 fn completions(shell: args::Shell) {
     use clap::CommandFactory as _;
@@ -262,7 +280,9 @@ fn completions(shell: args::Shell) {
         args::Shell::Zsh => clap_complete::Shell::Zsh,
         args::Shell::Fish => clap_complete::Shell::Fish,
     };
-    clap_complete::generate(shell, &mut Cli::command(), "berth", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "berth", &mut script);
+    out(&String::from_utf8_lossy(&script));
 }
 
 #[cfg(test)]

@@ -417,3 +417,18 @@ fn completions_are_printed_for_each_shell() {
         assert!(out.stdout.contains("workspace"), "{shell}");
     }
 }
+
+/// A reader that stops early (`| head`) ends the command quietly: exit 0, no panic. The bash
+/// script is larger than a pipe's buffer, so the write after `head` exits always fails.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("set -o pipefail; \"$0\" completions bash | head -n 1")
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .output()
+        .expect("bash");
+    let out = Run::from(out).ok("completions | head");
+    assert_eq!(out.stdout, "_berth() {\n");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
