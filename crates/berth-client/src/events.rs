@@ -8,7 +8,11 @@
 //! set to the last sequence number it yielded, and the server replays everything after it from
 //! its log: no event is lost or repeated across reconnects. It gives up, yielding one error and
 //! ending, when the server refuses the stream (an [`Error::Api`], e.g. 404 for a removed
-//! workspace) or after [`RECONNECT_ATTEMPTS`] failed reconnects in a row.
+//! workspace) or after [`RECONNECT_ATTEMPTS`] connection attempts in a row that got no answer;
+//! reconnects back off from 0.25 s to 5 s while connections keep ending without an event. A
+//! stream that has yielded nothing yet has no id to resume from: a drop before its first event
+//! reconnects live-only (use [`Client::events_after`] with a known sequence number, or
+//! [`Client::subscribe`], to close that gap).
 //!
 //! **Every workspace** ([`Client::follow_all_events`]): berth has no server-wide SSE route; its
 //! server-wide live feed is the `/ws` WebSocket, which has no resume. This client polls the
@@ -47,7 +51,12 @@ struct SseState {
     response: Option<reqwest::Response>,
     parser: Parser,
     ready: VecDeque<StreamEvent>,
-    failures: u32,
+    /// Connection attempts in a row that failed (no answer): the stream gives up at
+    /// [`RECONNECT_ATTEMPTS`].
+    connect_failures: u32,
+    /// Connections in a row that ended without an event (dropped, cut off): they only slow
+    /// the reconnects down, so a quiet stream with an occasional drop follows for ever.
+    idle_drops: u32,
     done: bool,
 }
 
@@ -76,6 +85,7 @@ impl SseState {
             // The server cut this reader off (or could not read its log): reconnect and resume
             // after the last event yielded.
             self.response = None;
+            self.idle_drops += 1;
             return Ok(());
         }
         let seq = frame
@@ -92,6 +102,7 @@ impl SseState {
                 source,
             })?;
         self.last_seq = Some(seq);
+        self.idle_drops = 0;
         self.ready.push_back(StreamEvent { seq, event });
         Ok(())
     }
@@ -109,21 +120,21 @@ impl SseState {
                 return None;
             }
             let Some(resp) = self.response.as_mut() else {
-                if self.failures > 0 {
+                let tries = self.connect_failures + self.idle_drops;
+                if tries > 0 {
                     // 0.25 s, 0.5 s, 1 s, … up to 5 s between attempts.
-                    let backoff =
-                        Duration::from_millis(250 << self.failures.min(5).saturating_sub(1));
+                    let backoff = Duration::from_millis(250 << tries.min(5).saturating_sub(1));
                     tokio::time::sleep(backoff.min(Duration::from_secs(5))).await;
                 }
                 match self.connect().await {
-                    Ok(()) => {}
+                    Ok(()) => self.connect_failures = 0,
                     Err(e @ Error::Api { .. }) => {
                         self.done = true;
                         return Some(Err(e));
                     }
                     Err(e) => {
-                        self.failures += 1;
-                        if self.failures >= RECONNECT_ATTEMPTS {
+                        self.connect_failures += 1;
+                        if self.connect_failures >= RECONNECT_ATTEMPTS {
                             self.done = true;
                             return Some(Err(e));
                         }
@@ -133,7 +144,6 @@ impl SseState {
             };
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
-                    self.failures = 0;
                     for frame in self.parser.feed(&bytes) {
                         if let Err(e) = self.take(frame) {
                             self.done = true;
@@ -144,7 +154,7 @@ impl SseState {
                 // The server ended the stream, or the connection broke: resume.
                 Ok(None) | Err(_) => {
                     self.response = None;
-                    self.failures += 1;
+                    self.idle_drops += 1;
                 }
             }
         }
@@ -193,7 +203,8 @@ impl Client {
             response: None,
             parser: Parser::default(),
             ready: VecDeque::new(),
-            failures: 0,
+            connect_failures: 0,
+            idle_drops: 0,
             done: false,
         }
     }

@@ -92,10 +92,11 @@ async fn the_stream_replays_and_resumes_after_the_last_event_id(b: &Berth) {
     );
 }
 
-/// A dropped connection is resumed with `Last-Event-ID`: a fake SSE server writes two events
-/// and closes; the client reconnects with the last id and gets the third.
+/// A dropped connection and a cut-off stream are both resumed with `Last-Event-ID`: a fake
+/// SSE server writes the first event and closes the connection, then writes the second and
+/// the server's cut-off frame (`event: error`) on a connection it keeps open, then the third.
 #[tokio::test]
-async fn a_dropped_connection_resumes_with_the_last_event_id() {
+async fn drops_and_cut_offs_resume_with_the_last_event_id() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -107,27 +108,33 @@ async fn a_dropped_connection_resumes_with_the_last_event_id() {
             json!({"type": "ACTIVITY_LOGGED", "timestamp": 1_700_000_000_000_i64 + seq, "data": {"n": seq}})
         )
     };
+    let cut = format!(
+        ": cut off: queue_full\nevent: error\ndata: {}\n\n",
+        json!({"error": "subscriber queue full", "last_event_id": 2})
+    );
     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
     let (seen, mut requests) = tokio::sync::mpsc::unbounded_channel::<String>();
     let server = tokio::spawn(async move {
-        for (i, body) in [format!(": ping\n\n{}{}", frame(1), frame(2)), frame(3)]
-            .into_iter()
-            .enumerate()
-        {
+        let bodies = [
+            format!(": ping\n\n{}", frame(1)),
+            format!("{}{cut}", frame(2)),
+            frame(3),
+        ];
+        let mut open = Vec::new();
+        for (i, body) in bodies.into_iter().enumerate() {
             let (mut sock, _) = listener.accept().await.expect("accept");
             let mut buf = vec![0u8; 4096];
             let n = sock.read(&mut buf).await.expect("read");
             let _ = seen.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
             sock.write_all(head.as_bytes()).await.expect("write");
             sock.write_all(body.as_bytes()).await.expect("write");
-            if i == 0 {
-                // Closed mid-stream.
-                drop(sock);
-            } else {
-                // Kept open: the client must not need a third connection.
-                tokio::time::sleep(Duration::from_secs(30)).await;
+            if i > 0 {
+                // Kept open: only the cut-off frame may make the client reconnect.
+                open.push(sock);
             }
         }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(open);
     });
     let client = berth_client::Client::new(&base)
         .expect("client")
@@ -142,6 +149,7 @@ async fn a_dropped_connection_resumes_with_the_last_event_id() {
     assert_eq!(seqs, [1, 2, 3]);
     let first = requests.recv().await.expect("first request");
     let second = requests.recv().await.expect("second request");
+    let third = requests.recv().await.expect("third request");
     server.abort();
     assert!(
         first.starts_with(&format!("get /workspaces/{id}/events/stream ")),
@@ -149,7 +157,8 @@ async fn a_dropped_connection_resumes_with_the_last_event_id() {
     );
     assert!(!first.contains("last-event-id"), "{first}");
     assert!(first.contains("authorization: bearer t"), "{first}");
-    assert!(second.contains("last-event-id: 2\r\n"), "{second}");
+    assert!(second.contains("last-event-id: 1\r\n"), "{second}");
+    assert!(third.contains("last-event-id: 2\r\n"), "{third}");
 }
 
 async fn following_every_workspace_sees_new_events(b: &Berth) {
