@@ -313,9 +313,22 @@ pub async fn events(ctx: Ctx, args: EventsArgs) -> Outcome {
             let mut stream = std::pin::pin!(ctx.client.events_after(id, last_seq.or(Some(0))));
             while let Some(e) = stream.next().await {
                 let StreamEvent { seq, event } = e?;
+                let created_at =
+                    DateTime::from_timestamp_millis(event.timestamp).unwrap_or_default();
+                if ctx.output == Output::Json {
+                    // The log's shape, less the event's own id, which the stream does not carry.
+                    let line = serde_json::json!({
+                        "seq": seq,
+                        "event_type": event.event_type,
+                        "workspace_id": id,
+                        "payload": event.data,
+                        "created_at": created_at,
+                    });
+                    out(&format!("{line}\n"));
+                    continue;
+                }
                 let record = Event {
-                    created_at: DateTime::from_timestamp_millis(event.timestamp)
-                        .unwrap_or_default(),
+                    created_at,
                     event_type: event.event_type,
                     id: uuid::Uuid::nil(),
                     payload: event.data,
