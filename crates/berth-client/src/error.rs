@@ -29,6 +29,15 @@ pub enum Error {
         /// What the server recorded about the failure (`last_sample_error`), or a generic text.
         message: String,
     },
+    /// A workspace this client waited for was paused, hibernated or removed meanwhile: it will
+    /// not come online without another action.
+    #[error("workspace {id} is {}: it will not come online without another action", status.as_str())]
+    Stopped {
+        /// The workspace.
+        id: berth_domain::WorkspaceId,
+        /// Its status.
+        status: berth_domain::WorkspaceStatus,
+    },
     /// The agent answered an A2A request with a JSON-RPC error (HTTP 200 with `error`).
     #[error("the agent answered with JSON-RPC error{}: {message}", code.map(|c| format!(" {c}")).unwrap_or_default())]
     Rpc {

@@ -33,7 +33,8 @@ impl Client {
     /// Waits until workspace `id` is `online` and returns it, calling `on_change` with the
     /// workspace each time its status changes (first with the status it has now). A workspace
     /// that ends `failed` is an [`Error::WorkspaceFailed`] with its `failure_code`; one that is
-    /// removed meanwhile is the server's [`Error::Api`] 410. Waits as long as it takes: wrap it
+    /// paused or hibernated meanwhile is an [`Error::Stopped`], one removed the server's
+    /// [`Error::Api`] 410. Otherwise it waits as long as it takes: wrap it
     /// in a timeout for a deadline. An external workspace stays `awaiting_agent` until its agent
     /// registers.
     ///
@@ -105,6 +106,10 @@ impl Client {
                         message,
                     });
                 }
+                status @ (WorkspaceStatus::Paused
+                | WorkspaceStatus::Hibernating
+                | WorkspaceStatus::Hibernated
+                | WorkspaceStatus::Removed) => return Err(Error::Stopped { id, status }),
                 _ => {}
             }
             if stream_alive {

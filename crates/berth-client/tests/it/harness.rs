@@ -138,6 +138,11 @@ impl Berth {
         }
     }
 
+    /// What the agents of workspace `id` wrote (the process backend's log file).
+    pub fn agent_log(&self, id: WorkspaceId) -> String {
+        std::fs::read_to_string(self.process.log_path(id)).unwrap_or_default()
+    }
+
     /// A client without a credential.
     pub fn anonymous(&self) -> Client {
         Client::new(&self.base).expect("client")

@@ -16,17 +16,27 @@ both_stores!(
     a_failed_start_reports_its_failure_code
 );
 
-/// Waits (at most 60 s) until `id` is online; the statuses seen on the way.
-async fn online(client: &Client, id: WorkspaceId) -> (Workspace<'static>, Vec<WorkspaceStatus>) {
+/// Waits (at most 60 s) until `id` is online; the statuses seen on the way. On a timeout or
+/// an error, the panic shows the workspace and its agent's log.
+async fn online(
+    b: &Berth,
+    client: &Client,
+    id: WorkspaceId,
+) -> (Workspace<'static>, Vec<WorkspaceStatus>) {
     let mut seen = Vec::new();
-    let ws = tokio::time::timeout(
+    let waited = tokio::time::timeout(
         Duration::from_secs(60),
         client.wait_until_settled(id, |w| seen.push(w.status)),
     )
-    .await
-    .expect("online within 60 s")
-    .expect("online");
-    (ws, seen)
+    .await;
+    match waited {
+        Ok(Ok(ws)) => (ws, seen),
+        other => panic!(
+            "not online: {other:?} (statuses seen {seen:?})\nnow: {:?}\n--- agent log ---\n{}",
+            b.client.workspace(id).await,
+            b.agent_log(id)
+        ),
+    }
 }
 
 async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
@@ -41,7 +51,7 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
         .expect("create");
     assert_eq!(created.status, WorkspaceStatus::Provisioning);
     let id = created.id;
-    let (ws, seen) = online(&b.client, id).await;
+    let (ws, seen) = online(b, &b.client, id).await;
     assert_eq!(ws.status, WorkspaceStatus::Online);
     assert!(ws.url.starts_with("http://127.0.0.1:"), "{}", ws.url);
     assert_eq!(seen.last(), Some(&WorkspaceStatus::Online), "{seen:?}");
@@ -92,9 +102,25 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
         b.client.workspace(id).await.expect("get").status,
         WorkspaceStatus::Paused
     );
+    // Waiting on a paused workspace ends at once: it will not start by itself.
+    let err = b
+        .client
+        .wait_until_settled(id, |_| {})
+        .await
+        .expect_err("paused");
+    assert!(
+        matches!(
+            err,
+            Error::Stopped {
+                status: WorkspaceStatus::Paused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let resumed = b.client.resume_workspace(id).await.expect("resume");
     assert_eq!(resumed.status, "provisioning");
-    online(&b.client, id).await;
+    online(b, &b.client, id).await;
 
     // Hibernate, wake.
     let hibernated = b
@@ -109,7 +135,7 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
     );
     let woken = b.client.wake_workspace(id).await.expect("wake");
     assert_eq!(woken.status, "provisioning");
-    let (_, seen) = online(&b.client, id).await;
+    let (_, seen) = online(b, &b.client, id).await;
     assert_eq!(seen.last(), Some(&WorkspaceStatus::Online));
     let reply = b
         .client
@@ -121,7 +147,7 @@ async fn an_echo_workspace_lives_through_its_lifecycle(b: &Berth) {
     // A workspace token can wait on its own workspace too (the stream takes it).
     let token = b.client.create_token(id).await.expect("token").auth_token;
     let own = b.anonymous().with_token(token);
-    let (ws, _) = online(&own, id).await;
+    let (ws, _) = online(b, &own, id).await;
     assert_eq!(ws.id, id);
 
     b.client
