@@ -30,7 +30,6 @@ struct Recording {
 #[async_trait]
 impl Provisioner for Recording {
     fn kind(&self) -> BackendKind {
-        // A remote backend: the agent reports its own URL when it registers.
         BackendKind::ControlPlane
     }
 
@@ -39,7 +38,9 @@ impl Provisioner for Recording {
         // `request.secret_files`, pointed at `request.platform_url`.
         let _ = self.starts.send(request);
         Ok(Started {
-            url: None,
+            // Where the platform reaches the agent: berth stores this URL, never the one an
+            // agent of a provisioned workspace claims when it registers.
+            url: Some("http://machine-1.internal:8000".into()),
             instance_id: Some("machine-1".into()),
         })
     }

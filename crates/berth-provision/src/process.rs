@@ -329,8 +329,11 @@ impl ProcessProvisioner {
     }
 }
 
-impl Drop for ProcessProvisioner {
-    fn drop(&mut self) {
+impl ProcessProvisioner {
+    /// Kills every tracked agent's process group at once (SIGKILL, no grace), without waiting:
+    /// for a host that is going away and cannot await [`ProcessProvisioner::shutdown`] (a
+    /// `Drop`). Dropping the provisioner does the same.
+    pub fn kill_all(&self) {
         // `kill_on_drop` only reaches the direct child; kill each agent's whole group so nothing
         // it spawned outlives the server.
         for tracked in self.lock().values_mut() {
@@ -338,6 +341,12 @@ impl Drop for ProcessProvisioner {
                 let _ = signal_group(tracked.pid, Signal::SIGKILL);
             }
         }
+    }
+}
+
+impl Drop for ProcessProvisioner {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 

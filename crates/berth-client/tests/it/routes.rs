@@ -252,7 +252,7 @@ async fn settings_activity_and_system(b: &Berth) {
     assert_eq!(b.client.health().await.expect("health").status, "ok");
     assert_eq!(
         b.client.build_info().await.expect("build info").git_sha,
-        "test"
+        "berth-testkit"
     );
     b.client.liveness().await.expect("liveness");
     let metrics = b.client.metrics().await.expect("metrics");
