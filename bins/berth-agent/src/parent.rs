@@ -45,6 +45,12 @@ mod imp {
             return Ok(());
         }
         // Not the server's own child: started through a wrapper, or the server is gone already.
+        // A server killed a moment ago may still be a zombie, waiting for its own parent to reap
+        // it: signal 0 reaches a zombie, so that counts as gone too (else an agent whose server
+        // was killed between starting it and the check above would run on forever).
+        if is_zombie(server) {
+            bail!("the berth server that started this agent (pid {server}) is gone (a zombie)");
+        }
         match kill(Pid::from_raw(server), None) {
             Err(Errno::ESRCH) => {
                 bail!("the berth server that started this agent (pid {server}) is gone")
@@ -59,6 +65,17 @@ mod imp {
             }
         }
     }
+
+    /// Whether `pid` is a process that has exited and not been reaped (state `Z`, or `X` while
+    /// it is being reaped), from `/proc/<pid>/stat`: the state follows the command name's closing
+    /// parenthesis (the name itself may contain spaces and parentheses).
+    pub(super) fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X")
+        })
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -72,6 +89,33 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server killed with `kill -9` is a zombie until its parent reaps it; an agent started
+    /// just before must see it as gone (found by the chaos suite: such an agent ran on beside the
+    /// one the next server started).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_zombie_server_is_gone() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let mut zombie = false;
+        for _ in 0..200 {
+            if imp::is_zombie(pid) {
+                zombie = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(zombie, "the exited, unreaped child is a zombie");
+        let err = follow(Some(&pid.to_string())).expect_err("a zombie server is gone");
+        assert!(err.to_string().contains("is gone"), "{err}");
+        child.wait().expect("reap");
+        assert!(!imp::is_zombie(pid), "reaped: no zombie (and no process)");
+        let me = i32::try_from(std::process::id()).expect("pid");
+        assert!(!imp::is_zombie(me));
+    }
 
     #[test]
     fn unset_or_empty_follows_nothing_and_garbage_is_refused() {
