@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::server::{Server, berth_command, wait_for};
+use crate::server::{Server, berth_release_command, release_binary, wait_for};
 
 /// A finished CLI run.
 struct Run {
@@ -45,7 +45,7 @@ impl Run {
 
 /// `berth <args>` in `dir` against `server` (`BERTH_URL`), no token given.
 fn cli_command(server: &Server, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = berth_command();
+    let mut cmd = berth_release_command();
     cmd.current_dir(dir)
         .env("BERTH_URL", &server.base)
         .args(args)
@@ -404,7 +404,7 @@ fn completions_are_printed_for_each_shell() {
         ("zsh", "#compdef berth"),
         ("fish", "complete -c berth"),
     ] {
-        let out = berth_command()
+        let out = berth_release_command()
             .args(["completions", shell])
             .output()
             .expect("berth completions");
@@ -425,7 +425,7 @@ fn a_closed_pipe_ends_the_output_quietly() {
     let out = Command::new("bash")
         .arg("-c")
         .arg("set -o pipefail; \"$0\" completions bash | head -n 1")
-        .arg(env!("CARGO_BIN_EXE_berth"))
+        .arg(release_binary())
         .output()
         .expect("bash");
     let out = Run::from(out).ok("completions | head");

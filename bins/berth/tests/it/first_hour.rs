@@ -13,7 +13,7 @@
 //! fails its workspace at once (not at the 600 s provision timeout), and hundreds of agents
 //! started at once all come online, each with its URL before it reads `online`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,21 +22,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::server::{Server, free_port, repo_root, wait_for};
-
-/// The release binary `cargo xtask test` built (`BERTH_RELEASE_BIN`); the debug one when the
-/// tests run without xtask.
-fn release_binary() -> PathBuf {
-    match std::env::var_os("BERTH_RELEASE_BIN") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            eprintln!(
-                "BERTH_RELEASE_BIN is not set (run `cargo xtask test`): using the debug binary"
-            );
-            PathBuf::from(env!("CARGO_BIN_EXE_berth"))
-        }
-    }
-}
+use crate::server::{Server, free_port, release_binary, repo_root, wait_for};
 
 /// A directory shaped like a fresh clone: `fixtures/templates` where `berth serve` looks by
 /// default, and nothing else (the data directory `./berth-data` is created by the server).

@@ -24,9 +24,32 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// The release binary `cargo xtask test` built (`BERTH_RELEASE_BIN`); the debug one when the
+/// tests run without xtask.
+pub fn release_binary() -> PathBuf {
+    match std::env::var_os("BERTH_RELEASE_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            eprintln!(
+                "BERTH_RELEASE_BIN is not set (run `cargo xtask test`): using the debug binary"
+            );
+            PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+        }
+    }
+}
+
 /// `berth` with a clean environment: no `BERTH_*` or `DATABASE_URL` from the caller leaks in.
 pub fn berth_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+    clean(Command::new(env!("CARGO_BIN_EXE_berth")))
+}
+
+/// [`berth_command`] for the release binary (see [`release_binary`]): what a user runs.
+pub fn berth_release_command() -> Command {
+    clean(Command::new(release_binary()))
+}
+
+/// `cmd` without `BERTH_*`, `DATABASE_URL` and the server's other variables from the caller.
+fn clean(mut cmd: Command) -> Command {
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("BERTH_") || ["DATABASE_URL", "CORS_ORIGINS", "RATE_LIMIT"].contains(&&*k)
