@@ -88,6 +88,10 @@ pub fn admin_token_notice(
         path.display(),
         path.display()
     ));
+    out.push_str(
+        "berth: the berth CLI on this machine reads it from there: try `berth workspace list` \
+         from this directory (with the same --data-dir, if you gave one)\n",
+    );
     out
 }
 
@@ -191,6 +195,7 @@ mod tests {
                 "{created} {terminal}: {text}"
             );
             assert_eq!(text.contains("generated admin token"), created, "{text}");
+            assert!(text.contains("`berth workspace list`"), "{text}");
         }
     }
 }
