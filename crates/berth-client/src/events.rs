@@ -10,9 +10,8 @@
 //! ending, when the server refuses the stream (an [`Error::Api`], e.g. 404 for a removed
 //! workspace) or after [`RECONNECT_ATTEMPTS`] connection attempts in a row that got no answer;
 //! reconnects back off from 0.25 s to 5 s while connections keep ending without an event. A
-//! stream that has yielded nothing yet has no id to resume from: a drop before its first event
-//! reconnects live-only (use [`Client::events_after`] with a known sequence number, or
-//! [`Client::subscribe`], to close that gap).
+//! fresh stream starts from the server's position in the log (its first frame carries only an
+//! id), so a drop even before the first event resumes without a gap.
 //!
 //! **Every workspace** ([`Client::follow_all_events`]): berth has no server-wide SSE route; its
 //! server-wide live feed is the `/ws` WebSocket, which has no resume. This client polls the
@@ -93,6 +92,14 @@ impl SseState {
             .as_deref()
             .and_then(|s| s.trim().parse::<i64>().ok())
             .ok_or_else(|| Error::Stream(format!("an event without a numeric id: {frame:?}")))?;
+        if frame.data.is_empty() {
+            // An id-only frame: a fresh stream's position in the log, resumed from after a
+            // drop before the first event (never moving backwards).
+            if self.last_seq.is_none_or(|last| seq > last) {
+                self.last_seq = Some(seq);
+            }
+            return Ok(());
+        }
         if self.last_seq.is_some_and(|last| seq <= last) {
             return Ok(()); // seen already
         }

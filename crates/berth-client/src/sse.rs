@@ -56,8 +56,10 @@ impl Parser {
     fn end_line(&mut self, out: &mut Vec<Frame>) {
         let line = std::mem::take(&mut self.line);
         if line.is_empty() {
-            // Dispatch. A frame without data (only an id or event) is not an event.
-            if self.has_data {
+            // Dispatch. A frame without data is not an event, but its `id:` still sets the
+            // stream's last event id (the HTML standard's rule; berth starts a fresh stream with
+            // one): it is handed out with empty data, the caller only takes the id.
+            if self.has_data || self.frame.id.is_some() {
                 out.push(std::mem::take(&mut self.frame));
             } else {
                 self.frame = Frame::default();
@@ -128,8 +130,16 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_without_data_is_dropped_and_an_unfinished_one_waits() {
-        assert_eq!(frames(&[b"id: 4\n\n"]), vec![]);
+    fn a_frame_without_data_is_dropped_unless_it_sets_the_id_and_an_unfinished_one_waits() {
+        assert_eq!(frames(&[b"event: x\n\n"]), vec![]);
+        assert_eq!(
+            frames(&[b"id: 4\n: ping\n\n"]),
+            vec![Frame {
+                id: Some("4".into()),
+                event: None,
+                data: String::new()
+            }]
+        );
         assert_eq!(frames(&[b"id: 4\ndata: x\n"]), vec![]);
     }
 }

@@ -650,6 +650,12 @@ impl WorkspaceService {
             .map(|_| ())
     }
 
+    /// The sequence number of the newest event in the log (0 when the log is empty): where a
+    /// reader that wants everything from now on resumes after a drop.
+    pub async fn last_event_seq(&self) -> Result<i64, berth_store::Error> {
+        Ok(self.store.last_event_seq().await?.unwrap_or(0))
+    }
+
     /// Subscribes to live events (starting the tailer if needed). Every event committed after
     /// this call returns is delivered, in sequence order, unless the receiver lags.
     pub async fn subscribe_events(&self) -> Result<EventReceiver, berth_store::Error> {

@@ -181,6 +181,10 @@ struct SseStream {
     last_sent: i64,
     keep_alive: tokio::time::Interval,
     phase: Phase,
+    /// A fresh stream's position in the log, sent as an id-only frame with the first ping, so a
+    /// client whose connection drops before the first event resumes from there (the SSE rules
+    /// set the last event id even when a frame has no data) instead of live-only.
+    start_id: Option<i64>,
 }
 
 impl SseStream {
@@ -190,7 +194,10 @@ impl SseStream {
                 Phase::Done => return None,
                 Phase::Start => {
                     self.phase = Phase::Run;
-                    return Some(Bytes::from_static(b": ping\n\n"));
+                    return Some(match self.start_id {
+                        Some(seq) => Bytes::from(format!("id: {seq}\n: ping\n\n")),
+                        None => Bytes::from_static(b": ping\n\n"),
+                    });
                 }
                 Phase::Run => {}
             }
@@ -260,7 +267,7 @@ fn stream_credential(bearer: Option<String>, query: WsQuery) -> Result<Option<St
     get,
     path = "/workspaces/{id}/events/stream",
     tag = "events",
-    description = "Server-Sent Events: each event as `id: <seq>` and `data: <LiveFrame JSON>`, `: ping` keep-alives every 15 s. A subscriber that does not keep up is cut off with `event: error` (`{error, last_event_id}`) and resumes with `Last-Event-ID`. The credential may also be given as `?token=` (not both).",
+    description = "Server-Sent Events: each event as `id: <seq>` and `data: <LiveFrame JSON>`, `: ping` keep-alives every 15 s. A stream opened without `Last-Event-ID` starts with an id-only frame (`id: <seq>` and `: ping`), the log's position at connect, so a client that drops before the first event resumes from there. A subscriber that does not keep up is cut off with `event: error` (`{error, last_event_id}`) and resumes with `Last-Event-ID`. The credential may also be given as `?token=` (not both).",
     security(("workspace" = [])),
     params(
         ("id" = String, Path, description = "The workspace id."),
@@ -310,6 +317,18 @@ async fn sse(
         Ok(_) => return Err(ApiError::NotFound("workspace not found")),
         Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
     }
+    // A fresh stream's resume point, read before subscribing: an event committed in between is
+    // then replayed on a resume rather than lost (at least once, never less).
+    let start_id = match last_event_id {
+        Some(_) => None,
+        None => Some(
+            state
+                .service
+                .last_event_seq()
+                .await
+                .map_err(|e| ApiError::internal("failed to read the event log", e))?,
+        ),
+    };
     // Subscribe before reading the log, so nothing falls between the replay and the live feed.
     let live = state
         .service
@@ -325,6 +344,7 @@ async fn sse(
         last_sent: last_event_id.unwrap_or(0),
         keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
         phase: Phase::Start,
+        start_id,
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         s.next_chunk()

@@ -161,6 +161,50 @@ async fn drops_and_cut_offs_resume_with_the_last_event_id() {
     assert!(third.contains("last-event-id: 2\r\n"), "{third}");
 }
 
+/// A connection that drops before its first event resumes from the position the server sent in
+/// its first, id-only frame: the reconnect carries that id (before, it went live-only and lost
+/// what happened in between).
+#[tokio::test]
+async fn a_drop_before_the_first_event_resumes_from_the_streams_start() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+    let event = format!(
+        "id: 8\ndata: {}\n\n",
+        json!({"type": "ACTIVITY_LOGGED", "timestamp": 1_700_000_000_008_i64, "data": {}})
+    );
+    let (seen, mut requests) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let server = tokio::spawn(async move {
+        let mut open = Vec::new();
+        for body in ["id: 7\n: ping\n\n".to_owned(), event] {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.expect("read");
+            let _ = seen.send(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+            sock.write_all(head.as_bytes()).await.expect("write");
+            sock.write_all(body.as_bytes()).await.expect("write");
+            open.push(sock);
+            if open.len() == 1 {
+                open.clear(); // the first connection drops before any event
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let client = berth_client::Client::new(&base)
+        .expect("client")
+        .with_token("t");
+    let mut stream = Box::pin(client.events(berth_domain::WorkspaceId::new_v4()));
+    assert_eq!(next(&mut stream).await.seq, 8);
+    let first = requests.recv().await.expect("first request");
+    let second = requests.recv().await.expect("second request");
+    server.abort();
+    assert!(!first.contains("last-event-id"), "{first}");
+    assert!(second.contains("last-event-id: 7\r\n"), "{second}");
+}
+
 async fn following_every_workspace_sees_new_events(b: &Berth) {
     let before = b.external("old").await;
     let mut all = Box::pin(b.client.follow_all_events(None));

@@ -143,7 +143,7 @@ impl Sse {
         }
     }
 
-    /// The next event frame, skipping comments: `(id, data)`.
+    /// The next event frame, skipping comments and id-only frames: `(id, data)`.
     pub(crate) async fn event(&mut self) -> (i64, Value) {
         loop {
             let block = self.block().await.expect("stream ended");
@@ -159,7 +159,10 @@ impl Sse {
                     data = Some(serde_json::from_str(v).expect("json data"));
                 }
             }
-            return (id.expect("id line"), data.expect("data line"));
+            let Some(data) = data else {
+                continue; // an id-only frame (a fresh stream's position)
+            };
+            return (id.expect("id line"), data);
         }
     }
 }
@@ -187,7 +190,11 @@ async fn sse_resumes_with_last_event_id_receiving_exactly_the_missed_events() {
     assert_eq!(sse.header("content-type"), Some("text/event-stream"));
     assert_eq!(sse.header("cache-control"), Some("no-cache"));
     assert_eq!(sse.header("x-accel-buffering"), Some("no"));
-    assert_eq!(sse.block().await.as_deref(), Some(": ping"));
+    let first = sse.block().await.expect("the first block");
+    assert!(
+        first.starts_with("id: ") && first.ends_with("\n: ping"),
+        "a fresh stream starts with its log position and a ping: {first:?}"
+    );
 
     set_secret(&app, b, "OTHER_WORKSPACE").await;
     set_secret(&app, a, "K1").await;
@@ -225,6 +232,44 @@ async fn sse_resumes_with_last_event_id_receiving_exactly_the_missed_events() {
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
     assert_eq!(logged, vec![id3, id4, id5]);
+}
+
+/// A stream that drops before its first event still resumes without a gap: its first frame
+/// carries the log position (an id-only frame), which the client sends back as `Last-Event-ID`.
+/// Before, a drop then reconnected live-only and lost what happened in between.
+#[tokio::test]
+async fn sse_dropped_before_its_first_event_resumes_from_its_start() {
+    let app = app().await;
+    let (a, token) = app.container("alpha").await;
+    let (addr, _stop) = serve(&app).await;
+
+    let mut sse = Sse::open(addr, a, &token, None).await;
+    let first = sse.block().await.expect("the first block");
+    let start: i64 = first
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("an id line in the first block: {first:?}"));
+    let before = app.get(&format!("/events/{a}")).await;
+    let newest = before
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        start >= newest,
+        "the position covers the log: {start} < {newest}"
+    );
+    drop(sse);
+
+    set_secret(&app, a, "WHILE_AWAY").await;
+    let mut resumed = Sse::open(addr, a, &token, Some(start)).await;
+    let (seq, data) = resumed.event().await;
+    assert_eq!(data["data"]["key"], "WHILE_AWAY");
+    assert!(seq > start);
 }
 
 #[tokio::test]
@@ -565,7 +610,8 @@ async fn sse_takes_the_browser_credential_as_a_token_query_parameter() {
         let (status, sse) = sse_with_query(addr, a, &format!("token={token}")).await;
         assert_eq!(status, 200);
         let mut sse = sse.expect("stream");
-        assert_eq!(sse.block().await.as_deref(), Some(": ping"));
+        let first = sse.block().await.expect("the first block");
+        assert!(first.ends_with(": ping"), "{first:?}");
         let key = format!("K_{}", &token[..4])
             .to_uppercase()
             .replace('-', "_");
