@@ -477,7 +477,8 @@ async fn sse_cut_off_and_resume(app: TestApp) {
         if block.starts_with(": cut off") {
             break block;
         }
-        if block.starts_with(':') {
+        // Comments, and the id-only frame a fresh stream starts with, are not events.
+        if block.starts_with(':') || !block.lines().any(|l| l.starts_with("data:")) {
             continue;
         }
         let seq = block
