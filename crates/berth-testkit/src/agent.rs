@@ -9,9 +9,9 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
-use berth_api::registry::{Heartbeat, Register, Registered};
+use berth_api::registry::{Heartbeat, Register};
 use berth_api::workspaces::CreateWorkspace;
-use berth_client::{Client, Method};
+use berth_client::Client;
 use berth_domain::WorkspaceId;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -116,20 +116,13 @@ impl FakeAgent {
             agent_card: agent_card(name),
             delivery_mode: None,
         };
-        let body = serde_json::to_value(&register)
-            .map_err(|e| Error::Unexpected(format!("encoding the registration: {e}")))?;
-        let answer = platform
-            .raw(Method::POST, "/registry/register", Some(&body))
-            .await;
-        let answer = match answer {
-            Ok(answer) => answer,
+        let registered = match platform.register(&register).await {
+            Ok(registered) => registered,
             Err(e) => {
                 serving.abort();
                 return Err(e.into());
             }
         };
-        let registered: Registered = serde_json::from_value(answer)
-            .map_err(|e| Error::Unexpected(format!("the registration answer: {e}")))?;
         // A workspace registered without a token is handed one (reference §2.12); use it.
         let token = registered
             .auth_token
@@ -194,11 +187,7 @@ async fn heartbeat(platform: Client, id: WorkspaceId) {
             runtime_state: String::new(),
             runtime_metadata: Default::default(),
         };
-        if let Ok(body) = serde_json::to_value(&beat)
-            && let Err(e) = platform
-                .raw(Method::POST, "/registry/heartbeat", Some(&body))
-                .await
-        {
+        if let Err(e) = platform.heartbeat(&beat).await {
             tracing::warn!(error = %e, "berth-testkit: fake agent heartbeat failed");
         }
         tokio::time::sleep(HEARTBEAT_EVERY).await;

@@ -180,7 +180,10 @@ impl Builder {
             .spawn_event_tailer()
             .await
             .map_err(|e| Error::Store(e.to_string()))?;
-        let admin_token = self.admin_token.unwrap_or_else(random_token);
+        let admin_token = match self.admin_token {
+            Some(token) => token,
+            None => random_token()?,
+        };
         let state = AppState {
             service: service.clone(),
             admin: Arc::new(AdminAuth::new(
@@ -396,11 +399,9 @@ impl Database {
 }
 
 /// 32 random bytes, hex: an admin token nobody else knows.
-fn random_token() -> String {
+fn random_token() -> Result<String> {
     let mut bytes = [0u8; 32];
-    // `uuid`'s v4 generator is the OS RNG; two of them make 32 bytes without another
-    // dependency.
-    bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Unexpected(format!("the system's random source failed: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -57,6 +57,56 @@ fn berth(server: &Server, dir: &Path, args: &[&str]) -> Run {
     Run::from(cli_command(server, dir, args).output().expect("run berth"))
 }
 
+/// A running `berth events --follow …` whose output lines are collected as they come; killed
+/// when dropped.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    fn spawn(server: &Server, dir: &Path, args: &[&str]) -> Follower {
+        let mut child = cli_command(server, dir, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("berth {args:?}: {e}"));
+        let out = child.stdout.take().expect("stdout");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let reader = {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().expect("lines").push(line);
+                }
+            })
+        };
+        Follower {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// The lines printed so far.
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lines").clone()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_session_with_the_cli() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -139,27 +189,11 @@ async fn a_session_with_the_cli() {
         "{}",
         events.stdout
     );
-    let mut follow = cli_command(
+    let follow = Follower::spawn(
         &server,
         dir,
         &["events", "--follow", "-o", "json", "--limit", "1"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("events --follow");
-    let follow_out = follow.stdout.take().expect("stdout");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(follow_out).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("lines").push(line);
-            }
-        })
-    };
+    );
     let restarted = berth(&server, dir, &["workspace", "restart", "demo", "--wait"]).ok("restart");
     assert!(
         restarted.stderr.contains("✓ online"),
@@ -170,7 +204,7 @@ async fn a_session_with_the_cli() {
         "the follower to print the restart",
         Duration::from_secs(20),
         || {
-            let lines = lines.lock().expect("lines").clone();
+            let lines = follow.lines();
             async move {
                 let events: Vec<Value> = lines
                     .iter()
@@ -194,35 +228,17 @@ async fn a_session_with_the_cli() {
         seen.iter().all(|e| e["workspace_id"] == id.as_str()),
         "{seen:?}"
     );
-    let _ = follow.kill();
-    let _ = follow.wait();
-    let _ = reader.join();
+    drop(follow);
 
     // Following one workspace (its SSE stream): a message's events show up as they happen.
-    let mut follow = cli_command(
+    let follow = Follower::spawn(
         &server,
         dir,
         &["events", "-f", "-w", "demo", "--limit", "1"],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .expect("events --follow --workspace");
-    let follow_out = follow.stdout.take().expect("stdout");
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(follow_out).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("lines").push(line);
-            }
-        })
-    };
+    );
     // The first line is the latest event: the follower is connected once it is there.
     wait_for("the follower's first line", Duration::from_secs(20), || {
-        let n = lines.lock().expect("lines").len();
+        let n = follow.lines().len();
         async move {
             if n > 0 {
                 Ok(())
@@ -237,7 +253,7 @@ async fn a_session_with_the_cli() {
         "the follower to print the message's events",
         Duration::from_secs(20),
         || {
-            let text = lines.lock().expect("lines").join("\n");
+            let text = follow.lines().join("\n");
             async move {
                 if text.contains("A2A_RESPONSE") {
                     Ok(())
@@ -248,9 +264,7 @@ async fn a_session_with_the_cli() {
         },
     )
     .await;
-    let _ = follow.kill();
-    let _ = follow.wait();
-    let _ = reader.join();
+    drop(follow);
 
     // Secrets, a workspace's and global.
     let set = berth(
