@@ -9,8 +9,13 @@ use secrecy::SecretString;
 
 #[cfg(feature = "control-plane")]
 pub mod control_plane;
+pub mod inside;
 #[cfg(feature = "control-plane")]
 pub use control_plane::{ControlPlaneConfig, ControlPlaneProvisioner};
+pub use inside::{
+    ExecOutput, ExecRequest, FileEntry, FileRoot, InsideError, RelPath, Target, TermSize, Terminal,
+    TerminalInput,
+};
 #[cfg(feature = "docker")]
 pub mod docker;
 #[cfg(feature = "docker")]
@@ -204,6 +209,90 @@ pub trait Provisioner: Send + Sync {
     /// plane does (REFERENCE.md §2.21).
     async fn console(&self, _id: WorkspaceId) -> Result<Option<String>, Error> {
         Ok(None)
+    }
+
+    /// Lists `dir` beneath `root`, `depth` levels deep (1 = its direct entries), in path order,
+    /// without descending into [`inside::LISTING_PRUNED_DIRS`] and without symbolic links,
+    /// device files, FIFOs or sockets. A missing `dir` is [`InsideError::NotFound`].
+    async fn list_files(
+        &self,
+        _target: &Target,
+        _root: FileRoot,
+        _dir: &RelPath,
+        _depth: u8,
+    ) -> Result<Vec<FileEntry>, InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+
+    /// Reads the regular file `path` beneath `root`, whole: [`InsideError::TooLarge`] when it
+    /// is over `limit` bytes, [`InsideError::Refused`] for a directory, a device file or a path
+    /// through a symbolic link.
+    async fn read_file(
+        &self,
+        _target: &Target,
+        _root: FileRoot,
+        _path: &RelPath,
+        _limit: u64,
+    ) -> Result<Vec<u8>, InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+
+    /// Writes each file beneath `root`, creating missing parent directories, each replaced
+    /// atomically (a temporary file renamed over it), owned by the agent's user. A path whose
+    /// existing parent is a symbolic link or a file is refused; the files are written in order
+    /// and the first failure stops the rest.
+    async fn write_files(
+        &self,
+        _target: &Target,
+        _root: FileRoot,
+        _files: Vec<(RelPath, Vec<u8>)>,
+    ) -> Result<(), InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+
+    /// Deletes `path` beneath `root`: a file or a symbolic link itself, or a directory with
+    /// everything in it. Missing is [`InsideError::NotFound`]; the root itself is refused.
+    async fn delete_file(
+        &self,
+        _target: &Target,
+        _root: FileRoot,
+        _path: &RelPath,
+    ) -> Result<(), InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+
+    /// Runs one command to completion (or its timeout) as the agent's user, with bounded
+    /// output; on a timeout the command and everything it started are killed.
+    async fn exec(
+        &self,
+        _target: &Target,
+        _request: ExecRequest,
+    ) -> Result<ExecOutput, InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+
+    /// Opens an interactive shell with a TTY of `size`, as the agent's user, in the workspace
+    /// directory (see [`Terminal`] for how it ends).
+    async fn open_terminal(
+        &self,
+        _target: &Target,
+        _size: TermSize,
+    ) -> Result<Terminal, InsideError> {
+        Err(no_way_in(self.kind()))
+    }
+}
+
+/// The refusal of the [`Provisioner`]'s default `list_files`, `exec`, … for a backend of `kind`.
+pub fn no_way_in(kind: BackendKind) -> InsideError {
+    match kind {
+        BackendKind::ControlPlane => InsideError::Unsupported(
+            "the control plane has no API for a workspace's files, commands or terminal".to_owned(),
+        ),
+        BackendKind::None => InsideError::Unsupported(
+            "no provisioning backend is configured, so there is no workspace to look into"
+                .to_owned(),
+        ),
+        _ => InsideError::Unsupported("this backend cannot look inside a workspace".to_owned()),
     }
 }
 
