@@ -249,6 +249,42 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_PROVISION_TIMEOUT_SECS", default_value_t = 600)]
     pub provision_timeout_secs: u64,
 
+    /// Largest file the files API reads or writes, in bytes (413 past it; also the body limit
+    /// of its write routes).
+    #[arg(long, env = "BERTH_MAX_FILE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_file_bytes: u64,
+
+    /// Longest `POST /workspaces/{id}/exec` may run, in seconds (its default when it asks for none).
+    #[arg(long, env = "BERTH_EXEC_MAX_TIMEOUT_SECS", default_value_t = 300)]
+    pub exec_max_timeout_secs: u64,
+
+    /// Bytes of stdout and of stderr an exec answers with, each (the rest is cut and flagged).
+    #[arg(long, env = "BERTH_EXEC_OUTPUT_LIMIT", default_value_t = 1024 * 1024)]
+    pub exec_output_limit: usize,
+
+    /// A terminal session with no input and no output for this many seconds is closed.
+    #[arg(long, env = "BERTH_TERMINAL_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    pub terminal_idle_timeout_secs: u64,
+
+    /// A terminal session is closed after this many seconds, idle or not.
+    #[arg(long, env = "BERTH_TERMINAL_MAX_SESSION_SECS", default_value_t = 8 * 3600)]
+    pub terminal_max_session_secs: u64,
+
+    /// Terminal sessions open at once per workspace.
+    #[arg(long, env = "BERTH_TERMINAL_MAX_PER_WORKSPACE", default_value_t = 4)]
+    pub terminal_max_per_workspace: usize,
+
+    /// Allow exec and the terminal on the process backend. There they are a command or a shell
+    /// ON THIS HOST, as the server's user, for anyone with the admin token or a workspace's
+    /// token: off by default.
+    #[arg(long, env = "BERTH_PROCESS_SHELL", default_value_t = false)]
+    pub process_shell: bool,
+
+    /// Seconds after the last write under a running workspace's `/configs` before it restarts
+    /// to read them (each write re-arms the timer).
+    #[arg(long, env = "BERTH_CONFIG_RESTART_DELAY_SECS", default_value_t = 5)]
+    pub config_restart_delay_secs: u64,
+
     /// Serve `GET /metrics` without the admin bearer (for a scraper on a trusted network).
     #[arg(long, env = "BERTH_METRICS_OPEN", default_value_t = false)]
     pub metrics_open: bool,

@@ -152,6 +152,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
             .platform_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", loopback_for(args.listen))),
+        inside: berth_core::InsideConfig {
+            max_file_bytes: args.max_file_bytes,
+            exec_max_timeout: Duration::from_secs(args.exec_max_timeout_secs.max(1)),
+            exec_output_limit: args.exec_output_limit,
+            terminal_idle: Duration::from_secs(args.terminal_idle_timeout_secs.max(1)),
+            terminal_max_session: Duration::from_secs(args.terminal_max_session_secs.max(1)),
+            terminal_max_per_workspace: args.terminal_max_per_workspace,
+            process_shell: args.process_shell,
+            config_restart_delay: Duration::from_secs(args.config_restart_delay_secs),
+        },
     };
     let Backend {
         provisioner,

@@ -4,6 +4,7 @@ pub mod a2a;
 pub mod activity;
 pub mod error;
 pub mod events;
+pub mod inside;
 pub mod registry;
 pub mod secrets;
 pub mod system;

@@ -637,6 +637,7 @@ impl WorkspaceService {
                             .collect()
                     })
                     .unwrap_or_default(),
+                config_edits: Vec::new(),
             };
             self.start_provisioning(provision).await;
         }

@@ -8,6 +8,7 @@ mod create;
 mod display;
 mod events;
 mod hooks;
+mod inside;
 pub mod lifecycle;
 mod loops;
 mod memory;
@@ -40,6 +41,7 @@ pub use events::{
     CutOff, Delivery, Encoding, EventConfig, EventReceiver, EventScope, LiveEvent, LiveEvents,
 };
 pub use hooks::EnvMutator;
+pub use inside::{Diagnosis, FileChange, InsideConfig, InsideFailure, Step, TerminalSession};
 pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
 pub use loops::{
     LOOP_A2A_QUEUE, LOOP_EVENT_RETENTION, LOOP_HEALTH, LOOP_HIBERNATION, LOOP_LIVENESS,

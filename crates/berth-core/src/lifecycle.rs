@@ -676,7 +676,16 @@ impl WorkspaceService {
                 Default::default()
             }
         };
+        // The files API's edits of `/configs` are part of the workspace too.
+        let config_edits = match self.store.config_edits(row.id).await {
+            Ok(edits) => edits,
+            Err(e) => {
+                tracing::error!(workspace.id = %row.id, error = %e, "could not read the workspace's config edits");
+                Vec::new()
+            }
+        };
         ProvisionPlan {
+            config_edits,
             id: row.id,
             name: row.name.clone(),
             runtime: row.runtime.clone(),

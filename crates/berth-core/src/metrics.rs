@@ -137,6 +137,11 @@ pub struct Metrics {
     create_to_online: HistogramVec,
     /// Workspaces created by this process and not yet online: create time and backend label.
     pending_online: Mutex<HashMap<WorkspaceId, (Instant, &'static str)>>,
+    /// Terminal sessions open now, and opened since start.
+    terminals_open: std::sync::atomic::AtomicI64,
+    terminals_opened: std::sync::atomic::AtomicU64,
+    /// Execs by outcome (`ok`, `nonzero`, `timed_out`, `error`).
+    exec: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -146,6 +151,9 @@ impl Default for Metrics {
             provision: HistogramVec::new(PROVISION_BUCKETS),
             create_to_online: HistogramVec::new(ONLINE_BUCKETS),
             pending_online: Mutex::new(HashMap::new()),
+            terminals_open: Default::default(),
+            terminals_opened: Default::default(),
+            exec: HistogramVec::new(PROVISION_BUCKETS),
         }
     }
 }
@@ -170,6 +178,25 @@ impl Metrics {
             vec![backend_label(backend).to_owned(), outcome.to_owned()],
             elapsed.as_secs_f64(),
         );
+    }
+
+    /// A terminal session opened.
+    pub fn terminal_opened(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.terminals_open.fetch_add(1, Relaxed);
+        self.terminals_opened.fetch_add(1, Relaxed);
+    }
+
+    /// A terminal session closed.
+    pub fn terminal_closed(&self) {
+        self.terminals_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One exec and how it ended.
+    pub fn observe_exec(&self, outcome: &str, elapsed: Duration) {
+        self.exec
+            .observe(vec![outcome.to_owned()], elapsed.as_secs_f64());
     }
 
     /// Remembers when a workspace was created (its create transaction committed).
@@ -231,6 +258,55 @@ impl Metrics {
             &["method", "route", "status"],
             HTTP_BUCKETS,
             &http,
+        );
+
+        use std::sync::atomic::Ordering::Relaxed;
+        family(
+            &mut out,
+            "berth_terminal_sessions",
+            "gauge",
+            "Terminal sessions open now.",
+        );
+        sample(
+            &mut out,
+            "berth_terminal_sessions",
+            &[],
+            self.terminals_open.load(Relaxed) as f64,
+        );
+        family(
+            &mut out,
+            "berth_terminal_sessions_opened_total",
+            "counter",
+            "Terminal sessions opened since the server started.",
+        );
+        sample(
+            &mut out,
+            "berth_terminal_sessions_opened_total",
+            &[],
+            self.terminals_opened.load(Relaxed) as f64,
+        );
+        let exec = self.exec.snapshot();
+        family(
+            &mut out,
+            "berth_exec_total",
+            "counter",
+            "One-shot commands (POST /workspaces/{id}/exec) by outcome.",
+        );
+        for (labels, s) in &exec {
+            sample(
+                &mut out,
+                "berth_exec_total",
+                &zip(&["outcome"], labels),
+                s.count as f64,
+            );
+        }
+        histogram(
+            &mut out,
+            "berth_exec_duration_seconds",
+            "One-shot command duration by outcome.",
+            &["outcome"],
+            PROVISION_BUCKETS,
+            &exec,
         );
 
         let provision = self.provision.snapshot();

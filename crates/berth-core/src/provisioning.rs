@@ -33,6 +33,8 @@ pub(crate) struct ProvisionPlan {
     /// Files a bundle import stored for the workspace (`workspace_files`), written over the
     /// template or the generated `config.yaml`.
     pub(crate) config_files: BTreeMap<String, Vec<u8>>,
+    /// The files API's edits of the configs directory (`workspace_config_edits`), applied last.
+    pub(crate) config_edits: Vec<berth_store::ConfigEdit>,
 }
 
 /// Operator credentials that a global secret must never hand to a workspace (REFERENCE.md §5.0
@@ -438,6 +440,22 @@ impl WorkspaceService {
             );
         }
         config_files.extend(plan.config_files.clone());
+        // The files API's edits come last: a deletion removes the path from the template's copy
+        // and from what was generated or imported; a write replaces both.
+        let mut removed_config_files = Vec::new();
+        for edit in &plan.config_edits {
+            match &edit.content {
+                Some(content) => {
+                    config_files.insert(edit.path.clone(), content.clone());
+                }
+                None => {
+                    let beneath = format!("{}/", edit.path);
+                    config_files
+                        .retain(|path, _| path != &edit.path && !path.starts_with(&beneath));
+                    removed_config_files.push(edit.path.clone());
+                }
+            }
+        }
         ProvisionRequest {
             workspace_id: plan.id,
             name: plan.name.clone(),
@@ -445,6 +463,7 @@ impl WorkspaceService {
             tier: plan.tier,
             template_path,
             config_files,
+            removed_config_files,
             workspace_dir: plan.workspace_dir.clone(),
             workspace_access: plan.workspace_access.clone(),
             compute: plan.compute.clone(),

@@ -36,6 +36,8 @@ pub struct CoreConfig {
     pub forced_tier: Option<Tier>,
     /// The URL agents started by a provisioner use to reach this server (`PLATFORM_URL`).
     pub agent_platform_url: String,
+    /// Limits and switches of the files, exec and terminal routes.
+    pub inside: crate::inside::InsideConfig,
 }
 
 impl Default for CoreConfig {
@@ -49,6 +51,7 @@ impl Default for CoreConfig {
             ssrf: SsrfPolicy::default(),
             forced_tier: None,
             agent_platform_url: "http://127.0.0.1:8080".into(),
+            inside: crate::inside::InsideConfig::default(),
         }
     }
 }
@@ -96,6 +99,8 @@ pub struct WorkspaceService {
     pub(crate) loops: Arc<crate::loops::LoopTicks>,
     /// Limits of the A2A proxy's upstream calls (`a2a.rs`).
     pub(crate) a2a: crate::a2a::A2aSettings,
+    /// The configs-restart debounce and terminal counts (`inside.rs`).
+    pub(crate) inside: crate::inside::SharedInside,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -141,6 +146,7 @@ impl WorkspaceService {
             metrics: Arc::default(),
             loops: Arc::default(),
             a2a: crate::a2a::A2aSettings::default(),
+            inside: Arc::default(),
         }
     }
 

@@ -11,6 +11,7 @@ mod error;
 mod events;
 mod extract;
 mod headers;
+mod inside;
 mod lifecycle;
 mod metrics;
 mod notify;
@@ -161,6 +162,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(viewport::router())
         .merge(metrics::router())
         .merge(session_search::router())
+        .merge(inside::router())
 }
 
 /// The OpenAPI 3.1 document of [`router`], generated from the handlers' annotations and the

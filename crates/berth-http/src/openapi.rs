@@ -71,6 +71,15 @@ pub(crate) fn conventions(doc: &mut Value) {
         "X-RateLimit-Reset": {"$ref": "#/components/headers/X-RateLimit-Reset"},
     });
     unique_operation_ids(doc);
+    // axum's catch-all `{*path}` is OpenAPI's plain `{path}` (which may hold slashes here).
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        let wild: Vec<String> = paths.keys().filter(|k| k.contains("{*")).cloned().collect();
+        for key in wild {
+            if let Some(item) = paths.remove(&key) {
+                paths.insert(key.replace("{*", "{"), item);
+            }
+        }
+    }
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
     };

@@ -669,8 +669,9 @@ impl Provisioner for DockerProvisioner {
             let template = request.template_path.clone();
             let config_files = request.config_files.clone();
             let secret_files = request.secret_files.clone();
+            let removed = request.removed_config_files.clone();
             tokio::task::spawn_blocking(move || {
-                configs_archive(template.as_deref(), &config_files, &secret_files)
+                configs_archive(template.as_deref(), &removed, &config_files, &secret_files)
             })
             .await
             .map_err(|e| Error::Backend(format!("preparing {CONFIGS_DIR}: {e}")))??
@@ -1128,11 +1129,13 @@ struct ArchiveFile {
 }
 
 /// The tar uploaded into `/configs` before start: the template directory (regular files and
-/// directories only; symlinks, which could point anywhere on the host, are skipped), then the
+/// directories only; symlinks, which could point anywhere on the host, are skipped) without the
+/// `removed` paths (and what is beneath them), then the
 /// generated config files (0644), then the secret files (0600); a later source replaces an
 /// earlier file of the same path. Everything is owned by uid/gid 1000; directories are 0755.
 fn configs_archive(
     template: Option<&Path>,
+    removed: &[String],
     config_files: &BTreeMap<String, Vec<u8>>,
     secret_files: &[(String, SecretString)],
 ) -> Result<Vec<u8>, Error> {
@@ -1146,6 +1149,11 @@ fn configs_archive(
         // A symlinked template root is followed once; links inside it are not.
         let root = fs::canonicalize(template).map_err(|e| io(template, e))?;
         collect_template(&root, Path::new(""), &mut dirs, &mut files).map_err(|e| io(&root, e))?;
+    }
+    for name in removed {
+        let gone = contained(name)?;
+        dirs.retain(|d| !d.starts_with(&gone));
+        files.retain(|f, _| !f.starts_with(&gone));
     }
     for (name, content) in config_files {
         let path = contained(name)?;
@@ -1360,6 +1368,7 @@ mod tests {
             tier: 2,
             template_path: None,
             config_files: BTreeMap::new(),
+            removed_config_files: Vec::new(),
             workspace_dir: None,
             workspace_access: "none".into(),
             compute: serde_json::json!({}),
@@ -1562,7 +1571,7 @@ mod tests {
             ("./deep/nested/x.txt".to_owned(), b"x".to_vec()),
         ]);
         let secrets = vec![(".auth_token".to_owned(), secret("tok"))];
-        let archive = configs_archive(Some(t), &config_files, &secrets).unwrap();
+        let archive = configs_archive(Some(t), &[], &config_files, &secrets).unwrap();
         let got = entries(&archive);
         let find = |p: &str| got.iter().find(|e| e.0.trim_end_matches('/') == p).cloned();
 
@@ -1596,7 +1605,7 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../../x", ".", "a/.."] {
             let files = BTreeMap::from([(bad.to_owned(), b"x".to_vec())]);
             assert_eq!(
-                configs_archive(None, &files, &[]).unwrap_err().code(),
+                configs_archive(None, &[], &files, &[]).unwrap_err().code(),
                 "START_FAILED",
                 "{bad}"
             );
@@ -1606,7 +1615,7 @@ mod tests {
             ("a/b".to_owned(), b"y".to_vec()),
         ]);
         assert_eq!(
-            configs_archive(None, &files, &[]).unwrap_err().code(),
+            configs_archive(None, &[], &files, &[]).unwrap_err().code(),
             "START_FAILED"
         );
     }

@@ -144,8 +144,12 @@ pub struct ProvisionRequest {
     pub tier: u8,
     /// Template directory to copy into the configs volume, if any.
     pub template_path: Option<PathBuf>,
-    /// Generated config files (path → content) when there is no template directory.
+    /// Config files (path → content) written over the template: the generated `config.yaml`
+    /// when there is no template directory, a bundle's files, the files API's edits.
     pub config_files: BTreeMap<String, Vec<u8>>,
+    /// Paths the files API deleted: each (a file, or a directory with everything in it) is
+    /// removed from the template's copy before `config_files` are written.
+    pub removed_config_files: Vec<String>,
     /// Host directory to mount.
     pub workspace_dir: Option<String>,
     /// `none` / `read_only` / `read_write`.
@@ -333,6 +337,7 @@ mod tests {
             tier: 3,
             template_path: None,
             config_files: BTreeMap::new(),
+            removed_config_files: vec![],
             workspace_dir: None,
             workspace_access: "none".into(),
             compute: serde_json::json!({}),

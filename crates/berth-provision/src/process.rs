@@ -529,6 +529,17 @@ fn prepare(
             fs::canonicalize(template).map_err(|e| io("opening template", template, e))?;
         copy_tree(&template, &configs).map_err(|e| io("copying template", &template, e))?;
     }
+    for name in &request.removed_config_files {
+        let path = contained(&configs, name)?;
+        // Not following a link: a link the template could not have put there is removed itself.
+        let removed = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| io("removing", &path, e))?;
+    }
     for (name, content) in &request.config_files {
         let path = contained(&configs, name)?;
         write_file(&path, content, 0o644).map_err(|e| io("writing", &path, e))?;

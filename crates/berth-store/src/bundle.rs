@@ -11,3 +11,14 @@ pub struct WorkspaceOrigin {
     /// validated by the caller; stored in `workspace_files`.
     pub files: Vec<(String, String)>,
 }
+
+/// One change to a workspace's configs directory made through the files API, kept so that every
+/// later start applies it (`workspace_config_edits`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEdit {
+    /// Relative to the configs directory, `/`-separated, validated by the caller.
+    pub path: String,
+    /// The file's bytes; `None` deletes the path (a file, or a directory with everything in
+    /// it) and every edit recorded beneath it.
+    pub content: Option<Vec<u8>>,
+}

@@ -21,7 +21,7 @@ use berth_domain::status::Transition;
 use secrecy::SecretString;
 
 pub use activity::{ACTIVITY_PAGE_MAX, ActivityQuery, ActivityRecord, ActivitySource, NewActivity};
-pub use bundle::WorkspaceOrigin;
+pub use bundle::{ConfigEdit, WorkspaceOrigin};
 pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use model::*;
@@ -76,6 +76,15 @@ pub trait WorkspaceStore: Send + Sync {
 
     /// The configuration files a workspace was imported with (path → content), by path.
     async fn workspace_files(&self, id: WorkspaceId) -> Result<Vec<(String, String)>>;
+
+    /// The edits made to a workspace's configs directory through the files API, by path
+    /// (a `None` content is a deletion).
+    async fn config_edits(&self, id: WorkspaceId) -> Result<Vec<ConfigEdit>>;
+
+    /// Records edits of a workspace's configs directory, in order, in one transaction: a write
+    /// replaces the path's earlier edit; a deletion also drops every edit beneath the path.
+    /// [`Error::NotFound`] when the workspace does not exist.
+    async fn record_config_edits(&self, id: WorkspaceId, edits: Vec<ConfigEdit>) -> Result<()>;
 
     /// The template a workspace was created (or last restarted) from; `None` when none was named
     /// or the workspace does not exist.

@@ -46,6 +46,18 @@ pub(crate) const SET_TEMPLATE: &str = "UPDATE workspaces SET template = $1 WHERE
 pub(crate) const SELECT_FILES: &str =
     "SELECT path, content FROM workspace_files WHERE workspace_id = $1 ORDER BY path";
 
+pub(crate) const SELECT_CONFIG_EDITS: &str = "SELECT path, content FROM workspace_config_edits \
+WHERE workspace_id = $1 ORDER BY path";
+
+pub(crate) const UPSERT_CONFIG_EDIT: &str = "\
+INSERT INTO workspace_config_edits (workspace_id, path, content, updated_at) VALUES ($1, $2, $3, $4) \
+ON CONFLICT (workspace_id, path) DO UPDATE SET content = excluded.content, \
+updated_at = excluded.updated_at";
+
+/// The edits strictly beneath a path: `$2` is the path followed by `/`, `$3` its length.
+pub(crate) const DELETE_CONFIG_EDITS_BENEATH: &str = "DELETE FROM workspace_config_edits \
+WHERE workspace_id = $1 AND substr(path, 1, $3) = $2";
+
 pub(crate) const SELECT_VIEWPORT: &str = "SELECT x, y, zoom FROM canvas_viewport WHERE id = 1";
 
 pub(crate) const UPSERT_VIEWPORT: &str = "\
@@ -885,6 +897,57 @@ macro_rules! impl_workspace_store {
                     .bind(uuid::Uuid::from(id))
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn config_edits(
+                &self,
+                id: berth_domain::WorkspaceId,
+            ) -> $crate::Result<Vec<$crate::ConfigEdit>> {
+                let rows = sqlx::query_as::<$db, (String, Option<Vec<u8>>)>(
+                    $crate::sql::SELECT_CONFIG_EDITS,
+                )
+                .bind(uuid::Uuid::from(id))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(path, content)| $crate::ConfigEdit { path, content })
+                    .collect())
+            }
+
+            async fn record_config_edits(
+                &self,
+                id: berth_domain::WorkspaceId,
+                edits: Vec<$crate::ConfigEdit>,
+            ) -> $crate::Result<()> {
+                let ws = uuid::Uuid::from(id);
+                let now = $crate::model::now();
+                let mut tx = self.begin().await?;
+                if !Self::lock_live(&mut tx, id).await? {
+                    return Err($crate::Error::NotFound);
+                }
+                for edit in edits {
+                    if edit.content.is_none() {
+                        let prefix = format!("{}/", edit.path);
+                        // Paths are at most a few KiB (the core's limit): the count fits.
+                        let len = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+                        sqlx::query::<$db>($crate::sql::DELETE_CONFIG_EDITS_BENEATH)
+                            .bind(ws)
+                            .bind(&prefix)
+                            .bind(len)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query::<$db>($crate::sql::UPSERT_CONFIG_EDIT)
+                        .bind(ws)
+                        .bind(&edit.path)
+                        .bind(edit.content)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn workspace_template(

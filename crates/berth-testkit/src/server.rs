@@ -42,6 +42,7 @@ pub struct Builder {
     templates: Vec<(String, String)>,
     loopback_agents: bool,
     admin_token: Option<String>,
+    inside: berth_core::InsideConfig,
 }
 
 impl Builder {
@@ -111,6 +112,14 @@ impl Builder {
         self
     }
 
+    /// The limits and switches of the files, exec and terminal routes (default:
+    /// [`berth_core::InsideConfig::default`], with the process backend's shell off).
+    #[must_use]
+    pub fn inside(mut self, inside: berth_core::InsideConfig) -> Self {
+        self.inside = inside;
+        self
+    }
+
     /// Opens the store, binds `127.0.0.1:0` and serves the API until the server is dropped.
     pub async fn start(self) -> Result<TestServer> {
         let dir = tempfile::tempdir().map_err(io("creating the temporary directory"))?;
@@ -167,6 +176,7 @@ impl Builder {
                 allow_loopback: self.loopback_agents,
             },
             agent_platform_url: url.clone(),
+            inside: self.inside.clone(),
             ..CoreConfig::default()
         };
         let service = WorkspaceService::new(
@@ -269,6 +279,7 @@ impl TestServer {
             templates: Vec::new(),
             loopback_agents: true,
             admin_token: None,
+            inside: berth_core::InsideConfig::default(),
         }
     }
 

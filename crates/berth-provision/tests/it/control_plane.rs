@@ -49,6 +49,7 @@ fn request() -> ProvisionRequest {
         tier: 4,
         template_path: None,
         config_files: BTreeMap::new(),
+        removed_config_files: Vec::new(),
         workspace_dir: None,
         workspace_access: "none".into(),
         compute: json!({}),

@@ -86,6 +86,7 @@ fn request() -> berth_provision::ProvisionRequest {
         tier: 2,
         template_path: None,
         config_files: Default::default(),
+        removed_config_files: Vec::new(),
         workspace_dir: None,
         workspace_access: "none".into(),
         compute: json!({}),

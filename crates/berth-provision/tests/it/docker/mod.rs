@@ -135,6 +135,7 @@ impl Sandbox {
             runtime: RUNTIME.into(),
             tier,
             template_path: None,
+            removed_config_files: Vec::new(),
             config_files: BTreeMap::from([(
                 "config.yaml".to_owned(),
                 b"name: Docker Test Agent\nruntime: berth-agent\n".to_vec(),

@@ -47,6 +47,7 @@ fn request(runtime: &str) -> ProvisionRequest {
         tier: 2,
         template_path: None,
         config_files: BTreeMap::new(),
+        removed_config_files: Vec::new(),
         workspace_dir: None,
         workspace_access: "none".into(),
         compute: serde_json::json!({}),
