@@ -44,10 +44,14 @@ use nix::unistd::Pid;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::{Child, Command};
 
+use crate::inside::{
+    ExecOutput, ExecRequest, FileEntry, FileRoot, InsideError, RelPath, Target, TermSize, Terminal,
+};
 use crate::ports::{PortPool, START_ATTEMPTS, is_address_in_use};
 use crate::{BackendKind, Error, ProvisionRequest, Provisioner, Started};
 use pidfile::{PidFile, Stamp};
 
+mod inside;
 mod pidfile;
 
 /// Variables of the server's own environment a child keeps; everything else is cleared so the
@@ -487,6 +491,58 @@ impl Provisioner for ProcessProvisioner {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::Backend(format!("removing {}: {e}", dir.display()))),
         }
+    }
+
+    // Looking inside: host directories, host commands and a host shell (see `inside.rs`).
+
+    async fn list_files(
+        &self,
+        target: &Target,
+        root: FileRoot,
+        dir: &RelPath,
+        depth: u8,
+    ) -> Result<Vec<FileEntry>, InsideError> {
+        inside::list_files(self, target, root, dir, depth).await
+    }
+
+    async fn read_file(
+        &self,
+        target: &Target,
+        root: FileRoot,
+        path: &RelPath,
+        limit: u64,
+    ) -> Result<Vec<u8>, InsideError> {
+        inside::read_file(self, target, root, path, limit).await
+    }
+
+    async fn write_files(
+        &self,
+        target: &Target,
+        root: FileRoot,
+        files: Vec<(RelPath, Vec<u8>)>,
+    ) -> Result<(), InsideError> {
+        inside::write_files(self, target, root, files).await
+    }
+
+    async fn delete_file(
+        &self,
+        target: &Target,
+        root: FileRoot,
+        path: &RelPath,
+    ) -> Result<(), InsideError> {
+        inside::delete_file(self, target, root, path).await
+    }
+
+    async fn exec(&self, target: &Target, request: ExecRequest) -> Result<ExecOutput, InsideError> {
+        inside::exec(self, target, request).await
+    }
+
+    async fn open_terminal(
+        &self,
+        target: &Target,
+        size: TermSize,
+    ) -> Result<Terminal, InsideError> {
+        inside::open_terminal(self, target, size).await
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod configs;
 mod env;
+mod inside;
 mod leftovers;
 mod lifecycle;
 
