@@ -414,12 +414,21 @@ impl WorkspaceService {
                 berth_store::Error::NotFound => InsideFailure::WorkspaceNotFound,
                 e => InsideFailure::Store("failed to record the configs change", e),
             })?;
-        if live {
+        // Only an agent that runs reads its configs again; any other gets them at its start.
+        let runs = live
+            && matches!(
+                row.status,
+                WorkspaceStatus::Online
+                    | WorkspaceStatus::Degraded
+                    | WorkspaceStatus::Offline
+                    | WorkspaceStatus::Provisioning
+            );
+        if runs {
             self.schedule_config_restart(row.id);
         }
         Ok(FileChange {
             source,
-            restart_scheduled: live,
+            restart_scheduled: runs,
         })
     }
 

@@ -64,7 +64,8 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     // be larger than the server's default body limit); `route_layer` applies to the routes
     // registered before it.
     OpenApiRouter::new()
-        .routes(routes!(write_file, replace_files))
+        .routes(routes!(write_file))
+        .routes(routes!(replace_files))
         .route_layer(DefaultBodyLimit::disable())
         .routes(routes!(list_files))
         .routes(routes!(read_file, delete_file))
@@ -131,9 +132,10 @@ fn root_of(root: Option<&str>) -> Result<FileRoot, ApiError> {
     }
 }
 
-/// A relative path of the API (one leading `/` of the catch-all is not "absolute").
+/// A relative path of the API. axum's catch-all holds the rest of the path without its leading
+/// `/` (the reference's router kept it, and then refused every DELETE as "absolute", §3.1), so
+/// a value that still starts with `/` (`…/files//etc/passwd`) is absolute.
 fn rel_path(raw: &str) -> Result<RelPath, ApiError> {
-    let raw = raw.strip_prefix('/').unwrap_or(raw);
     RelPath::parse(raw).map_err(|e| {
         ApiError::Custom(
             StatusCode::BAD_REQUEST,
@@ -152,6 +154,16 @@ fn file_path(raw: &str) -> Result<RelPath, ApiError> {
         ));
     }
     Ok(path)
+}
+
+/// A JSON object body as `T` (serde would also take a struct from an array): 400
+/// `invalid request body` otherwise.
+fn object_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let invalid = || ApiError::BadRequest("invalid request body".into());
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v @ serde_json::Value::Object(_)) => serde_json::from_value(v).map_err(|_| invalid()),
+        _ => Err(invalid()),
+    }
 }
 
 fn wants_bytes(headers: &HeaderMap) -> bool {
@@ -346,8 +358,7 @@ async fn write_file(
         body.to_vec()
     } else {
         refuse_nul(&body)?;
-        let w: WriteFile = serde_json::from_slice(&body)
-            .map_err(|_| ApiError::BadRequest("invalid request body".into()))?;
+        let w: WriteFile = object_body(&body)?;
         w.content.into_bytes()
     };
     let root = root_of(q.root.as_deref())?;
@@ -421,8 +432,7 @@ async fn replace_files(
 ) -> Result<Json<FilesReplaced>, ApiError> {
     let body = body_within(req, body_limit(&state, true)).await?;
     refuse_nul(&body)?;
-    let r: ReplaceFiles = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::BadRequest("invalid request body".into()))?;
+    let r: ReplaceFiles = object_body(&body)?;
     if r.files.len() > REPLACE_MAX_FILES {
         return Err(ApiError::BadRequest(format!(
             "too many files ({}), max {REPLACE_MAX_FILES}",
@@ -478,8 +488,7 @@ async fn exec(
     auth: WorkspaceAuth,
     Body(body): Body,
 ) -> Result<Json<ExecResult>, ApiError> {
-    let b: ExecBody = serde_json::from_slice(&body)
-        .map_err(|_| ApiError::BadRequest("invalid request body".into()))?;
+    let b: ExecBody = object_body(&body)?;
     if b.cmd.len() > EXEC_MAX_ARGS {
         return Err(ApiError::BadRequest(format!(
             "cmd has {} arguments, at most {EXEC_MAX_ARGS}",

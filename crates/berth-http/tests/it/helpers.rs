@@ -243,6 +243,8 @@ pub struct Setup {
     pub trusted_proxies: berth_http::TrustedProxies,
     /// Allowed browser origins (default: the binary's default list).
     pub cors_origins: berth_http::CorsOrigins,
+    /// The files, exec and terminal limits (default: the binary's defaults).
+    pub inside: berth_core::InsideConfig,
 }
 
 impl Default for Setup {
@@ -261,6 +263,7 @@ impl Default for Setup {
             rate_limit: None,
             trusted_proxies: berth_http::TrustedProxies::default(),
             cors_origins: berth_http::CorsOrigins::default(),
+            inside: berth_core::InsideConfig::default(),
         }
     }
 }
@@ -309,6 +312,7 @@ impl Setup {
             },
             forced_tier: self.forced_tier,
             agent_platform_url: "http://127.0.0.1:8080".to_owned(),
+            inside: self.inside,
             // Fields the binary takes from its flags (sweep interval, …) keep their defaults.
             ..defaults
         };

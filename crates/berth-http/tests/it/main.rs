@@ -26,6 +26,7 @@ mod events;
 mod helpers;
 mod hibernate;
 mod idempotency;
+mod inside;
 mod live;
 mod liveness;
 mod loops;

@@ -88,7 +88,8 @@ async fn check(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+        // axum's catch-all `{*path}` is the document's `{path}`.
+        .map(|p| p.as_str().replace("{*", "{"));
     let uri = req.uri().clone();
     // The request body is kept to check it against the documented request schema when the
     // server accepted it (a 2xx).
@@ -362,7 +363,7 @@ async fn served(router: &Router, method: &str, uri: &str) -> (Option<String>, St
                 *record.lock().expect("probe") = req
                     .extensions()
                     .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_owned());
+                    .map(|p| p.as_str().replace("{*", "{"));
                 next.run(req).await
             }
         },
