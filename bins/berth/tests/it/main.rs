@@ -10,6 +10,7 @@ mod docker;
 mod external;
 mod failed;
 mod first_hour;
+mod inside;
 mod leader;
 mod restart;
 mod server;
