@@ -4,6 +4,7 @@
 //! cluster and sets it). Each test gets a database of its own.
 
 mod activity;
+mod config_edits;
 mod contract;
 mod harness;
 mod installation;
