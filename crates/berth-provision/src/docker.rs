@@ -63,6 +63,8 @@ use bollard::{API_DEFAULT_VERSION, Docker, body_full};
 use futures_util::TryStreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
+mod inside;
+
 use crate::ports::{PortPool, START_ATTEMPTS, is_address_in_use};
 use crate::{BackendKind, Error, ProvisionRequest, Provisioner, Started};
 
@@ -806,6 +808,60 @@ impl Provisioner for DockerProvisioner {
             // A daemon hiccup is not the death of the workspace.
             Err(e) => Err(backend(&format!("inspecting container {name}"), e)),
         }
+    }
+
+    async fn list_files(
+        &self,
+        target: &crate::Target,
+        root: crate::FileRoot,
+        dir: &crate::RelPath,
+        depth: u8,
+    ) -> Result<Vec<crate::FileEntry>, crate::InsideError> {
+        inside::list_files(self, target, root, dir, depth).await
+    }
+
+    async fn read_file(
+        &self,
+        target: &crate::Target,
+        root: crate::FileRoot,
+        path: &crate::RelPath,
+        limit: u64,
+    ) -> Result<Vec<u8>, crate::InsideError> {
+        inside::read_file(self, target, root, path, limit).await
+    }
+
+    async fn write_files(
+        &self,
+        target: &crate::Target,
+        root: crate::FileRoot,
+        files: Vec<(crate::RelPath, Vec<u8>)>,
+    ) -> Result<(), crate::InsideError> {
+        inside::write_files(self, target, root, files).await
+    }
+
+    async fn delete_file(
+        &self,
+        target: &crate::Target,
+        root: crate::FileRoot,
+        path: &crate::RelPath,
+    ) -> Result<(), crate::InsideError> {
+        inside::delete_file(self, target, root, path).await
+    }
+
+    async fn exec(
+        &self,
+        target: &crate::Target,
+        request: crate::ExecRequest,
+    ) -> Result<crate::ExecOutput, crate::InsideError> {
+        inside::exec(self, target, request).await
+    }
+
+    async fn open_terminal(
+        &self,
+        target: &crate::Target,
+        size: crate::TermSize,
+    ) -> Result<crate::Terminal, crate::InsideError> {
+        inside::open_terminal(self, target, size).await
     }
 }
 

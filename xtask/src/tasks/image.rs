@@ -10,7 +10,13 @@
 //!    agent user of every berth image, REFERENCE.md §5.1.2), a world-writable `/tmp`, and the
 //!    mount points `/configs` and `/workspace` owned by 1000 (a fresh named volume copies the
 //!    ownership of its mount point, so the agent can write to its workspace volume).
-//! 3. The root filesystem is piped into `docker import` (`tar -C ROOTFS -c . | docker import
+//! 3. A static busybox (Debian's `busybox-static`, `/bin/busybox` of the build machine) is copied
+//!    to `/bin/busybox`, with `/bin/<applet>` symlinks for [`APPLETS`] (`sh`, `mv`, `rm`, `kill`,
+//!    `stty`, …): the Docker provisioner's exec, terminal and atomic file writes need a `/bin/sh`
+//!    and a few tools inside the workspace, and its tests plant symbolic links and FIFOs and look
+//!    at `/proc` with them. A missing or dynamically linked `/bin/busybox` fails the build with
+//!    the `apt-get install busybox-static` that fixes it.
+//! 4. The root filesystem is piped into `docker import` (`tar -C ROOTFS -c . | docker import
 //!    --change 'ENTRYPOINT [...]' --change 'USER 1000:1000' - berth-agent:test`), then the
 //!    image it replaced is removed if nothing uses it.
 //!
@@ -40,6 +46,19 @@ const ENTRYPOINT: &str = "/usr/local/bin/berth-agent";
 
 /// The agent user and group inside the image.
 const AGENT_UID: u32 = 1000;
+
+/// The static busybox of the build machine (Debian package `busybox-static`), copied into the
+/// image at the same path.
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The busybox applets linked into `/bin`: the shell and tools the Docker provisioner's exec,
+/// terminal and file writes use (`sh`, `mv`, `rm`, `kill`), and what its tests run inside a
+/// workspace.
+const APPLETS: [&str; 25] = [
+    "sh", "mv", "rm", "kill", "cat", "ls", "sleep", "echo", "env", "id", "pwd", "stty", "head",
+    "yes", "find", "mkdir", "ln", "printf", "true", "false", "wc", "touch", "stat", "mkfifo",
+    "chmod",
+];
 
 /// Runs the task; it takes no arguments.
 pub fn run(args: &[String]) -> Result<ExitCode> {
@@ -126,6 +145,8 @@ fn assemble(binary: &Path, rootfs: &Path) -> Result<()> {
         copy_into(lib, &inside(lib))?;
     }
 
+    add_busybox(&inside(Path::new("/bin")))?;
+
     let etc = inside(Path::new("/etc"));
     mkdir(&etc, 0o755)?;
     fs::write(
@@ -155,6 +176,34 @@ fn assemble(binary: &Path, rootfs: &Path) -> Result<()> {
                 dir.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// Copies the static [`BUSYBOX`] into `bin` (the image's `/bin`) and links every applet of
+/// [`APPLETS`] to it.
+fn add_busybox(bin: &Path) -> Result<()> {
+    let busybox = Path::new(BUSYBOX);
+    let install = "install Debian's static busybox (`apt-get install busybox-static`, as root) \
+                   and rerun: the test image needs a /bin/sh and a few tools for the Docker \
+                   provisioner's exec, terminal and file writes";
+    ensure!(busybox.is_file(), "{BUSYBOX} is missing: {install}");
+    // A dynamically linked busybox (the `busybox` package) would not start in the image, which
+    // holds only the agent's own libraries.
+    let mut ldd = Command::new("ldd");
+    ldd.arg(busybox);
+    match run_captured(&mut ldd) {
+        Err(err) if format!("{err:#}").contains("not a dynamic executable") => {}
+        Err(err) => return Err(err),
+        Ok(_) => bail!("{BUSYBOX} is dynamically linked: {install}"),
+    }
+    let target = bin.join("busybox");
+    copy_into(busybox, &target)?;
+    fs::set_permissions(&target, fs::Permissions::from_mode(0o755))?;
+    for applet in APPLETS {
+        let link = bin.join(applet);
+        std::os::unix::fs::symlink("busybox", &link)
+            .with_context(|| format!("linking {} to busybox", link.display()))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! nothing else is contacted.
 
 mod failures;
+mod inside;
 mod lifecycle;
 mod tiers;
 
@@ -191,7 +192,7 @@ impl Sandbox {
     }
 
     /// `/configs` of the workspace's container as (path, mode, uid, gid, content), read through
-    /// the archive API (the image has no shell to run `stat` with).
+    /// the archive API.
     async fn configs(&self, id: WorkspaceId) -> Vec<(String, u32, u64, u64, Vec<u8>)> {
         let options = DownloadFromContainerOptionsBuilder::new()
             .path("/configs")
