@@ -970,6 +970,10 @@ impl DockerProvisioner {
             nano_cpus: profile
                 .nano_cpus
                 .map(|n| self.host_nano_cpus.map_or(n, |max| n.min(max))),
+            // Docker's init as pid 1: it forwards signals to the agent and reaps what the
+            // files API's and the terminal's killed processes leave (an agent rarely reaps
+            // orphans it did not start).
+            init: Some(true),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,

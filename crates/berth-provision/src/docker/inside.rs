@@ -64,8 +64,9 @@
 //! client (REFERENCE-3.md bug 3.21).
 //!
 //! Killed processes whose parent died first are reparented to the container's pid 1, which has
-//! to reap them: an image whose entrypoint is not an init that reaps orphans (the test image's
-//! agent is not) keeps them as zombies — dead, holding nothing but a pid — until it restarts.
+//! to reap them: every workspace container therefore runs with Docker's init as pid 1
+//! (`HostConfig.init`, `docker.rs`), which reaps them, instead of the image's entrypoint (an
+//! agent rarely reaps orphans it did not start, and would keep them as zombies).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Read;

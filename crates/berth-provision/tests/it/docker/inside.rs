@@ -91,8 +91,8 @@ impl Inside {
             .collect())
     }
 
-    /// The live processes of the container as (pid, command name), without zombies (the
-    /// test image's agent, as pid 1, does not reap orphans) and without this probe itself.
+    /// The live processes of the container as (pid, command name), without zombies and without
+    /// this probe itself.
     async fn processes(&self) -> Vec<(u32, String)> {
         let script = r#"echo $$; for d in /proc/[0-9]*; do read -r l 2>/dev/null < "$d/stat" && echo "$l"; done"#;
         let out = self.ok(&["sh", "-c", script]).await;
@@ -109,12 +109,16 @@ impl Inside {
             .collect()
     }
 
-    /// Waits until the container runs nothing but its agent.
+    /// Waits until the container runs nothing but its init and agent.
     async fn wait_for_only_the_agent(&self) {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let procs = self.processes().await;
-            if procs.iter().all(|(pid, _)| *pid == 1) {
+            // Docker's init (pid 1) and the agent it started.
+            if procs
+                .iter()
+                .all(|(pid, comm)| *pid == 1 || comm == "berth-agent")
+            {
                 return;
             }
             assert!(
