@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
+mod inside;
 pub mod events;
 mod pages;
 mod routes;
