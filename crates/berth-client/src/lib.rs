@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod error;
-mod inside;
 pub mod events;
+mod inside;
 mod pages;
 mod routes;
 mod sse;
