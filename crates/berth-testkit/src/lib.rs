@@ -5,6 +5,8 @@ mod server;
 
 pub use agent::{FakeAgent, Reply};
 pub use berth_client::Client;
+/// The limits and switches of the files, exec and terminal routes ([`Builder::inside`]).
+pub use berth_core::InsideConfig;
 pub use server::{Builder, TestServer};
 
 /// Why the test kit could not do what it was asked.

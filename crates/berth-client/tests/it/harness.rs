@@ -54,7 +54,14 @@ impl Berth {
             .templates_dir(templates)
             .process_runtime("echo", agent_command())
             .loopback_agents(false)
-            .admin_token(ADMIN_TOKEN);
+            .admin_token(ADMIN_TOKEN)
+            // exec on the process backend runs on this host: these tests turn it on; a
+            // `/configs` change's restart is kept out of the tests' way.
+            .inside(berth_testkit::InsideConfig {
+                process_shell: true,
+                config_restart_delay: std::time::Duration::from_secs(600),
+                ..berth_testkit::InsideConfig::default()
+            });
         if db == Db::Postgres {
             builder = builder.postgres(pg_admin_url());
         }

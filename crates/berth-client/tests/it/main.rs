@@ -6,6 +6,7 @@
 mod errors;
 mod events;
 mod harness;
+mod inside;
 mod lifecycle;
 mod resources;
 mod routes;
