@@ -7,7 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::cli::args::{
-    ClientArgs, EventsArgs, SecretScopeArgs, Shell, TokensCommand, WorkspaceCommand,
+    ClientArgs, EventsArgs, ExecArgs, FilesCommand, SecretScopeArgs, Shell, TokensCommand,
+    WorkspaceCommand,
 };
 
 /// berth: a workspace server for AI agents (`berth serve`), and its command-line client.
@@ -73,6 +74,24 @@ pub enum Command {
         workspace: String,
         /// The message.
         text: String,
+    },
+    /// A workspace's files: list, print, write, delete.
+    Files {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// What to do.
+        #[command(subcommand)]
+        command: FilesCommand,
+    },
+    /// Run one command in a workspace (`berth exec <workspace> -- ls -la`); exits with its code.
+    Exec {
+        /// The server and the output.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The command.
+        #[command(flatten)]
+        args: ExecArgs,
     },
     /// List the server's templates.
     Templates {

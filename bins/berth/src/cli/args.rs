@@ -231,6 +231,79 @@ pub enum TokensCommand {
     },
 }
 
+/// `berth files …`: a workspace's files (`--root`: `/configs`, the default, `/workspace`, and on
+/// Docker `/home`, `/plugins`).
+#[derive(Debug, Clone, Subcommand)]
+pub enum FilesCommand {
+    /// List a directory (default: the root).
+    #[command(alias = "list")]
+    Ls {
+        /// Workspace id or name.
+        workspace: String,
+        /// The directory, relative to the root.
+        path: Option<String>,
+        /// The root.
+        #[arg(long)]
+        root: Option<String>,
+        /// Levels to descend, 1–5.
+        #[arg(long, default_value_t = 1)]
+        depth: u8,
+    },
+    /// Print a file's bytes on stdout.
+    Cat {
+        /// Workspace id or name.
+        workspace: String,
+        /// The file, relative to the root.
+        path: String,
+        /// The root.
+        #[arg(long)]
+        root: Option<String>,
+    },
+    /// Write a file from a local file, or from stdin (`-` or no file). Under `/configs` the
+    /// change is kept across restarts and restarts a running workspace.
+    Put {
+        /// Workspace id or name.
+        workspace: String,
+        /// The file, relative to the root.
+        path: String,
+        /// The local file to send (default: stdin).
+        file: Option<PathBuf>,
+        /// The root.
+        #[arg(long)]
+        root: Option<String>,
+    },
+    /// Delete a file, a link, or a directory with everything in it.
+    Rm {
+        /// Workspace id or name.
+        workspace: String,
+        /// The path, relative to the root.
+        path: String,
+        /// The root.
+        #[arg(long)]
+        root: Option<String>,
+    },
+}
+
+/// `berth exec`: one command in a workspace, its output on stdout and stderr and its exit code
+/// as berth's (124 when the timeout killed it).
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    /// Workspace id or name.
+    pub workspace: String,
+    /// Working directory as the workspace sees it (default: its workspace directory).
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Seconds before the command is killed (default: the server's maximum).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// An environment variable, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The program and its arguments (after `--`); not run through a shell.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
 /// Shells `berth completions` writes a script for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Shell {

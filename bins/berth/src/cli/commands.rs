@@ -13,8 +13,8 @@ use futures_util::StreamExt as _;
 use serde::Serialize;
 
 use crate::cli::args::{
-    CreateArgs, EventsArgs, Output, SecretScopeArgs, TokensCommand, UpdateArgs, WaitArgs,
-    WorkspaceCommand,
+    CreateArgs, EventsArgs, ExecArgs, FilesCommand, Output, SecretScopeArgs, TokensCommand,
+    UpdateArgs, WaitArgs, WorkspaceCommand,
 };
 use crate::cli::table::{Table, fields, truncate};
 use crate::cli::{Ctx, Failure, Outcome, out, progress, resolve};
@@ -498,6 +498,145 @@ pub async fn message(ctx: Ctx, workspace: String, text: String) -> Outcome {
         // No text part (a file, data, an empty task): the reply as the agent sent it.
         None => format!("{}\n", serde_json::to_string_pretty(r).unwrap_or_default()),
     })
+}
+
+/// `berth files …`.
+pub async fn files(ctx: Ctx, command: FilesCommand) -> Outcome {
+    use berth_client::berth_api::inside::FilesQuery;
+    use std::io::Write as _;
+    match command {
+        FilesCommand::Ls {
+            workspace,
+            path,
+            root,
+            depth,
+        } => {
+            let id = resolve(&ctx, &workspace).await?;
+            let query = FilesQuery {
+                root,
+                path,
+                depth: Some(depth.to_string()),
+            };
+            let entries = ctx.client.list_files(id, &query).await?;
+            print(&ctx, &entries, |entries| {
+                let mut t = Table::new(&["PATH", "SIZE", "MODIFIED"]);
+                for e in entries {
+                    let path = if e.dir {
+                        format!("{}/", e.path)
+                    } else {
+                        e.path.clone()
+                    };
+                    let size = if e.dir {
+                        String::new()
+                    } else {
+                        e.size.to_string()
+                    };
+                    t.row([path, size, e.modified.clone().unwrap_or_default()]);
+                }
+                t.render()
+            })
+        }
+        FilesCommand::Cat {
+            workspace,
+            path,
+            root,
+        } => {
+            let id = resolve(&ctx, &workspace).await?;
+            let bytes = ctx.client.read_file(id, &path, root.as_deref()).await?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&bytes)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failure::Usage(format!("cannot write to stdout: {e}")))
+        }
+        FilesCommand::Put {
+            workspace,
+            path,
+            file,
+            root,
+        } => {
+            let id = resolve(&ctx, &workspace).await?;
+            let content = match file.as_deref() {
+                Some(f) if f != std::path::Path::new("-") => std::fs::read(f)
+                    .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", f.display())))?,
+                _ => {
+                    let mut buf = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .map_err(|e| Failure::Usage(format!("cannot read stdin: {e}")))?;
+                    buf
+                }
+            };
+            let saved = ctx
+                .client
+                .write_file(id, &path, root.as_deref(), content)
+                .await?;
+            print(&ctx, &saved, |s| {
+                let restart = if s.restart_scheduled {
+                    " (the workspace restarts to read it)"
+                } else {
+                    ""
+                };
+                format!("saved {}/{}{restart}\n", s.root, s.path)
+            })
+        }
+        FilesCommand::Rm {
+            workspace,
+            path,
+            root,
+        } => {
+            let id = resolve(&ctx, &workspace).await?;
+            let deleted = ctx.client.delete_file(id, &path, root.as_deref()).await?;
+            print(&ctx, &deleted, |s| {
+                format!("deleted {}/{}\n", s.root, s.path)
+            })
+        }
+    }
+}
+
+/// `berth exec`: the command's stdout and stderr on berth's, its exit code as berth's (124
+/// when the timeout killed it, like `timeout(1)`; 1 when the server says nothing).
+pub async fn exec(ctx: Ctx, args: ExecArgs) -> Outcome {
+    use berth_client::berth_api::inside::ExecBody;
+    use std::io::Write as _;
+    let id = resolve(&ctx, &args.workspace).await?;
+    let mut env = std::collections::BTreeMap::new();
+    for pair in &args.env {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("--env wants KEY=VALUE, got {pair:?}")))?;
+        env.insert(k.to_owned(), v.to_owned());
+    }
+    let body = ExecBody {
+        cmd: args.cmd,
+        cwd: args.cwd,
+        env: (!env.is_empty()).then_some(env),
+        timeout_secs: args.timeout,
+        stdin: None,
+    };
+    let result = ctx.client.exec(id, &body).await?;
+    if ctx.output == Output::Json {
+        json(&result)?;
+    } else {
+        let _ = std::io::stdout().write_all(result.stdout.as_bytes());
+        let _ = std::io::stderr().write_all(result.stderr.as_bytes());
+        if result.truncated {
+            eprintln!("berth: the output was cut at the server's limit");
+        }
+        if result.timed_out {
+            eprintln!("berth: the command timed out and was killed");
+        }
+    }
+    let code = match (result.timed_out, result.exit_code) {
+        (true, _) => 124,
+        (false, Some(c)) => u8::try_from(c).unwrap_or(1),
+        (false, None) => 1,
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Failure::Exit(code))
+    }
 }
 
 /// `berth templates`.

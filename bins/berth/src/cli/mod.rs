@@ -1,4 +1,4 @@
-//! The command-line client: `berth workspace|events|secrets|tokens|message|templates`, built on
+//! The command-line client: `berth workspace|events|secrets|tokens|message|templates|files|exec`, built on
 //! `berth-client`, and `berth completions`.
 //!
 //! Every command talks to one server (`--server` / `BERTH_URL`) with one credential (`--token`
@@ -27,6 +27,8 @@ use crate::config::{Cli, Command, SecretsCommand};
 pub(crate) enum Failure {
     Client(Error),
     Usage(String),
+    /// Nothing to print: exit with this code (`berth exec` passes on its command's).
+    Exit(u8),
 }
 
 impl From<Error> for Failure {
@@ -78,6 +80,12 @@ pub async fn run(command: Command) -> Result<ExitCode, Command> {
             text,
         } => with_client(&client, |ctx| commands::message(ctx, workspace, text)).await,
         Command::Templates { client } => with_client(&client, commands::templates).await,
+        Command::Files { client, command } => {
+            with_client(&client, |ctx| commands::files(ctx, command)).await
+        }
+        Command::Exec { client, args } => {
+            with_client(&client, |ctx| commands::exec(ctx, args)).await
+        }
         Command::Secrets(SecretsCommand::List { client, scope }) => {
             with_client(&client, |ctx| commands::secrets_list(ctx, scope)).await
         }
@@ -118,6 +126,7 @@ where
 /// Prints `failure` on stderr; exit code 1.
 fn fail(failure: &Failure, credential: Option<&Credential>) -> ExitCode {
     match failure {
+        Failure::Exit(code) => return ExitCode::from(*code),
         Failure::Usage(m) => eprintln!("berth: {m}"),
         Failure::Client(e) => {
             // The causes too: "error sending request" alone does not say "connection refused".

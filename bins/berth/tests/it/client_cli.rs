@@ -446,3 +446,123 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert_eq!(out.stdout, "_berth() {\n");
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
+
+/// `berth files` and `berth exec` against a server whose operator turned on the process
+/// backend's shell: bytes in through stdin and out through `cat` exactly, a listing, a delete,
+/// and a command's output and exit code passed on as the CLI's own.
+#[tokio::test]
+async fn files_and_exec_with_the_cli() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path();
+    let server = Server::start(&dir.join("berth-data"), &["--process-shell"]).await;
+    berth(
+        &server,
+        dir,
+        &["workspace", "create", "box", "--template", "echo", "--wait"],
+    )
+    .ok("create --wait");
+
+    let blob: Vec<u8> = (0..=255u8).collect();
+    let mut put = cli_command(
+        &server,
+        dir,
+        &[
+            "files",
+            "put",
+            "box",
+            "data/blob.bin",
+            "--root",
+            "/workspace",
+        ],
+    );
+    put.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = put.spawn().expect("spawn put");
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&blob)
+            .expect("write stdin");
+    }
+    let put = Run::from(child.wait_with_output().expect("put")).ok("files put");
+    assert_eq!(put.stdout, "saved /workspace/data/blob.bin\n");
+    let cat = cli_command(
+        &server,
+        dir,
+        &[
+            "files",
+            "cat",
+            "box",
+            "data/blob.bin",
+            "--root",
+            "/workspace",
+        ],
+    )
+    .output()
+    .expect("cat");
+    assert!(cat.status.success());
+    assert_eq!(cat.stdout, blob, "the bytes come back exactly");
+    let ls = berth(
+        &server,
+        dir,
+        &["files", "ls", "box", "--root", "/workspace", "--depth", "2"],
+    )
+    .ok("files ls");
+    assert!(ls.stdout.starts_with("PATH"), "{}", ls.stdout);
+    assert!(ls.stdout.contains("data/"), "{}", ls.stdout);
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l.starts_with("data/blob.bin") && l.contains("256")),
+        "{}",
+        ls.stdout
+    );
+
+    let run = berth(
+        &server,
+        dir,
+        &[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "ls data; echo to-stderr >&2; exit 3",
+        ],
+    );
+    assert_eq!(run.code, 3, "{} {}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "blob.bin\n");
+    assert_eq!(run.stderr, "to-stderr\n");
+    let timed = berth(
+        &server,
+        dir,
+        &["exec", "box", "--timeout", "1", "--", "sleep", "20"],
+    );
+    assert_eq!(timed.code, 124, "{}", timed.stderr);
+    assert!(timed.stderr.contains("timed out"), "{}", timed.stderr);
+
+    berth(
+        &server,
+        dir,
+        &["files", "rm", "box", "data", "--root", "/workspace"],
+    )
+    .ok("files rm");
+    let gone = berth(
+        &server,
+        dir,
+        &[
+            "files",
+            "cat",
+            "box",
+            "data/blob.bin",
+            "--root",
+            "/workspace",
+        ],
+    );
+    assert_eq!(gone.code, 1);
+    assert!(gone.stderr.contains("file not found"), "{}", gone.stderr);
+}
