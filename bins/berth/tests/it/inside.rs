@@ -287,6 +287,8 @@ async fn files_on_the_default_server() {
     assert_eq!(status, 200);
     let (status, _) = server.json(reqwest::Method::GET, &uri, None).await;
     assert_eq!(status, 404);
+    let (write, read) = ten_mib(&server, &id).await;
+    eprintln!("figures (process backend, release): 10 MiB write {write:?}, read {read:?}");
 
     // exec and the terminal are a shell on this host with the process backend: off by default.
     let (status, refused) = server
@@ -490,6 +492,36 @@ async fn exec_and_terminal_with_the_process_shell() {
     );
 }
 
+/// Writes and reads back 10 MiB under `/workspace` as bytes; the two durations.
+async fn ten_mib(server: &Server, id: &str) -> (Duration, Duration) {
+    let blob: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let uri = format!("/workspaces/{id}/files/big.bin?root=/workspace");
+    let clock = Instant::now();
+    let (status, body) = server
+        .send(
+            reqwest::Method::PUT,
+            &uri,
+            &[("content-type", "application/octet-stream")],
+            Some(blob.clone()),
+        )
+        .await;
+    let write = clock.elapsed();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let clock = Instant::now();
+    let (status, back) = server
+        .send(
+            reqwest::Method::GET,
+            &uri,
+            &[("accept", "application/octet-stream")],
+            None,
+        )
+        .await;
+    let read = clock.elapsed();
+    assert_eq!(status, 200);
+    assert!(back == blob, "10 MiB come back exactly");
+    (write, read)
+}
+
 fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
@@ -653,7 +685,21 @@ async fn files_exec_and_terminal_on_docker() {
         },
     )
     .await;
-    eprintln!("figures (Docker, release): terminal open to first output {first_output:?}");
+    let (write, read) = ten_mib(&server, &id).await;
+    let started = Instant::now();
+    let (status, out) = server
+        .json(
+            reqwest::Method::POST,
+            &format!("/workspaces/{id}/exec"),
+            Some(&json!({"cmd": ["true"]})),
+        )
+        .await;
+    let exec_round_trip = started.elapsed();
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["exit_code"], 0);
+    eprintln!(
+        "figures (Docker, release): terminal open to first output {first_output:?}; 10 MiB write {write:?}, read {read:?}; exec `true` round trip {exec_round_trip:?}"
+    );
 
     let (status, _) = server
         .json(
