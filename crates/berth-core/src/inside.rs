@@ -556,7 +556,11 @@ impl WorkspaceService {
             error_detail: result.as_ref().err().map(ToString::to_string),
             ..ActivityEntry::default()
         };
-        if let Err(e) = self.log_activity(id, entry, Vec::new()).await {
+        // An exec that ran (or that the backend failed) is recorded; a refused one (a bad
+        // working directory, no such program, nothing running) changed nothing and is not.
+        if matches!(result, Ok(_) | Err(InsideError::Backend(_)))
+            && let Err(e) = self.log_activity(id, entry, Vec::new()).await
+        {
             tracing::warn!(workspace.id = %id, error = %e, "could not record an exec");
         }
         result.map_err(|e| Self::inside_err(&row, e))

@@ -55,8 +55,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/workspaces/{id}/console"),
     ("GET", "/workspaces/{id}/display"),
     ("GET", "/workspaces/{id}/events/stream"),
+    ("POST", "/workspaces/{id}/exec"),
     ("GET", "/workspaces/{id}/external/connection"),
     ("POST", "/workspaces/{id}/external/rotate"),
+    ("GET", "/workspaces/{id}/files"),
+    ("PUT", "/workspaces/{id}/files"),
+    ("DELETE", "/workspaces/{id}/files/{path}"),
+    ("GET", "/workspaces/{id}/files/{path}"),
+    ("PUT", "/workspaces/{id}/files/{path}"),
     ("POST", "/workspaces/{id}/hibernate"),
     ("GET", "/workspaces/{id}/model"),
     ("PUT", "/workspaces/{id}/model"),
@@ -74,6 +80,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/workspaces/{id}/secrets/{key}"),
     ("GET", "/workspaces/{id}/session-search"),
     ("GET", "/workspaces/{id}/state"),
+    ("GET", "/workspaces/{id}/terminal"),
+    ("GET", "/workspaces/{id}/terminal/diagnose"),
     ("GET", "/workspaces/{id}/tokens"),
     ("POST", "/workspaces/{id}/tokens"),
     ("DELETE", "/workspaces/{id}/tokens/{token_id}"),
@@ -114,6 +122,55 @@ pub const ALLOWED_5XX: &[(&str, &str, &[u16], &str)] = &[
         "/health",
         &[503],
         "503 while the database does not answer",
+    ),
+    (
+        "GET",
+        "/workspaces/{id}/files",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "PUT",
+        "/workspaces/{id}/files",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "GET",
+        "/workspaces/{id}/files/{path}",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "PUT",
+        "/workspaces/{id}/files/{path}",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "DELETE",
+        "/workspaces/{id}/files/{path}",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "POST",
+        "/workspaces/{id}/exec",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
+    ),
+    (
+        "GET",
+        "/workspaces/{id}/terminal",
+        &[501, 502],
+        "inside a workspace: 501 from a backend without a way in (none, the control plane), 502 \
+         when the backend itself fails",
     ),
 ];
 
