@@ -590,6 +590,12 @@ async fn terminal(
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let (id, principal) = terminal_principal(&state, &raw_id, bearer, q.token).await?;
+    // A removed (or unknown) workspace is gone, upgrade or not, like every route of it.
+    match state.service.get(id).await {
+        Ok(Some(v)) if v.workspace.status != berth_domain::WorkspaceStatus::Removed => {}
+        Ok(_) => return Err(ApiError::NotFound("workspace not found")),
+        Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
+    }
     let upgrade = upgrade.map_err(|_| {
         ApiError::Custom(
             StatusCode::BAD_REQUEST,
