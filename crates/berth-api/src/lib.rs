@@ -2,6 +2,7 @@
 
 pub mod a2a;
 pub mod activity;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod inside;

@@ -17,6 +17,8 @@ pub struct AdminAuth {
     token_hash: [u8; 32],
     /// `--dev`: admin routes fail open.
     pub(crate) dev: bool,
+    /// The web console's sign-in sessions (`console.rs`).
+    pub(crate) sessions: crate::console::Sessions,
 }
 
 impl std::fmt::Debug for AdminAuth {
@@ -33,6 +35,7 @@ impl AdminAuth {
         Self {
             token_hash: Sha256::digest(token.expose_secret().as_bytes()).into(),
             dev,
+            sessions: crate::console::Sessions::default(),
         }
     }
 

@@ -5,6 +5,7 @@ mod activity;
 mod auth;
 mod broadcast;
 mod bundles;
+mod console;
 mod cors;
 mod display;
 mod error;
@@ -127,6 +128,10 @@ pub fn router(state: AppState) -> Router {
     routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            console::session_auth,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(limit))
@@ -163,6 +168,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(metrics::router())
         .merge(session_search::router())
         .merge(inside::router())
+        .merge(console::router())
 }
 
 /// The OpenAPI 3.1 document of [`router`], generated from the handlers' annotations and the

@@ -16,6 +16,7 @@ mod broadcast;
 mod bundles;
 mod callbacks;
 mod config;
+mod console;
 mod cors;
 mod create;
 mod delete;

@@ -103,7 +103,8 @@ async fn health_answers_503_promptly_while_postgres_is_unreachable() {
 #[tokio::test]
 async fn unknown_routes_are_json_404s() {
     let app = app().await;
-    for uri in ["/nope", "/workspaces/a/b/c", "/"] {
+    // (`/` is the console's page.)
+    for uri in ["/nope", "/workspaces/a/b/c", "/console/nope", "/consolex"] {
         let resp = app.get_anon(uri).await;
         assert_eq!(resp.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(resp.json, json!({"error": "not found"}), "{uri}");
