@@ -4,7 +4,6 @@
 //! real daemon and the locally built image. The terminal is driven over a real WebSocket in both
 //! of its protocols, and every session checks that its shell is gone after it ends.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -14,26 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::server::{Server, berth_release_command, free_port, repo_root, wait_for};
+use crate::server::{Server, wait_for};
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// `berth serve` from the release binary in the repository (so the bundled templates are found
-/// where the README's command finds them), over `data_dir`, with `extra` flags.
-async fn release_server(data_dir: &Path, extra: &[&str]) -> Server {
-    let port = free_port();
-    let mut cmd = berth_release_command();
-    cmd.current_dir(repo_root())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .env("RATE_LIMIT", "0")
-        .args(extra);
-    Server::launch(cmd, port, data_dir).await
-}
 
 impl Server {
     async fn send(
@@ -191,7 +174,7 @@ fn alive(pid: u32) -> bool {
 #[tokio::test]
 async fn files_on_the_default_server() {
     let root = tempfile::tempdir().expect("tempdir");
-    let server = release_server(&root.path().join("berth-data"), &[]).await;
+    let server = Server::start_release(&root.path().join("berth-data"), &[]).await;
     let id = server
         .create_online(json!({"name": "files", "template": "echo"}))
         .await;
@@ -328,7 +311,7 @@ async fn files_on_the_default_server() {
 #[tokio::test]
 async fn exec_and_terminal_with_the_process_shell() {
     let root = tempfile::tempdir().expect("tempdir");
-    let server = release_server(
+    let server = Server::start_release(
         &root.path().join("berth-data"),
         &[
             "--process-shell",
@@ -542,7 +525,7 @@ fn docker(args: &[&str]) -> String {
 async fn files_exec_and_terminal_on_docker() {
     crate::docker::require_image();
     let root = tempfile::tempdir().expect("tempdir");
-    let server = release_server(
+    let server = Server::start_release(
         &root.path().join("berth-data"),
         &[
             "--provisioner",

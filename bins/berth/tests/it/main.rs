@@ -4,6 +4,7 @@
 mod a2a;
 mod cli;
 mod client_cli;
+mod console;
 mod crash;
 mod demo;
 mod docker;
@@ -14,3 +15,4 @@ mod inside;
 mod leader;
 mod restart;
 mod server;
+mod webdriver;

@@ -113,6 +113,23 @@ impl Server {
         Self::launch(cmd, port, data_dir).await
     }
 
+    /// Starts the release binary's `berth serve` the way the README does: from the repository
+    /// (so the bundled templates are found where the README's command finds them), over
+    /// `data_dir`, with `extra` flags (the rate limiter off, as in [`Server::start`]).
+    pub async fn start_release(data_dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let mut cmd = berth_release_command();
+        cmd.current_dir(repo_root())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("RATE_LIMIT", "0")
+            .args(extra);
+        Self::launch(cmd, port, data_dir).await
+    }
+
     /// Runs `cmd` (a `serve` listening on `127.0.0.1:port` over `data_dir`), waits until
     /// `/health` answers and reads the admin token file.
     pub async fn launch(mut cmd: Command, port: u16, data_dir: &Path) -> Server {

@@ -1,0 +1,232 @@
+//! The web console in a real browser (issue #18): headless Debian Chromium, driven over
+//! WebDriver (`webdriver.rs`), against the release binary started the way the README says
+//! (default flags: the process backend runs the demo agent). Each test saves screenshots under
+//! `target/console-screens/<test>/`, and one on any wait that times out.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::server::Server;
+use crate::webdriver::Browser;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const QUICK: Duration = Duration::from_secs(15);
+
+/// Fails on any Content-Security-Policy violation the browser reported.
+async fn assert_no_csp_errors(b: &Browser) {
+    let log = b.console_log().await;
+    let csp: Vec<&(String, String)> = log
+        .iter()
+        .filter(|(_, m)| m.contains("Content Security Policy") || m.contains("Refused to"))
+        .collect();
+    assert!(csp.is_empty(), "CSP violations: {csp:?}");
+}
+
+async fn sign_in(b: &Browser, token: &str) {
+    let input = b.wait("#token", PATIENCE).await;
+    b.type_into(&input, token).await;
+    let button = b.wait("#signin", QUICK).await;
+    b.click(&button).await;
+}
+
+/// What a new user does first: open the console, sign in (a wrong token is refused), create the
+/// demo workspace from its template and watch it come online without reloading, message it,
+/// restart it and see the transitions, mint and revoke a token, set a secret whose value never
+/// reaches the page, delete it with purge, sign out.
+#[tokio::test]
+async fn a_new_user_runs_an_agent_from_the_console() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_release(&root.path().join("berth-data"), &[]).await;
+    let b = Browser::start("new-user").await;
+    b.goto(&server.base).await;
+
+    sign_in(&b, "not-the-token").await;
+    b.wait_text("#signin-error", QUICK, "an error", |t| {
+        t.contains("Invalid token")
+    })
+    .await;
+    b.screenshot("refused").await;
+    sign_in(&b, &server.admin_token).await;
+    b.wait_text("#whoami", QUICK, "admin", |t| t.contains("admin"))
+        .await;
+    b.wait("#empty", QUICK).await;
+    b.screenshot("empty").await;
+
+    let create = b.wait("#create-link", QUICK).await;
+    b.click(&create).await;
+    let name = b.wait("#create-name", QUICK).await;
+    b.type_into(&name, "demo").await;
+    let echo = b
+        .wait("#create-template option[value=\"echo\"]", QUICK)
+        .await;
+    b.click(&echo).await;
+    let submit = b.wait("#create-submit", QUICK).await;
+    b.click(&submit).await;
+    b.wait_text("#ws-status", PATIENCE, "online", |t| t.trim() == "online")
+        .await;
+    b.screenshot("online").await;
+    let id = b
+        .script("return location.hash.split('/').pop();", json!([]))
+        .await
+        .as_str()
+        .expect("the workspace id in the URL")
+        .to_owned();
+
+    let input = b.wait("#message-input", QUICK).await;
+    b.type_into(&input, "hello").await;
+    let send = b.wait("#message-send", QUICK).await;
+    b.click(&send).await;
+    b.wait_text("#message-reply", PATIENCE, "the echo", |t| {
+        t.contains("echo: hello")
+    })
+    .await;
+
+    let restart = b.wait("#action-restart", QUICK).await;
+    b.click(&restart).await;
+    b.wait_text("#events", PATIENCE, "a restart", |t| {
+        t.matches("WORKSPACE_PROVISIONING").count() >= 1 && t.contains("WORKSPACE_ONLINE")
+    })
+    .await;
+    b.wait_text("#ws-status", PATIENCE, "online again", |t| {
+        t.trim() == "online"
+    })
+    .await;
+    b.screenshot("restarted").await;
+
+    let mint = b.wait("#token-mint", QUICK).await;
+    b.click(&mint).await;
+    let shown = b.wait("#token-new", QUICK).await;
+    let token = b.property(&shown, "value").await;
+    let token = token.as_str().expect("the minted token").to_owned();
+    assert!(token.len() > 20, "{token}");
+    let (status, _) = server
+        .call(
+            reqwest::Method::GET,
+            &format!("/workspaces/{id}/state"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "the minted token works");
+    let rows = b
+        .script(
+            "return document.querySelectorAll('#tokens tr[data-token-id]').length;",
+            json!([]),
+        )
+        .await;
+    // Revoke the minted one (its row shows its first characters), not the agent's own.
+    let clicked = b
+        .script(
+            "const rows = [...document.querySelectorAll('#tokens tr[data-token-id]')];\
+             const row = rows.find(r => r.textContent.includes(arguments[0]));\
+             if (!row) return false; row.querySelector('.revoke').click(); return true;",
+            json!([&token[..6]]),
+        )
+        .await;
+    assert_eq!(clicked, json!(true), "the minted token's row");
+    let before = rows.as_u64().expect("a count");
+    let deadline = std::time::Instant::now() + QUICK;
+    loop {
+        let now = b
+            .script(
+                "return document.querySelectorAll('#tokens tr[data-token-id]').length;",
+                json!([]),
+            )
+            .await
+            .as_u64()
+            .unwrap_or(before);
+        if now < before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the token row stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let secret = "sk-console-never-shown-4711";
+    let key = b.wait("#secret-key", QUICK).await;
+    b.type_into(&key, "OPENAI_API_KEY").await;
+    let value = b.wait("#secret-value", QUICK).await;
+    b.type_into(&value, secret).await;
+    let save = b.wait("#secret-save", QUICK).await;
+    b.click(&save).await;
+    b.wait("[data-secret=\"OPENAI_API_KEY\"]", PATIENCE).await;
+    assert!(
+        !b.dom().await.contains(secret),
+        "the secret's value is not in the page"
+    );
+    b.screenshot("workspace").await;
+
+    // The list, updated live: the row is there and online.
+    b.goto(&server.base).await;
+    b.wait_text(
+        &format!("#workspaces tr[data-id=\"{id}\"] .status"),
+        PATIENCE,
+        "online",
+        |t| t.trim() == "online",
+    )
+    .await;
+    b.screenshot("list").await;
+
+    b.goto(&format!("{}/#/workspaces/{id}", server.base)).await;
+    let purge = b.wait("#delete-purge", QUICK).await;
+    b.click(&purge).await;
+    let delete = b.wait("#action-delete", QUICK).await;
+    b.click(&delete).await;
+    let confirm = b.wait("#delete-confirm", QUICK).await;
+    b.click(&confirm).await;
+    crate::server::wait_for("the purge", PATIENCE, || async {
+        let (status, _) = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/workspaces/{id}"),
+                None,
+                None,
+            )
+            .await;
+        if status == 404 {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    })
+    .await;
+
+    assert_no_csp_errors(&b).await;
+    let out = b.wait("#signout", QUICK).await;
+    b.click(&out).await;
+    b.wait("#token", QUICK).await;
+    // Signed out: a reload lands on the sign-in page again.
+    b.goto(&server.base).await;
+    b.wait("#token", QUICK).await;
+}
+
+/// A workspace token signs in to that workspace only.
+#[tokio::test]
+async fn a_workspace_token_sees_its_own_workspace() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_release(&root.path().join("berth-data"), &[]).await;
+    let (status, created) = server
+        .admin_post("/workspaces", &json!({"name": "mine", "template": "echo"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.wait_status(&id, "online", PATIENCE).await;
+    let (status, minted) = server
+        .admin_post(&format!("/admin/workspaces/{id}/tokens"), &json!({}))
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["auth_token"].as_str().expect("token").to_owned();
+
+    let b = Browser::start("workspace-token").await;
+    b.goto(&server.base).await;
+    sign_in(&b, &token).await;
+    b.wait_text("#whoami", QUICK, "the workspace", |t| t.contains(&id))
+        .await;
+    b.wait_text("#ws-name", PATIENCE, "its name", |t| t.contains("mine"))
+        .await;
+    b.wait_text("#ws-status", PATIENCE, "online", |t| t.trim() == "online")
+        .await;
+    b.screenshot("workspace-token").await;
+    assert_no_csp_errors(&b).await;
+}
