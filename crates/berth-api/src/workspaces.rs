@@ -193,6 +193,9 @@ pub struct Workspace<'a> {
     pub id: WorkspaceId,
     /// Error rate from the last heartbeat.
     pub last_error_rate: f64,
+    /// berth: the agent's last heartbeat (or registration); absent until it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// Last A2A message sent by this workspace (get only).
     #[serde(
         default,
@@ -486,6 +489,7 @@ mod tests {
             failure_code: None,
             id: WorkspaceId::parse("12345678-9abc-def0-1234-56789abcdef0").expect("id"),
             last_error_rate: 0.0,
+            last_heartbeat_at: None,
             last_outbound_at: None,
             last_sample_error: Some(Cow::Borrowed("")),
             max_concurrent_tasks: 1,

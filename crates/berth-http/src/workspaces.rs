@@ -300,6 +300,7 @@ fn get_json(v: &WorkspaceView) -> Workspace<'_> {
         failure_code: w.failure_code.as_deref().map(Cow::Borrowed),
         id: w.id,
         last_error_rate: w.last_error_rate,
+        last_heartbeat_at: w.last_heartbeat_at,
         last_outbound_at: Some(w.last_outbound_at),
         last_sample_error: None,
         max_concurrent_tasks: w.max_concurrent_tasks,

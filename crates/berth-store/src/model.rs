@@ -216,6 +216,8 @@ pub struct Workspace {
     pub compute: serde_json::Value,
     /// Last outbound A2A.
     pub last_outbound_at: Option<DateTime<Utc>>,
+    /// The last heartbeat (or registration) the agent sent.
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
     /// Created.
     pub created_at: DateTime<Utc>,
     /// Last updated (the removal time of removed rows).

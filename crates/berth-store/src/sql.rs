@@ -22,7 +22,8 @@ SELECT w.id, w.name, w.role, w.tier, w.status, w.agent_card, w.url, w.parent_id,
 w.max_concurrent_tasks, w.last_error_rate, w.last_sample_error, w.failure_code, w.uptime_seconds, \
 w.current_task, w.runtime, w.workspace_dir, w.workspace_access, w.delivery_mode, cl.x, cl.y, \
 cl.collapsed, w.budget_limit, w.monthly_spend, w.broadcast_enabled, w.talk_to_user_enabled, \
-w.compute, w.last_outbound_at, w.created_at, w.updated_at, w.url_from_provisioner \
+w.compute, w.last_outbound_at, w.created_at, w.updated_at, w.url_from_provisioner, \
+w.last_heartbeat_at \
 FROM workspaces w LEFT JOIN canvas_layouts cl ON cl.workspace_id = w.id";
 
 pub(crate) const INSERT_WORKSPACE: &str = "\
@@ -571,6 +572,7 @@ pub(crate) struct WorkspaceRow {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     url_from_provisioner: bool,
+    last_heartbeat_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<WorkspaceRow> for Workspace {
@@ -614,6 +616,7 @@ impl TryFrom<WorkspaceRow> for Workspace {
                 r.compute.0
             },
             last_outbound_at: r.last_outbound_at,
+            last_heartbeat_at: r.last_heartbeat_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })

@@ -166,6 +166,9 @@ async fn a_new_user_runs_an_agent_from_the_console() {
         |t| t.trim() == "online",
     )
     .await;
+    // The heartbeat-age chart has the agent's heartbeat (`last_heartbeat_at`).
+    let page = b.body_text().await;
+    assert!(!page.contains("No heartbeat times known"), "{page}");
     b.screenshot("list").await;
 
     b.goto(&format!("{}/#/workspaces/{id}", server.base)).await;

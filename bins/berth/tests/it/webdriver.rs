@@ -26,6 +26,8 @@ pub struct Browser {
     driver: Child,
     /// Where screenshots go: `target/console-screens/<test>/`.
     shots: PathBuf,
+    /// Screenshots taken so far (their number prefixes the file name).
+    taken: std::sync::atomic::AtomicUsize,
 }
 
 /// An element of the page.
@@ -85,13 +87,16 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no WebDriver session: {resp}"))
             .to_owned();
+        // A fresh folder per run: a failing run's screenshots are the only ones there.
         let shots = repo_root().join("target/console-screens").join(test);
+        let _ = std::fs::remove_dir_all(&shots);
         std::fs::create_dir_all(&shots).expect("screenshot folder");
         Browser {
             http,
             session: format!("{base}/session/{id}"),
             driver,
             shots,
+            taken: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -285,13 +290,12 @@ impl Browser {
 
     /// Saves a screenshot as `<n>-<name>.png` under `target/console-screens/<test>/`; its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static N: AtomicUsize = AtomicUsize::new(0);
+        use std::sync::atomic::Ordering;
         let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let bytes = decode_base64(b64.as_str().unwrap_or_default());
         let path = self.shots.join(format!(
             "{:02}-{name}.png",
-            N.fetch_add(1, Ordering::Relaxed)
+            self.taken.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::write(&path, bytes).expect("write screenshot");
         path

@@ -72,6 +72,7 @@ fn row(id: WorkspaceId, status: WorkspaceStatus) -> berth_store::Workspace {
         talk_to_user_enabled: false,
         compute: serde_json::json!({}),
         last_outbound_at: None,
+        last_heartbeat_at: None,
         created_at: now,
         updated_at: now,
     }
