@@ -233,3 +233,52 @@ async fn a_workspace_token_sees_its_own_workspace() {
     b.screenshot("workspace-token").await;
     assert_no_csp_errors(&b).await;
 }
+
+/// The files and terminal panels in the browser, on a server whose operator allowed the process
+/// backend's shell: the template's `config.yaml` is listed and opened, and a command typed into
+/// the terminal (over the cookie-authenticated WebSocket) prints its output.
+#[tokio::test]
+async fn files_and_terminal_panels_work_in_the_browser() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_release(&root.path().join("berth-data"), &["--process-shell"]).await;
+    let (status, created) = server
+        .admin_post(
+            "/workspaces",
+            &json!({"name": "panels", "template": "echo"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.wait_status(&id, "online", PATIENCE).await;
+
+    let b = Browser::start("panels").await;
+    b.goto(&server.base).await;
+    sign_in(&b, &server.admin_token).await;
+    b.wait_text("#whoami", QUICK, "admin", |t| t.contains("admin"))
+        .await;
+    b.goto(&format!("{}/#/workspaces/{id}", server.base)).await;
+    b.wait_text("#ws-status", PATIENCE, "online", |t| t.trim() == "online")
+        .await;
+
+    // Files: the configs root lists the template's config.yaml; opening it shows its content.
+    let entry = b
+        .wait("#files li[data-path=\"config.yaml\"] button", PATIENCE)
+        .await;
+    b.click(&entry).await;
+    b.wait_text("#file-content", QUICK, "the manifest", |t| {
+        t.contains("runtime")
+    })
+    .await;
+
+    // Terminal: open it, run a command, read its output.
+    let open = b.wait("#terminal-open", QUICK).await;
+    b.click(&open).await;
+    let input = b.wait("#terminal-input:enabled", PATIENCE).await;
+    b.type_into(&input, "echo panel-$((40+2))\u{E007}").await;
+    b.wait_text("#terminal-output", PATIENCE, "the command's output", |t| {
+        t.contains("panel-42")
+    })
+    .await;
+    b.screenshot("terminal").await;
+    assert_no_csp_errors(&b).await;
+}
