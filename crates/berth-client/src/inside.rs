@@ -32,21 +32,7 @@ impl Client {
     /// `GET /workspaces/{id}/files`: the entries under `path` of `root` (default `/configs`),
     /// `depth` levels deep (default 1).
     pub async fn list_files(&self, id: WorkspaceId, query: &FilesQuery) -> Result<Vec<FileEntry>> {
-        let mut pairs = Vec::new();
-        for (k, v) in [
-            ("root", &query.root),
-            ("path", &query.path),
-            ("depth", &query.depth),
-        ] {
-            if let Some(v) = v {
-                pairs.push(format!("{k}={}", path_segment(v)));
-            }
-        }
-        let q = if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", pairs.join("&"))
-        };
+        let q = crate::routes::query_string(query);
         self.call(
             Method::GET,
             &format!("/workspaces/{id}/files{q}"),

@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 use crate::{Client, Error, Result, path_segment};
 
 /// `?k=v&…` of a query type of `berth-api` (its `None` fields left out); `""` when empty.
-fn query_string(query: &impl Serialize) -> String {
+pub(crate) fn query_string(query: &impl Serialize) -> String {
     let Ok(Value::Object(fields)) = serde_json::to_value(query) else {
         return String::new();
     };

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use berth_domain::WorkspaceId;
 use berth_domain::runtime::is_external_like;
-use berth_domain::status::WorkspaceStatus;
+use berth_domain::status::{Transition, WorkspaceStatus};
 use berth_provision::inside::MAX_LIST_DEPTH;
 use berth_provision::{
     BackendKind, ExecOutput, ExecRequest, FileEntry, FileRoot, InsideError, RelPath, Target,
@@ -349,9 +349,7 @@ impl WorkspaceService {
             Err(InsideError::NotRunning(_)) if root == FileRoot::Configs => false,
             Err(e) => return Err(Self::inside_err(&row, e)),
         };
-        let change = self
-            .record_file_change(principal, &row, root, edits, live)
-            .await?;
+        let change = self.record_file_change(&row, root, edits, live).await?;
         self.audit_files(principal, id, "write", root, &paths).await;
         Ok(change)
     }
@@ -384,9 +382,7 @@ impl WorkspaceService {
         } else {
             Vec::new()
         };
-        let change = self
-            .record_file_change(principal, &row, root, edits, live)
-            .await?;
+        let change = self.record_file_change(&row, root, edits, live).await?;
         self.audit_files(principal, id, "delete", root, &[path.to_string()])
             .await;
         Ok(change)
@@ -394,7 +390,6 @@ impl WorkspaceService {
 
     async fn record_file_change(
         &self,
-        _principal: Principal,
         row: &Workspace,
         root: FileRoot,
         edits: Vec<ConfigEdit>,
@@ -414,15 +409,9 @@ impl WorkspaceService {
                 berth_store::Error::NotFound => InsideFailure::WorkspaceNotFound,
                 e => InsideFailure::Store("failed to record the configs change", e),
             })?;
-        // Only an agent that runs reads its configs again; any other gets them at its start.
-        let runs = live
-            && matches!(
-                row.status,
-                WorkspaceStatus::Online
-                    | WorkspaceStatus::Degraded
-                    | WorkspaceStatus::Offline
-                    | WorkspaceStatus::Provisioning
-            );
+        // Only a workspace a restart applies to (the restart's own rule) is restarted; a paused,
+        // hibernated or stopped one gets the change at its next start.
+        let runs = live && Transition::Reprovision.apply(row.status).is_some();
         if runs {
             self.schedule_config_restart(row.id);
         }
@@ -433,7 +422,8 @@ impl WorkspaceService {
     }
 
     /// Restarts the workspace [`InsideConfig::config_restart_delay`] after its latest `/configs`
-    /// change (each change re-arms the timer), unless it stopped meanwhile.
+    /// change (each change re-arms the timer). The restart cycle checks the workspace's status
+    /// itself when it runs, so one that stopped meanwhile is left alone.
     fn schedule_config_restart(&self, id: WorkspaceId) {
         let generation = {
             let mut gens = lock(&self.inside.restart_generation);
@@ -452,24 +442,8 @@ impl WorkspaceService {
                 }
                 gens.remove(&id);
             }
-            match svc.store.get_workspace(id).await {
-                Ok(Some(w))
-                    if matches!(
-                        w.status,
-                        WorkspaceStatus::Online
-                            | WorkspaceStatus::Degraded
-                            | WorkspaceStatus::Offline
-                            | WorkspaceStatus::Provisioning
-                    ) =>
-                {
-                    tracing::info!(workspace.id = %id, "restarting after a change of /configs");
-                    svc.request_restart(id).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(workspace.id = %id, error = %e, "configs restart: lookup failed");
-                }
-            }
+            tracing::info!(workspace.id = %id, "restarting after a change of /configs");
+            svc.request_restart(id).await;
         });
     }
 

@@ -117,6 +117,20 @@ pub(crate) async fn refuse_removed(state: &AppState, auth: &WorkspaceAuth) -> Re
     }
 }
 
+/// 404 `workspace not found` unless workspace `id` exists and is not removed: for the live
+/// streams (SSE, the terminal), which authenticate a `?token=` themselves and so check this
+/// themselves too.
+pub(crate) async fn require_live(
+    state: &AppState,
+    id: berth_domain::WorkspaceId,
+) -> Result<(), ApiError> {
+    match state.service.get(id).await {
+        Ok(Some(v)) if v.workspace.status != berth_domain::WorkspaceStatus::Removed => Ok(()),
+        Ok(_) => Err(ApiError::NotFound("workspace not found")),
+        Err(e) => Err(ApiError::internal("failed to verify workspace", e)),
+    }
+}
+
 /// [`WorkspaceAuth`] without the removed-workspace refusal, for the lifecycle actions whose
 /// answer to a removed workspace is the reference's own and documented: `GET …/state` (404 with
 /// `"deleted": true`), restart (409 `workspace is removed`), pause and resume (404 `workspace

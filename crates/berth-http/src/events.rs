@@ -249,8 +249,11 @@ impl SseStream {
 
 /// The credential of a live stream: the `Authorization` bearer, or `?token=` for browsers
 /// (`EventSource` and `WebSocket` cannot set headers); both at once is a 400.
-fn stream_credential(bearer: Option<String>, query: WsQuery) -> Result<Option<String>, ApiError> {
-    match (bearer, query.token) {
+pub(crate) fn stream_credential(
+    bearer: Option<String>,
+    token: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match (bearer, token) {
         (Some(_), Some(_)) => Err(ApiError::BadRequest(
             "give the token either in the Authorization header or as ?token=, not both".into(),
         )),
@@ -288,7 +291,7 @@ async fn sse(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let from_query = bearer.is_none();
-    let auth = match stream_credential(bearer, query)? {
+    let auth = match stream_credential(bearer, query.token)? {
         Some(token) if from_query => {
             let id = WorkspaceId::parse(&raw_id)
                 .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
@@ -311,12 +314,8 @@ async fn sse(
                 .ok_or_else(|| ApiError::BadRequest("invalid Last-Event-ID".into()))?,
         ),
     };
-    match state.service.get(auth.id).await {
-        // A removed workspace's stream is gone, like its other routes.
-        Ok(Some(v)) if v.workspace.status != berth_domain::WorkspaceStatus::Removed => {}
-        Ok(_) => return Err(ApiError::NotFound("workspace not found")),
-        Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
-    }
+    // A removed workspace's stream is gone, like its other routes.
+    crate::auth::require_live(&state, auth.id).await?;
     // A fresh stream's resume point, read before subscribing: an event committed in between is
     // then replayed on a resume rather than lost (at least once, never less).
     let start_id = match last_event_id {
@@ -413,7 +412,7 @@ async fn ws(
     ApiQuery(query): ApiQuery<WsQuery>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let credential = stream_credential(bearer, query)?;
+    let credential = stream_credential(bearer, query.token)?;
     let principal = match credential.as_deref().map(str::trim) {
         Some("") => return Err(ApiError::Unauthorized("invalid auth token")),
         Some(t) if state.admin.is_admin_token(t) => Principal::Admin,

@@ -545,15 +545,7 @@ async fn terminal_principal(
 ) -> Result<(WorkspaceId, Principal), ApiError> {
     let id = WorkspaceId::parse(raw_id)
         .map_err(|_| ApiError::BadRequest("invalid workspace ID".into()))?;
-    let credential = match (bearer, token) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give the token either in the Authorization header or as ?token=, not both".into(),
-            ));
-        }
-        (Some(t), None) | (None, Some(t)) => Some(t),
-        (None, None) => None,
-    };
+    let credential = crate::events::stream_credential(bearer, token)?;
     let principal = match credential.as_deref().map(str::trim) {
         Some("") => return Err(ApiError::Unauthorized("invalid workspace auth token")),
         Some(t) => workspace_principal(state, id, t).await?,
@@ -591,11 +583,7 @@ async fn terminal(
 ) -> Result<Response, ApiError> {
     let (id, principal) = terminal_principal(&state, &raw_id, bearer, q.token).await?;
     // A removed (or unknown) workspace is gone, upgrade or not, like every route of it.
-    match state.service.get(id).await {
-        Ok(Some(v)) if v.workspace.status != berth_domain::WorkspaceStatus::Removed => {}
-        Ok(_) => return Err(ApiError::NotFound("workspace not found")),
-        Err(e) => return Err(ApiError::internal("failed to verify workspace", e)),
-    }
+    crate::auth::require_live(&state, id).await?;
     let upgrade = upgrade.map_err(|_| {
         ApiError::Custom(
             StatusCode::BAD_REQUEST,

@@ -1250,6 +1250,22 @@ fn configs_archive(
         )));
     }
 
+    agent_tar(
+        &dirs,
+        files
+            .iter()
+            .map(|(path, f)| (path.as_path(), f.content.as_slice(), f.mode)),
+    )
+    .map_err(|e| Error::Backend(format!("building the {CONFIGS_DIR} archive: {e}")))
+}
+
+/// A tar of `dirs` (0755) then `files` (path, content, mode), everything owned by the agent
+/// user (uid/gid 1000) and stamped now: what `/configs` is filled with before a start, and
+/// what the files API uploads (`docker/inside.rs`).
+fn agent_tar<'a, D: AsRef<Path> + 'a>(
+    dirs: impl IntoIterator<Item = D>,
+    files: impl IntoIterator<Item = (&'a Path, &'a [u8], u32)>,
+) -> std::io::Result<Vec<u8>> {
     let mtime = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -1263,23 +1279,17 @@ fn configs_archive(
         h.set_mtime(mtime);
         h
     };
-    let tar_err =
-        |e: std::io::Error| Error::Backend(format!("building the {CONFIGS_DIR} archive: {e}"));
     let mut builder = tar::Builder::new(Vec::new());
-    for dir in &dirs {
+    for dir in dirs {
         let mut h = header(tar::EntryType::Directory, 0, 0o755);
-        builder
-            .append_data(&mut h, dir, std::io::empty())
-            .map_err(tar_err)?;
+        builder.append_data(&mut h, dir, std::io::empty())?;
     }
-    for (path, file) in &files {
-        let size = u64::try_from(file.content.len()).unwrap_or(u64::MAX);
-        let mut h = header(tar::EntryType::Regular, size, file.mode);
-        builder
-            .append_data(&mut h, path, file.content.as_slice())
-            .map_err(tar_err)?;
+    for (path, content, mode) in files {
+        let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+        let mut h = header(tar::EntryType::Regular, size, mode);
+        builder.append_data(&mut h, path, content)?;
     }
-    builder.into_inner().map_err(tar_err)
+    builder.into_inner()
 }
 
 /// Adds the directories and regular files under `dir` (at `rel` inside the archive).

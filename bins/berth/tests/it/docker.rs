@@ -16,9 +16,9 @@ use crate::server::{Server, wait_for};
 /// (`docker_orphan_sweep_takes_only_this_installations_orphans` runs beside them on purpose).
 /// They stay serialised for the load: each runs tier-4 agents (4 CPUs, host network) and
 /// times graceful stops, on a machine of two cores.
-static DOCKER_SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static DOCKER_SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .output()

@@ -4,7 +4,6 @@
 //! real daemon and the locally built image. The terminal is driven over a real WebSocket in both
 //! of its protocols, and every session checks that its shell is gone after it ends.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -70,8 +69,13 @@ impl Server {
         id
     }
 
-    /// A terminal WebSocket, with the admin bearer, offering `protocol` if given.
-    async fn terminal(&self, id: &str, query: &str, protocol: Option<&str>) -> Socket {
+    /// The terminal's upgrade request, with the admin bearer, offering `protocol` if given.
+    fn terminal_request(
+        &self,
+        id: &str,
+        query: &str,
+        protocol: Option<&str>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         let url = format!(
             "{}/workspaces/{id}/terminal{query}",
             self.base.replacen("http", "ws", 1)
@@ -87,6 +91,20 @@ impl Server {
                 HeaderValue::from_str(p).expect("header"),
             );
         }
+        req
+    }
+
+    /// The HTTP status a terminal upgrade is refused with (it must be refused).
+    async fn terminal_refusal(&self, id: &str) -> u16 {
+        match tokio_tungstenite::connect_async(self.terminal_request(id, "", None)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            other => panic!("the terminal must be refused before the upgrade: {other:?}"),
+        }
+    }
+
+    /// A terminal WebSocket, with the admin bearer, offering `protocol` if given.
+    async fn terminal(&self, id: &str, query: &str, protocol: Option<&str>) -> Socket {
+        let req = self.terminal_request(id, query, protocol);
         let (socket, resp) = tokio_tungstenite::connect_async(req)
             .await
             .unwrap_or_else(|e| panic!("terminal upgrade: {e}"));
@@ -288,21 +306,7 @@ async fn files_on_the_default_server() {
             .expect("error")
             .contains("--process-shell")
     );
-    let url = format!(
-        "{}/workspaces/{id}/terminal",
-        server.base.replacen("http", "ws", 1)
-    );
-    let mut req = url.into_client_request().expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", server.admin_token)).expect("header"),
-    );
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), 403);
-        }
-        other => panic!("the terminal must be refused before the upgrade: {other:?}"),
-    }
+    assert_eq!(server.terminal_refusal(&id).await, 403);
 }
 
 /// With `--process-shell`: exec round trips, and the terminal in both protocols — a resize that
@@ -432,19 +436,7 @@ async fn exec_and_terminal_with_the_process_shell() {
     // At most two sessions per workspace.
     let _a = server.terminal(&id, "", Some("berth.terminal.v1")).await;
     let _b = server.terminal(&id, "", Some("berth.terminal.v1")).await;
-    let url = format!(
-        "{}/workspaces/{id}/terminal",
-        server.base.replacen("http", "ws", 1)
-    );
-    let mut req = url.into_client_request().expect("request");
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {}", server.admin_token)).expect("header"),
-    );
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
-        other => panic!("a third session must be refused: {other:?}"),
-    }
+    assert_eq!(server.terminal_refusal(&id).await, 429, "a third session");
 
     // Each session is on record: opened and closed, by whom, never what was typed.
     let (_, rows) = server
@@ -505,24 +497,12 @@ async fn ten_mib(server: &Server, id: &str) -> (Duration, Duration) {
     (write, read)
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("run docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 /// The same from the Docker provisioner: files through the Engine's archive API (including a
 /// symbolic link planted inside the container, refused), exec, the terminal with a resize, and
 /// no shell left in the container after the client drops the connection.
 #[tokio::test]
 async fn files_exec_and_terminal_on_docker() {
+    let _serial = crate::docker::DOCKER_SERVERS.lock().await;
     crate::docker::require_image();
     let root = tempfile::tempdir().expect("tempdir");
     let server = Server::start_release(
@@ -645,7 +625,7 @@ async fn files_exec_and_terminal_on_docker() {
     let first_output = opened.elapsed();
     assert!(text.contains("40 120"), "{text}");
     let shells = || {
-        docker(&["top", &container, "-o", "pid,args"])
+        crate::docker::docker(&["top", &container, "-o", "pid,args"])
             .lines()
             .skip(1)
             .filter(|l| l.contains("sh"))
@@ -654,7 +634,7 @@ async fn files_exec_and_terminal_on_docker() {
     assert!(
         shells() >= 1,
         "the shell runs: {}",
-        docker(&["top", &container])
+        crate::docker::docker(&["top", &container])
     );
     drop(term);
     wait_for(
@@ -663,7 +643,10 @@ async fn files_exec_and_terminal_on_docker() {
         || async {
             match shells() {
                 0 => Ok(()),
-                n => Err(format!("{n} shells: {}", docker(&["top", &container]))),
+                n => Err(format!(
+                    "{n} shells: {}",
+                    crate::docker::docker(&["top", &container])
+                )),
             }
         },
     )

@@ -87,7 +87,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{AGENT_UID, CONFIGS_DIR, DockerProvisioner, WORKSPACE_DIR, container_name};
+use super::{CONFIGS_DIR, DockerProvisioner, WORKSPACE_DIR, container_name};
 use super::{daemon_message, is_not_found};
 use crate::inside::{
     ExecOutput, ExecRequest, FileEntry, FileRoot, InsideError, LISTING_PRUNED_DIRS,
@@ -830,35 +830,17 @@ fn write_archive<'a>(
     dirs: &BTreeSet<String>,
     files: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
 ) -> Result<Vec<u8>, InsideError> {
-    let mtime = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let header = |kind: tar::EntryType, size: u64, mode: u32| {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(kind);
-        h.set_size(size);
-        h.set_mode(mode);
-        h.set_uid(AGENT_UID);
-        h.set_gid(AGENT_UID);
-        h.set_mtime(mtime);
-        h
-    };
-    let tar_err = |e: std::io::Error| InsideError::Backend(format!("building the archive: {e}"));
-    let mut builder = tar::Builder::new(Vec::new());
-    for dir in dirs {
-        let mut h = header(tar::EntryType::Directory, 0, 0o755);
-        builder
-            .append_data(&mut h, dir, std::io::empty())
-            .map_err(tar_err)?;
-    }
-    for (path, content) in files {
-        let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
-        let mut h = header(tar::EntryType::Regular, size, 0o644);
-        builder
-            .append_data(&mut h, path, content.as_slice())
-            .map_err(tar_err)?;
-    }
-    builder.into_inner().map_err(tar_err)
+    super::agent_tar(
+        dirs,
+        files.into_iter().map(|(path, content)| {
+            (
+                std::path::Path::new(path.as_str()),
+                content.as_slice(),
+                0o644,
+            )
+        }),
+    )
+    .map_err(|e| InsideError::Backend(format!("building the archive: {e}")))
 }
 
 /// Unpacks `archive` into the root directory; replacing a directory with a file (or the other
