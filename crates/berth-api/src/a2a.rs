@@ -17,7 +17,8 @@ pub struct Queued {
     pub status: String,
 }
 
-/// One item of the busy queue (`GET /workspaces/{id}/a2a/queue/{queue_id}`).
+/// One item of the busy queue (`GET /workspaces/{id}/a2a/queue/{queue_id}`, and each element of
+/// `GET /workspaces/{id}/a2a/queue`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueueItem {
     /// Delivery attempts.
@@ -36,11 +37,18 @@ pub struct QueueItem {
     /// The last delivery error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The JSON-RPC method of the message (berth; absent when it had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// In the listing, a `queued` item's place in the delivery order (1 = delivered next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
     /// Priority.
     pub priority: i64,
     /// The item.
     pub queue_id: String,
-    /// The agent's answer once `completed` (its JSON, or the raw text as a string).
+    /// The agent's answer once `completed` (its JSON, or the raw text as a string); only on the
+    /// single item, never in the listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Value>)]
     pub response_body: Option<Value>,
@@ -61,6 +69,14 @@ pub struct Enqueued {
     pub queue_id: String,
     /// Always `true`.
     pub queued: bool,
+}
+
+/// Query of `GET /workspaces/{id}/a2a/queue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QueueListQuery {
+    /// Items at most: 1–500 (default 50; more is read as 500).
+    pub limit: Option<String>,
 }
 
 /// Query of `POST /admin/a2a-queue/drop-stale`.

@@ -6,7 +6,7 @@
 //! the alias `/settings/secrets` of `/admin/secrets`.
 
 use berth_api::StatusResponse;
-use berth_api::a2a::{DropStaleQuery, Dropped, QueueItem};
+use berth_api::a2a::{DropStaleQuery, Dropped, QueueItem, QueueListQuery};
 use berth_api::activity::{
     ActivityEntry, ActivityQuery, Broadcast, BroadcastSent, LogActivity, Notify, SessionSearchItem,
     SessionSearchQuery,
@@ -408,6 +408,17 @@ impl Client {
         self.call(
             Method::GET,
             &format!("/workspaces/{id}/a2a/queue/{}", path_segment(queue_id)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /workspaces/{id}/a2a/queue`: the workspace's busy queue (pending items in delivery
+    /// order with their `position`, then finished ones newest first), at most `query.limit`.
+    pub async fn queue(&self, id: WorkspaceId, query: &QueueListQuery) -> Result<Vec<QueueItem>> {
+        self.call(
+            Method::GET,
+            &format!("/workspaces/{id}/a2a/queue{}", query_string(query)),
             None::<&()>,
         )
         .await

@@ -50,7 +50,7 @@ pub use loops::{
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use notify::{NotifyAttachment, NotifyError};
-pub use queue::{DrainReport, QueueViewer};
+pub use queue::{A2A_QUEUE_PAGE_MAX, DrainReport, QueueEntry, QueueViewer};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,
 };

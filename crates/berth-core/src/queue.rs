@@ -48,6 +48,18 @@ pub enum QueueViewer {
     Workspace(WorkspaceId),
 }
 
+/// Largest page of `GET /workspaces/{id}/a2a/queue`.
+pub const A2A_QUEUE_PAGE_MAX: usize = 500;
+
+/// One item of a workspace's queue listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueEntry {
+    /// The item.
+    pub item: QueueItem,
+    /// For a `queued` item, its place in the delivery order (1 = next).
+    pub position: Option<u32>,
+}
+
 /// What one drain did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainReport {
@@ -391,6 +403,49 @@ impl WorkspaceService {
             return Err(A2aError::QueueItemNotFound);
         }
         Ok(item)
+    }
+
+    /// `GET /workspaces/{id}/a2a/queue`: the workspace's queue as a reader sees it, at most
+    /// `limit` items (clamped to 1..=[`A2A_QUEUE_PAGE_MAX`]): pending items in delivery order,
+    /// each `queued` one with its position (1 = delivered next), then finished ones newest
+    /// first. The caller's access was checked by the route (the admin or the workspace's own
+    /// token); a workspace that does not exist is [`A2aError::NotFound`].
+    pub async fn a2a_queue(
+        &self,
+        id: WorkspaceId,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>, A2aError> {
+        let store_err = |context| {
+            move |e: berth_store::Error| A2aError::Store {
+                context,
+                source: Box::new(e),
+            }
+        };
+        if self
+            .store
+            .get_workspace(id)
+            .await
+            .map_err(store_err("lookup failed"))?
+            .is_none()
+        {
+            return Err(A2aError::NotFound);
+        }
+        let items = self
+            .store
+            .a2a_queue_page(id, limit.clamp(1, A2A_QUEUE_PAGE_MAX))
+            .await
+            .map_err(store_err("queue read failed"))?;
+        let mut next = 0;
+        Ok(items
+            .into_iter()
+            .map(|item| {
+                let position = (item.status == "queued").then(|| {
+                    next += 1;
+                    next
+                });
+                QueueEntry { item, position }
+            })
+            .collect())
     }
 
     /// `POST /admin/a2a-queue/drop-stale`: `queued` items older than `max_age` (of one target,

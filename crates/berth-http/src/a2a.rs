@@ -8,8 +8,9 @@
 //! a request without a credential is refused outside `--dev`.
 //!
 //! Also the busy queue's routes (§4.12): `GET /workspaces/{id}/a2a/queue/{queue_id}` (the admin,
-//! or the token of the item's target or sender with that workspace in the path) and
-//! `POST /admin/a2a-queue/drop-stale`.
+//! or the token of the item's target or sender with that workspace in the path),
+//! `GET /workspaces/{id}/a2a/queue` (berth: the workspace's queue, for the admin or its own token;
+//! the console's queue panel) and `POST /admin/a2a-queue/drop-stale`.
 
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_api::ErrorBody;
-use berth_api::a2a::{DropStaleQuery, Dropped, Enqueued, QueueItem, Queued};
+use berth_api::a2a::{DropStaleQuery, Dropped, Enqueued, QueueItem, QueueListQuery, Queued};
 use berth_core::a2a::parse_caller_header;
 use berth_core::{A2aCaller, A2aError, A2aReply, QueueViewer};
 use berth_domain::WorkspaceId;
@@ -26,13 +27,14 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Admin, Bearer};
+use crate::auth::{Admin, Bearer, WorkspaceAuth};
 use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::{ApiError, AppState};
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(proxy))
+        .routes(routes!(queue_list))
         .routes(routes!(queue_status))
         .routes(routes!(drop_stale))
 }
@@ -325,27 +327,79 @@ async fn queue_status(
         return error(StatusCode::NOT_FOUND, "queue item not found");
     };
     match state.service.a2a_queue_status(path, queue_id, viewer).await {
-        Ok(item) => {
-            let response_body = match item.response_body {
-                Some(r) if item.status == "completed" => {
-                    Some(serde_json::from_str::<Value>(&r).unwrap_or(Value::String(r)))
-                }
-                _ => None,
-            };
-            let body = QueueItem {
-                attempts: item.attempts,
-                completed_at: item.completed_at,
-                dispatched_at: item.dispatched_at,
-                enqueued_at: item.enqueued_at,
-                expires_at: item.expires_at,
-                last_error: item.last_error,
-                priority: item.priority,
-                queue_id: item.id.to_string(),
-                response_body,
-                status: item.status,
-                workspace_id: item.workspace_id.to_string(),
-            };
-            (StatusCode::OK, Json(body)).into_response()
+        Ok(item) => (StatusCode::OK, Json(queue_item(item, None, true))).into_response(),
+        Err(e) => error_response(e),
+    }
+}
+
+/// The wire form of a stored item; the agent's answer only when `with_response`.
+fn queue_item(
+    item: berth_core::berth_store::QueueItem,
+    position: Option<u32>,
+    with_response: bool,
+) -> QueueItem {
+    let response_body = match item.response_body {
+        Some(r) if with_response && item.status == "completed" => {
+            Some(serde_json::from_str::<Value>(&r).unwrap_or(Value::String(r)))
+        }
+        _ => None,
+    };
+    QueueItem {
+        attempts: item.attempts,
+        completed_at: item.completed_at,
+        dispatched_at: item.dispatched_at,
+        enqueued_at: item.enqueued_at,
+        expires_at: item.expires_at,
+        last_error: item.last_error,
+        method: item.method,
+        position,
+        priority: item.priority,
+        queue_id: item.id.to_string(),
+        response_body,
+        status: item.status,
+        workspace_id: item.workspace_id.to_string(),
+    }
+}
+
+/// Default page of the queue listing.
+const QUEUE_LIST_DEFAULT: usize = 50;
+
+/// The workspace's busy queue (berth): pending items in delivery order, then finished ones
+/// (kept for seven days) newest first.
+#[utoipa::path(
+    get,
+    path = "/workspaces/{id}/a2a/queue",
+    tag = "a2a",
+    description = "berth addition. Bearer: the admin credential or the workspace's own token (`--dev` also accepts none). Pending items come first in delivery order (the one being delivered, then each `queued` one with its `position`, 1 = next), then finished ones (`completed`, `failed`, `dropped`; kept seven days) newest first. Items carry no `response_body`: read one item for the agent's answer.",
+    security(("admin" = []), ("workspace" = []), ()),
+    params(("id" = String, Path, description = "The workspace id."), QueueListQuery),
+    responses(
+        (status = 200, description = "The items, at most `limit`.", body = Vec<QueueItem>),
+        (status = 400, description = "`invalid workspace ID`, `limit must be a positive integer`.", body = ErrorBody),
+        (status = 404, description = "`workspace not found` (unknown or removed).", body = ErrorBody),
+    ),
+)]
+async fn queue_list(
+    State(state): State<AppState>,
+    auth: WorkspaceAuth,
+    ApiQuery(q): ApiQuery<QueueListQuery>,
+) -> Response {
+    let limit = match q.limit.as_deref().map(str::trim) {
+        None | Some("") => QUEUE_LIST_DEFAULT,
+        Some(l) => match l.parse::<u64>() {
+            Ok(n) if n >= 1 => usize::try_from(n).map_or(berth_core::A2A_QUEUE_PAGE_MAX, |n| {
+                n.min(berth_core::A2A_QUEUE_PAGE_MAX)
+            }),
+            _ => return error(StatusCode::BAD_REQUEST, "limit must be a positive integer"),
+        },
+    };
+    match state.service.a2a_queue(auth.id, limit).await {
+        Ok(entries) => {
+            let items: Vec<QueueItem> = entries
+                .into_iter()
+                .map(|e| queue_item(e.item, e.position, false))
+                .collect();
+            (StatusCode::OK, Json(items)).into_response()
         }
         Err(e) => error_response(e),
     }

@@ -358,6 +358,19 @@ pub trait WorkspaceStore: Send + Sync {
     /// A target's queue items, oldest first (every status).
     async fn a2a_queue_of(&self, workspace_id: WorkspaceId) -> Result<Vec<QueueItem>>;
 
+    /// A target's queue for a reader (`GET /workspaces/{id}/a2a/queue`), at most `limit` items
+    /// (the caller bounds it): the pending ones first in delivery order (`dispatched`, then
+    /// `queued` by priority and age), then the finished ones, newest first. The default reads
+    /// [`WorkspaceStore::a2a_queue_of`] and cuts it; a store can answer with one bounded query
+    /// instead.
+    async fn a2a_queue_page(
+        &self,
+        workspace_id: WorkspaceId,
+        limit: usize,
+    ) -> Result<Vec<QueueItem>> {
+        Ok(queue::page(self.a2a_queue_of(workspace_id).await?, limit))
+    }
+
     /// Targets with deliverable `queued` items.
     async fn a2a_queued_targets(
         &self,

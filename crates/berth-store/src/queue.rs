@@ -173,6 +173,34 @@ pub(crate) fn list_items_sql() -> String {
     format!("SELECT {ITEM_COLUMNS} FROM a2a_queue WHERE workspace_id = $1 ORDER BY seq")
 }
 
+/// The reader's order of a target's items (given oldest first): pending items in delivery order
+/// (`dispatched`, then `queued` by priority, then age), then finished ones newest first; at most
+/// `limit`. See [`crate::WorkspaceStore::a2a_queue_page`].
+pub(crate) fn page(items: Vec<QueueItem>, limit: usize) -> Vec<QueueItem> {
+    fn rank(item: &QueueItem) -> u8 {
+        match item.status.as_str() {
+            "dispatched" => 0,
+            "queued" => 1,
+            _ => 2,
+        }
+    }
+    let mut ordered: Vec<(usize, QueueItem)> = items.into_iter().enumerate().collect();
+    ordered.sort_by(|(ai, a), (bi, b)| {
+        rank(a).cmp(&rank(b)).then_with(|| {
+            if rank(a) == 2 {
+                bi.cmp(ai)
+            } else {
+                b.priority.cmp(&a.priority).then(ai.cmp(bi))
+            }
+        })
+    });
+    ordered
+        .into_iter()
+        .take(limit)
+        .map(|(_, item)| item)
+        .collect()
+}
+
 pub(crate) const SETTLE: &str = "\
 UPDATE a2a_queue SET status = $2, dispatched_at = $3, completed_at = $4, \
 last_error = COALESCE($5, last_error), response_body = $6, attempts = attempts - $7 \
@@ -284,5 +312,48 @@ impl From<TokenUsageRow> for TokenUsage {
             call_count: r.call_count,
             estimated_cost_usd: r.estimated_cost_usd,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(n: u128, status: &str, priority: i64) -> QueueItem {
+        QueueItem {
+            id: Uuid::from_u128(n),
+            workspace_id: WorkspaceId::from(Uuid::nil()),
+            caller_id: None,
+            priority,
+            body: String::new(),
+            method: None,
+            idempotency_key: None,
+            status: status.into(),
+            attempts: 0,
+            enqueued_at: DateTime::<Utc>::UNIX_EPOCH,
+            dispatched_at: None,
+            completed_at: None,
+            expires_at: None,
+            last_error: None,
+            response_body: None,
+        }
+    }
+
+    #[test]
+    fn a_page_lists_pending_in_delivery_order_then_finished_newest_first() {
+        // Oldest first, as the store keeps them.
+        let items = vec![
+            item(1, "completed", QUEUE_PRIORITY_TASK),
+            item(2, "queued", QUEUE_PRIORITY_TASK),
+            item(3, "dropped", QUEUE_PRIORITY_TASK),
+            item(4, "dispatched", QUEUE_PRIORITY_TASK),
+            item(5, "queued", QUEUE_PRIORITY_TASK + 10),
+            item(6, "failed", QUEUE_PRIORITY_TASK),
+            item(7, "queued", QUEUE_PRIORITY_TASK),
+        ];
+        let ids = |v: Vec<QueueItem>| v.iter().map(|i| i.id.as_u128()).collect::<Vec<_>>();
+        assert_eq!(ids(page(items.clone(), 100)), [4, 5, 2, 7, 6, 3, 1]);
+        assert_eq!(ids(page(items.clone(), 3)), [4, 5, 2]);
+        assert!(page(items, 0).is_empty());
     }
 }

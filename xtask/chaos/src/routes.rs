@@ -49,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/workspaces/{id}"),
     ("PATCH", "/workspaces/{id}"),
     ("POST", "/workspaces/{id}/a2a"),
+    ("GET", "/workspaces/{id}/a2a/queue"),
     ("GET", "/workspaces/{id}/a2a/queue/{queue_id}"),
     ("PATCH", "/workspaces/{id}/abilities"),
     ("GET", "/workspaces/{id}/activity"),

@@ -8,7 +8,8 @@ use crate::harness::Berth;
 both_stores!(
     tokens_are_minted_listed_and_revoked,
     secrets_are_set_listed_and_deleted,
-    templates_are_listed
+    templates_are_listed,
+    the_queue_is_listed
 );
 
 async fn tokens_are_minted_listed_and_revoked(b: &Berth) {
@@ -116,4 +117,23 @@ async fn templates_are_listed(b: &Berth) {
     assert_eq!(echo.model, "echo/echo-1");
     let err = b.anonymous().templates().await.expect_err("admin only");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(401));
+}
+
+/// `queue`: a workspace with nothing queued lists nothing; the server's refusals come through.
+async fn the_queue_is_listed(b: &Berth) {
+    use berth_client::berth_api::a2a::QueueListQuery;
+    let id = b.external("queue").await;
+    let all = QueueListQuery::default();
+    assert!(b.client.queue(id, &all).await.expect("list").is_empty());
+    let zero = QueueListQuery {
+        limit: Some("0".into()),
+    };
+    let err = b.client.queue(id, &zero).await.expect_err("limit 0");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(400));
+    let err = b
+        .client
+        .queue(berth_domain::WorkspaceId::new_v4(), &all)
+        .await
+        .expect_err("unknown workspace");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
 }

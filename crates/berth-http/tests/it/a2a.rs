@@ -1084,6 +1084,120 @@ async fn a_busy_agent_gets_its_messages_queued_then_delivered_in_order_postgres(
     a_busy_agent_gets_its_messages_queued_then_delivered_in_order(app).await;
 }
 
+/// `GET /workspaces/{id}/a2a/queue` (berth, the console's queue panel): the target's pending
+/// items in delivery order with their positions, then finished ones newest first, without the
+/// agent's answers; the admin or the workspace's own token only; `limit` bounds the page.
+async fn the_queue_lists_pending_items_in_order_then_finished_ones(app: TestApp) {
+    let agent = BusyAgent::start().await;
+    let (_, a_token) = agent_ws(&app, "a", &agent.url, None).await;
+    let (b, b_token) = agent_ws(&app, "b", &agent.url, None).await;
+    let list = |bearer: Option<&str>, query: &str| {
+        let uri = format!("/workspaces/{b}/a2a/queue{query}");
+        let bearer = bearer.map(str::to_owned);
+        let app = &app;
+        async move { app.call(Method::GET, &uri, bearer.as_deref()).await }
+    };
+    let empty = list(Some(ADMIN_TOKEN), "").await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.text);
+    assert_eq!(empty.json, json!([]));
+
+    agent.set_busy(true);
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let resp = a2a(&app, b, Some(ADMIN_TOKEN), None, message(text)).await;
+        assert_eq!(resp.status, StatusCode::ACCEPTED, "{}", resp.text);
+        ids.push(resp.json["queue_id"].as_str().expect("queue_id").to_owned());
+    }
+    let queued = list(Some(&b_token), "").await;
+    assert_eq!(queued.status, StatusCode::OK, "{}", queued.text);
+    let items = queued.json.as_array().expect("array");
+    let listed: Vec<(&str, &str, u64)> = items
+        .iter()
+        .map(|i| {
+            (
+                i["queue_id"].as_str().unwrap_or_default(),
+                i["status"].as_str().unwrap_or_default(),
+                i["position"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (ids[0].as_str(), "queued", 1),
+            (ids[1].as_str(), "queued", 2),
+            (ids[2].as_str(), "queued", 3)
+        ]
+    );
+    assert!(items.iter().all(|i| i["method"] == "message/send"
+        && i["workspace_id"] == b.to_string()
+        && i["enqueued_at"].is_string()
+        && i.get("body").is_none()));
+    let page = list(Some(ADMIN_TOKEN), "?limit=2").await;
+    assert_eq!(page.json.as_array().map(Vec::len), Some(2), "{}", page.text);
+    assert_eq!(page.json[0]["queue_id"], ids[0].as_str());
+
+    // Only the admin and the workspace itself: not the sender's token, nor nobody.
+    for bearer in [Some(a_token.as_str()), None] {
+        let resp = list(bearer, "").await;
+        assert_eq!(resp.status, StatusCode::UNAUTHORIZED, "{}", resp.text);
+    }
+    for bad in ["0", "-1", "many"] {
+        let resp = list(Some(ADMIN_TOKEN), &format!("?limit={bad}")).await;
+        assert_eq!(resp.status, StatusCode::BAD_REQUEST, "{bad}: {}", resp.text);
+        assert_eq!(resp.json, err("limit must be a positive integer"));
+    }
+    let unknown = app
+        .call(
+            Method::GET,
+            &format!("/workspaces/{}/a2a/queue", WorkspaceId::new_v4()),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    assert_eq!(unknown.json, err("workspace not found"));
+
+    // Delivered: finished items newest first, no positions, no answers in the listing.
+    agent.set_busy(false);
+    app.heartbeat_ok(b, &b_token, json!({"active_tasks": 0}))
+        .await;
+    wait_item(&app, b, &ids[2], "completed").await;
+    let done = list(Some(ADMIN_TOKEN), "?limit=100000").await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    let order: Vec<&str> = done
+        .json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|i| {
+            assert_eq!(i["status"], "completed", "{i}");
+            assert!(
+                i.get("position").is_none() && i.get("response_body").is_none(),
+                "{i}"
+            );
+            i["queue_id"].as_str().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(order, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
+}
+
+#[tokio::test]
+async fn the_queue_lists_pending_items_in_order_then_finished_ones_sqlite() {
+    the_queue_lists_pending_items_in_order_then_finished_ones(loopback_app().await).await;
+}
+
+#[tokio::test]
+async fn the_queue_lists_pending_items_in_order_then_finished_ones_postgres() {
+    let app = Setup {
+        loopback: true,
+        postgres: true,
+        ..Setup::default()
+    }
+    .start()
+    .await;
+    the_queue_lists_pending_items_in_order_then_finished_ones(app).await;
+}
+
 #[tokio::test]
 async fn a_full_queue_answers_429_and_queues_nothing_more() {
     let app = Setup {

@@ -311,6 +311,13 @@ fn steps(r: &Removed, dev: bool) -> Vec<Step> {
             w("/a2a"),
             Some(message.clone()),
         ),
+        // The queue listing is the workspace's own view: gone with it.
+        step(
+            "/workspaces/{id}/a2a/queue",
+            Method::GET,
+            w("/a2a/queue"),
+            None,
+        ),
         // A queue item stays readable: its status tells the sender what became of the
         // message (the sweeper fails it with `workspace removed`).
         Step {
