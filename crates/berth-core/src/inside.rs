@@ -17,6 +17,12 @@
 //!   workspace (with its `ACTIVITY_LOGGED` event) naming who (the admin or the workspace's own
 //!   token) and, for exec, the command — never its input or output; file writes and deletes are
 //!   rows too;
+//! - the agent's credentials: the two files every start writes at the top of `/configs`
+//!   ([`CREDENTIAL_FILES`]) are left out of listings, and reading, writing or deleting them is
+//!   refused ([`InsideFailure::Credential`], 403) — they are the workspace's token and the
+//!   platform's inbound secret, minted by each start, and an edit stored for every start would
+//!   overwrite the next start's fresh ones. (Exec and the terminal run as the agent, which reads
+//!   them anyway; they are not filtered.)
 //! - bounds: file size, exec timeout and output, concurrent terminals per workspace;
 //! - metrics: open terminal sessions, sessions opened, execs by outcome.
 
@@ -39,6 +45,29 @@ use serde_json::json;
 use crate::activity::ActivityEntry;
 use crate::registry::Principal;
 use crate::service::WorkspaceService;
+
+/// The agent's credential files, written by every start at the top of `/configs` with mode
+/// 0600: the workspace's token and the platform's inbound secret. The files API neither lists,
+/// reads, writes nor deletes them ([`is_credential_file`]).
+pub const CREDENTIAL_FILES: [&str; 2] = [".auth_token", ".platform_inbound_secret"];
+
+/// Whether `path` under `root` is one of [`CREDENTIAL_FILES`]: the one rule of what the files API
+/// hides.
+pub fn is_credential_file(root: FileRoot, path: &RelPath) -> bool {
+    root == FileRoot::Configs
+        && matches!(path.components(), [name] if CREDENTIAL_FILES.contains(&name.as_str()))
+}
+
+/// [`InsideFailure::Credential`] when `path` is a credential file.
+fn refuse_credential(root: FileRoot, path: &RelPath) -> Result<(), InsideFailure> {
+    if is_credential_file(root, path) {
+        return Err(InsideFailure::Credential(format!(
+            "{}/{path}",
+            root.as_str()
+        )));
+    }
+    Ok(())
+}
 
 /// Limits and switches of the files, exec and terminal routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +134,11 @@ pub enum InsideFailure {
     /// The request itself is wrong (e.g. an empty command).
     #[error("{0}")]
     Invalid(String),
+    /// The path is one of the agent's credential files ([`CREDENTIAL_FILES`]).
+    #[error(
+        "{0} is the agent's credential, written by each start: the files API does not read, write or delete it"
+    )]
+    Credential(String),
     /// What the backend answered.
     #[error(transparent)]
     Inside(InsideError),
@@ -282,10 +316,18 @@ impl WorkspaceService {
     ) -> Result<Vec<FileEntry>, InsideFailure> {
         let (row, target) = self.inside_target(id).await?;
         let depth = depth.clamp(1, MAX_LIST_DEPTH);
-        self.provisioner
+        let entries = self
+            .provisioner
             .list_files(&target, root, dir, depth)
             .await
-            .map_err(|e| Self::inside_err(&row, e))
+            .map_err(|e| Self::inside_err(&row, e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| {
+                !dir.join(&e.path)
+                    .is_ok_and(|path| is_credential_file(root, &path))
+            })
+            .collect())
     }
 
     /// `GET /workspaces/{id}/files/{path}`: the file's bytes, at most
@@ -302,6 +344,7 @@ impl WorkspaceService {
                 "path is a directory".into(),
             )));
         }
+        refuse_credential(root, path)?;
         self.provisioner
             .read_file(&target, root, path, self.config.inside.max_file_bytes)
             .await
@@ -326,6 +369,7 @@ impl WorkspaceService {
                     "path is a directory".into(),
                 )));
             }
+            refuse_credential(root, path)?;
             let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
             if size > limit {
                 return Err(InsideFailure::Inside(InsideError::TooLarge { size, limit }));
@@ -369,6 +413,7 @@ impl WorkspaceService {
                 "the root itself cannot be deleted".into(),
             )));
         }
+        refuse_credential(root, path)?;
         let live = match self.provisioner.delete_file(&target, root, path).await {
             Ok(()) => true,
             Err(InsideError::NotRunning(_)) if root == FileRoot::Configs => false,
@@ -735,3 +780,31 @@ impl Step {
 
 /// Shared handle type for the service field.
 pub(crate) type SharedInside = Arc<InsideState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_credentials_at_the_top_of_configs_are_credential_files() {
+        let rel = |p: &str| RelPath::parse(p).expect("path");
+        for name in CREDENTIAL_FILES {
+            assert!(is_credential_file(FileRoot::Configs, &rel(name)));
+            assert!(is_credential_file(
+                FileRoot::Configs,
+                &rel(&format!("./{name}"))
+            ));
+            assert!(!is_credential_file(FileRoot::Workspace, &rel(name)));
+            assert!(!is_credential_file(FileRoot::Home, &rel(name)));
+            assert!(!is_credential_file(
+                FileRoot::Configs,
+                &rel(&format!("sub/{name}"))
+            ));
+        }
+        assert!(!is_credential_file(
+            FileRoot::Configs,
+            &rel(".auth_token.bak")
+        ));
+        assert!(!is_credential_file(FileRoot::Configs, &RelPath::root()));
+    }
+}

@@ -41,7 +41,10 @@ pub use events::{
     CutOff, Delivery, Encoding, EventConfig, EventReceiver, EventScope, LiveEvent, LiveEvents,
 };
 pub use hooks::EnvMutator;
-pub use inside::{Diagnosis, FileChange, InsideConfig, InsideFailure, Step, TerminalSession};
+pub use inside::{
+    CREDENTIAL_FILES, Diagnosis, FileChange, InsideConfig, InsideFailure, Step, TerminalSession,
+    is_credential_file,
+};
 pub use lifecycle::{Budget, LifecycleError, RestartOutcome, WorkspaceState};
 pub use loops::{
     LOOP_A2A_QUEUE, LOOP_EVENT_RETENTION, LOOP_HEALTH, LOOP_HIBERNATION, LOOP_LIVENESS,

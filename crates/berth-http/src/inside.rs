@@ -91,6 +91,9 @@ impl From<InsideFailure> for ApiError {
                 json!({"error": e.to_string()}),
             ),
             InsideFailure::Invalid(m) => ApiError::BadRequest(m),
+            e @ InsideFailure::Credential(_) => {
+                ApiError::Custom(StatusCode::FORBIDDEN, json!({"error": e.to_string()}))
+            }
             InsideFailure::Inside(e) => inside_error(e),
             InsideFailure::Store(public, cause) => ApiError::internal(public, cause),
         }
@@ -229,7 +232,7 @@ fn saved(status: &str, path: &RelPath, root: FileRoot, change: FileChange) -> Fi
     get,
     path = "/workspaces/{id}/files",
     tag = "files",
-    description = "Lists `path` (default: the root) under `root`, `depth` levels deep, sorted by path; the contents of `.git`, `node_modules` and `__pycache__` are not descended into, `.DS_Store`, symbolic links and device files are not listed. External workspaces: 409. A backend with nothing running: 409 with the `status` (the process backend's files stay readable).",
+    description = "Lists `path` (default: the root) under `root`, `depth` levels deep, sorted by path; the contents of `.git`, `node_modules` and `__pycache__` are not descended into, `.DS_Store`, symbolic links and device files are not listed, nor the agent's credential files (`/configs/.auth_token`, `/configs/.platform_inbound_secret`). External workspaces: 409. A backend with nothing running: 409 with the `status` (the process backend's files stay readable).",
     security(("admin" = []), ("workspace" = [])),
     params(("id" = String, Path, description = "The workspace id."), FilesQuery),
     responses(
@@ -285,6 +288,7 @@ async fn list_files(
     responses(
         (status = 200, description = "The file: JSON, or its bytes when `Accept: application/octet-stream` asks for them.", content((FileContent = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 400, description = "`root must be one of: …`, `invalid path`, `path is a directory`, `path crosses a symbolic link: …`, a device file.", body = ErrorBody),
+        (status = 403, description = "`/configs/.auth_token` or `/configs/.platform_inbound_secret`: the agent's credentials, which the files API does not read, write or delete.", body = ErrorBody),
         (status = 404, description = "`workspace not found`, `file not found`.", body = ErrorBody),
         (status = 409, description = "An external workspace, or nothing running (with `status`).", body = ErrorBody),
         (status = 413, description = "The file is larger than `--max-file-bytes`.", body = ErrorBody),
@@ -337,6 +341,7 @@ async fn read_file(
     responses(
         (status = 200, description = "`saved`.", body = FileSaved),
         (status = 400, description = "`invalid path`, `invalid request body`, `root must be one of: …`, a path through a symbolic link or onto a directory.", body = ErrorBody),
+        (status = 403, description = "`/configs/.auth_token` or `/configs/.platform_inbound_secret`: the agent's credentials, which the files API does not read, write or delete.", body = ErrorBody),
         (status = 404, description = "`workspace not found`.", body = ErrorBody),
         (status = 409, description = "An external workspace, or nothing running (with `status`).", body = ErrorBody),
         (status = 413, description = "The file is larger than `--max-file-bytes`.", body = ErrorBody),
@@ -384,6 +389,7 @@ async fn write_file(
     responses(
         (status = 200, description = "`deleted`.", body = FileSaved),
         (status = 400, description = "`invalid path`, `root must be one of: …`, a path through a symbolic link.", body = ErrorBody),
+        (status = 403, description = "`/configs/.auth_token` or `/configs/.platform_inbound_secret`: the agent's credentials, which the files API does not read, write or delete.", body = ErrorBody),
         (status = 404, description = "`workspace not found`, `file not found`.", body = ErrorBody),
         (status = 409, description = "An external workspace, or nothing running (with `status`).", body = ErrorBody),
         (status = 501, description = "`/agent-home`, or a backend without a way in.", body = ErrorBody),
@@ -417,6 +423,7 @@ async fn delete_file(
     responses(
         (status = 200, description = "`replaced`.", body = FilesReplaced),
         (status = 400, description = "`invalid request body`, `too many files (<n>), max 200`, `invalid path` (with the `path`).", body = ErrorBody),
+        (status = 403, description = "`/configs/.auth_token` or `/configs/.platform_inbound_secret`: the agent's credentials, which the files API does not read, write or delete.", body = ErrorBody),
         (status = 404, description = "`workspace not found`.", body = ErrorBody),
         (status = 409, description = "An external workspace, or nothing running (with `status`).", body = ErrorBody),
         (status = 413, description = "A file larger than `--max-file-bytes`, or the body larger than twice that.", body = ErrorBody),

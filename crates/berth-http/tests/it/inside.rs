@@ -563,6 +563,107 @@ async fn bad_requests_are_refused_and_change_nothing() {
 }
 
 /// A symbolic link the agent planted never leads a request out of the root.
+/// The agent's credentials (`/configs/.auth_token`, `/configs/.platform_inbound_secret`, written by
+/// each start) are not listed, and reading, writing or deleting them is a 403 that changes
+/// nothing and stores no edit; the same names elsewhere are ordinary files.
+async fn the_agents_credentials_are_hidden_and_refused(postgres: bool) {
+    // No scheduled restart in this test's way (a refused write must not schedule one anyway).
+    let s = inside_with(postgres, false, Duration::from_secs(300)).await;
+    let id = s.workspace("creds").await;
+    let files = |p: &str| format!("/workspaces/{id}/files{p}");
+    let on_disk = |name: &str| std::fs::read(s.configs(id).join(name)).expect("credential file");
+    let token = on_disk(".auth_token");
+    let inbound = on_disk(".platform_inbound_secret");
+    assert!(!token.is_empty() && !inbound.is_empty());
+
+    for query in ["", "?depth=3", "?root=/configs&path=."] {
+        let listed = s.get(&files(query)).await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+        let names = paths(&listed.json);
+        assert!(names.iter().any(|p| p == "config.yaml"), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|p| p == ".auth_token" || p == ".platform_inbound_secret"),
+            "{query}: {names:?}"
+        );
+    }
+
+    let refused = |resp: &Resp, what: &str| {
+        assert_eq!(resp.status, StatusCode::FORBIDDEN, "{what}: {}", resp.text);
+        let error = resp.json["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("is the agent's credential"),
+            "{what}: {error}"
+        );
+        assert!(
+            !resp
+                .text
+                .contains(&String::from_utf8_lossy(&token).into_owned())
+        );
+    };
+    for path in [
+        "/.auth_token",
+        "/.platform_inbound_secret",
+        "/./.auth_token",
+        "/.auth_token?root=/configs",
+    ] {
+        refused(&s.get(&files(path)).await, path);
+        let octets = s
+            .req(
+                Method::GET,
+                &files(path),
+                Some(ADMIN_TOKEN),
+                None,
+                Some("application/octet-stream"),
+                Body::empty(),
+            )
+            .await;
+        refused(&octets, path);
+        refused(
+            &s.put_json(&files(path), &json!({"content": "mine"})).await,
+            path,
+        );
+        refused(&s.put_bytes(&files(path), b"mine".to_vec()).await, path);
+        refused(&s.delete(&files(path)).await, path);
+    }
+    // A bulk overlay naming one is refused whole: its other file is not written either.
+    let bulk = s
+        .put_json(
+            &files(""),
+            &json!({"files": {"ok.md": "fine", ".platform_inbound_secret": "mine"}}),
+        )
+        .await;
+    refused(&bulk, "bulk");
+    assert!(!s.configs(id).join("ok.md").exists());
+
+    // Nothing changed, nothing was stored for the next start, nothing restarts.
+    assert_eq!(on_disk(".auth_token"), token);
+    assert_eq!(on_disk(".platform_inbound_secret"), inbound);
+    assert_eq!(s.app.db.count("workspace_config_edits").await, 0);
+
+    // The names are ordinary elsewhere: below /configs' top, and under /workspace.
+    for path in ["/sub/.auth_token", "/.auth_token?root=/workspace"] {
+        let resp = s.put_json(&files(path), &json!({"content": "x"})).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: {}", resp.text);
+        let resp = s.get(&files(path)).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}: {}", resp.text);
+        assert_eq!(resp.json["content"], "x");
+    }
+    let listed = s.get(&files("?root=/workspace")).await;
+    assert!(paths(&listed.json).iter().any(|p| p == ".auth_token"));
+}
+
+#[tokio::test]
+async fn the_agents_credentials_are_hidden_and_refused_sqlite() {
+    the_agents_credentials_are_hidden_and_refused(false).await;
+}
+
+#[tokio::test]
+async fn the_agents_credentials_are_hidden_and_refused_postgres() {
+    the_agents_credentials_are_hidden_and_refused(true).await;
+}
+
 #[tokio::test]
 async fn symlinks_planted_by_the_agent_are_refused() {
     let s = inside(false, false).await;
