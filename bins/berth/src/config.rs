@@ -304,6 +304,22 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_CONFIG_RESTART_DELAY_SECS", default_value_t = 5)]
     pub config_restart_delay_secs: u64,
 
+    /// Most heartbeats applied in one database transaction (group commit: heartbeats that
+    /// arrive while one is being written go together into the next).
+    #[arg(long, env = "BERTH_HEARTBEAT_BATCH_MAX", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub heartbeat_batch_max: u64,
+
+    /// Milliseconds a heartbeat batch that already has company waits for more (0: none; a lone
+    /// heartbeat never waits).
+    #[arg(long, env = "BERTH_HEARTBEAT_BATCH_WINDOW_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000))]
+    pub heartbeat_batch_window_ms: u64,
+
+    /// Seconds a verified workspace token is trusted without asking the database (0: ask on
+    /// every request). A token revoked through this server is refused at once; one revoked
+    /// through another server sharing the database, within this time.
+    #[arg(long, env = "BERTH_TOKEN_CACHE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3_600))]
+    pub token_cache_secs: u64,
+
     /// Serve `GET /metrics` without the admin bearer (for a scraper on a trusted network).
     #[arg(long, env = "BERTH_METRICS_OPEN", default_value_t = false)]
     pub metrics_open: bool,

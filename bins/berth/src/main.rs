@@ -162,6 +162,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
             process_shell: args.process_shell,
             config_restart_delay: Duration::from_secs(args.config_restart_delay_secs),
         },
+        heartbeat_batching: berth_core::HeartbeatBatching {
+            max_batch: args.heartbeat_batch_max as usize,
+            window: Duration::from_millis(args.heartbeat_batch_window_ms),
+        },
+        token_cache_ttl: Duration::from_secs(args.token_cache_secs),
     };
     let Backend {
         provisioner,

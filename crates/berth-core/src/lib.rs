@@ -7,6 +7,7 @@ mod bundles;
 mod create;
 mod display;
 mod events;
+mod heartbeats;
 mod hooks;
 mod inside;
 pub mod lifecycle;
@@ -40,6 +41,7 @@ pub use display::{DisplayError, DisplayStatus};
 pub use events::{
     CutOff, Delivery, Encoding, EventConfig, EventReceiver, EventScope, LiveEvent, LiveEvents,
 };
+pub use heartbeats::HeartbeatBatching;
 pub use hooks::EnvMutator;
 pub use inside::{
     CREDENTIAL_FILES, Diagnosis, FileChange, InsideConfig, InsideFailure, Step, TerminalSession,

@@ -369,11 +369,10 @@ impl WorkspaceService {
                 return Err(LifecycleError::ConfirmationRequired { children });
             }
         }
-        let mut removed = self
-            .store
-            .remove_workspaces(id, descendants.clone())
-            .await
-            .map_err(store_err("internal error processing delete request"))?;
+        let removed = self.store.remove_workspaces(id, descendants.clone()).await;
+        self.forget_tokens(&descendants);
+        self.forget_tokens(&[id]);
+        let mut removed = removed.map_err(store_err("internal error processing delete request"))?;
         self.invalidate_hierarchy().await;
         // A child created while this delete ran (its create saw the parent still live) is not
         // in the list read above, and a live row under a removed one is out of reach of every
@@ -394,11 +393,9 @@ impl WorkspaceService {
                 .map_err(store_err("internal error processing delete request"))?
                 .is_some_and(|r| r.status != WorkspaceStatus::Removed);
             if live {
-                removed += self
-                    .store
-                    .remove_workspaces(w, Vec::new())
-                    .await
-                    .map_err(store_err("internal error processing delete request"))?;
+                let more = self.store.remove_workspaces(w, Vec::new()).await;
+                self.forget_tokens(&[w]);
+                removed += more.map_err(store_err("internal error processing delete request"))?;
                 descendants.push(w);
             }
         }

@@ -33,6 +33,11 @@ const ONLINE_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
 ];
 
+/// Heartbeats per flushed batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// Workspaces created by this process and not yet seen online are remembered at most this
 /// long, and at most this many at once (a workspace that never comes online must not leak).
 const PENDING_ONLINE_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -142,6 +147,8 @@ pub struct Metrics {
     terminals_opened: std::sync::atomic::AtomicU64,
     /// Execs by outcome (`ok`, `nonzero`, `timed_out`, `error`).
     exec: HistogramVec,
+    /// Heartbeats per store transaction (`heartbeats.rs`).
+    heartbeat_batches: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -154,6 +161,7 @@ impl Default for Metrics {
             terminals_open: Default::default(),
             terminals_opened: Default::default(),
             exec: HistogramVec::new(PROVISION_BUCKETS),
+            heartbeat_batches: HistogramVec::new(BATCH_BUCKETS),
         }
     }
 }
@@ -197,6 +205,11 @@ impl Metrics {
     pub fn observe_exec(&self, outcome: &str, elapsed: Duration) {
         self.exec
             .observe(vec![outcome.to_owned()], elapsed.as_secs_f64());
+    }
+
+    /// One flushed batch of `size` heartbeats.
+    pub fn observe_heartbeat_batch(&self, size: usize) {
+        self.heartbeat_batches.observe(Vec::new(), size as f64);
     }
 
     /// Remembers when a workspace was created (its create transaction committed).
@@ -307,6 +320,15 @@ impl Metrics {
             &["outcome"],
             PROVISION_BUCKETS,
             &exec,
+        );
+
+        histogram(
+            &mut out,
+            "berth_heartbeat_batch_size",
+            "Heartbeats applied per store transaction (group commit).",
+            &[],
+            BATCH_BUCKETS,
+            &self.heartbeat_batches.snapshot(),
         );
 
         let provision = self.provision.snapshot();

@@ -388,15 +388,18 @@ impl WorkspaceService {
             revoke_existing: true,
             ..Default::default()
         };
-        self.store
+        let issued = self
+            .store
             .issue_token(plan.id, minted.stored.clone(), how)
-            .await
-            .map_err(|e| {
-                (
-                    "PREPARE_FAILED",
-                    format!("failed to mint workspace token: {e}"),
-                )
-            })?;
+            .await;
+        // The previous start's token is revoked: not trusted from the cache either.
+        self.forget_tokens(&[plan.id]);
+        issued.map_err(|e| {
+            (
+                "PREPARE_FAILED",
+                format!("failed to mint workspace token: {e}"),
+            )
+        })?;
         let inbound = crate::token::mint().plaintext;
         self.store
             .set_inbound_secret(plan.id, inbound.clone())

@@ -202,12 +202,29 @@ fn parse_id(id: &str) -> Result<WorkspaceId, RegistryError> {
 }
 
 impl WorkspaceService {
-    /// The workspace a bearer token belongs to, if it is live.
+    /// The workspace a bearer token belongs to, if it is live. A verified token is trusted for
+    /// [`crate::CoreConfig::token_cache_ttl`] without asking the database again; revocations
+    /// through this instance take effect at once (see [`crate::token`]'s cache).
     pub async fn authenticate_token(
         &self,
         bearer: &str,
     ) -> Result<Option<WorkspaceId>, berth_store::Error> {
-        self.store.validate_token(crate::token::hash(bearer)).await
+        let hash = crate::token::hash(bearer);
+        let generation = match self.token_cache.get(&hash) {
+            Ok(owner) => return Ok(Some(owner)),
+            Err(generation) => generation,
+        };
+        let owner = self.store.validate_token(hash).await?;
+        if let Some(owner) = owner {
+            self.token_cache.insert(hash, owner, generation);
+        }
+        Ok(owner)
+    }
+
+    /// Forgets the cached tokens of these workspaces: called before (and after) anything that
+    /// revokes a token or removes a workspace, so this instance refuses the token at once.
+    pub(crate) fn forget_tokens(&self, workspaces: &[WorkspaceId]) {
+        self.token_cache.forget(workspaces);
     }
 
     /// The registry token gate: a live token of `id`; without a bearer only in `--dev`, and only
@@ -432,7 +449,7 @@ impl WorkspaceService {
             },
             require_url: self.provisioner.kind().reports_url(),
         };
-        let outcome = self.store.heartbeat(id, hb).await.map_err(|e| match e {
+        let outcome = self.heartbeats.submit(id, hb).await.map_err(|e| match e {
             berth_store::Error::NotFound => RegistryError::NotFound,
             other => RegistryError::Store {
                 context: "failed to update",
@@ -522,10 +539,9 @@ impl WorkspaceService {
         id: WorkspaceId,
         token_id: uuid::Uuid,
     ) -> Result<bool, RegistryError> {
-        self.store
-            .revoke_token(id, token_id)
-            .await
-            .map_err(store_err("failed to revoke token"))
+        let revoked = self.store.revoke_token(id, token_id).await;
+        self.forget_tokens(&[id]);
+        revoked.map_err(store_err("failed to revoke token"))
     }
 
     async fn external_row(&self, id: WorkspaceId) -> Result<berth_store::Workspace, RegistryError> {
@@ -561,10 +577,9 @@ impl WorkspaceService {
                 payload: json!({"workspace_id": id}),
             }),
         };
-        self.store
-            .issue_token(id, minted.stored.clone(), how)
-            .await
-            .map_err(store_err("mint failed"))?;
+        let issued = self.store.issue_token(id, minted.stored.clone(), how).await;
+        self.forget_tokens(&[id]);
+        issued.map_err(store_err("mint failed"))?;
         Ok(berth_domain::external::connection_payload(
             platform_url,
             id.as_uuid(),

@@ -38,6 +38,11 @@ pub struct CoreConfig {
     pub agent_platform_url: String,
     /// Limits and switches of the files, exec and terminal routes.
     pub inside: crate::inside::InsideConfig,
+    /// Bounds of the heartbeats' group commit (`heartbeats.rs`).
+    pub heartbeat_batching: crate::heartbeats::HeartbeatBatching,
+    /// How long a verified workspace token is trusted without asking the database again; a
+    /// revocation on another instance takes effect here within this (zero: ask every time).
+    pub token_cache_ttl: Duration,
 }
 
 impl Default for CoreConfig {
@@ -52,6 +57,8 @@ impl Default for CoreConfig {
             forced_tier: None,
             agent_platform_url: "http://127.0.0.1:8080".into(),
             inside: crate::inside::InsideConfig::default(),
+            heartbeat_batching: Default::default(),
+            token_cache_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -101,6 +108,10 @@ pub struct WorkspaceService {
     pub(crate) a2a: crate::a2a::A2aSettings,
     /// The configs-restart debounce and terminal counts (`inside.rs`).
     pub(crate) inside: crate::inside::SharedInside,
+    /// The heartbeats' group commit (`heartbeats.rs`).
+    pub(crate) heartbeats: Arc<crate::heartbeats::HeartbeatBatcher>,
+    /// Verified workspace tokens (`token.rs`).
+    pub(crate) token_cache: Arc<crate::token::TokenCache>,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -126,6 +137,13 @@ impl WorkspaceService {
         templates: TemplateCatalog,
         config: CoreConfig,
     ) -> Self {
+        let metrics: Arc<crate::metrics::Metrics> = Arc::default();
+        let heartbeats = Arc::new(crate::heartbeats::HeartbeatBatcher::new(
+            store.clone(),
+            config.heartbeat_batching,
+            metrics.clone(),
+        ));
+        let token_cache = Arc::new(crate::token::TokenCache::new(config.token_cache_ttl));
         Self {
             store,
             provisioner,
@@ -143,10 +161,12 @@ impl WorkspaceService {
             events: Arc::new(crate::events::EventBus::new(
                 crate::events::EventConfig::default(),
             )),
-            metrics: Arc::default(),
+            metrics,
             loops: Arc::default(),
             a2a: crate::a2a::A2aSettings::default(),
             inside: Arc::default(),
+            heartbeats,
+            token_cache,
         }
     }
 

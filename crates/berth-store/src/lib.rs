@@ -237,9 +237,24 @@ pub trait WorkspaceStore: Send + Sync {
     /// not allow registration (removed, paused, hibernat*, failed).
     async fn register(&self, id: WorkspaceId, registration: Registration) -> Result<()>;
 
-    /// Applies a heartbeat: its fields, then the status the domain rule derives (compare-and-set
-    /// with its event), in one transaction. [`Error::NotFound`] for a missing or removed row.
-    async fn heartbeat(&self, id: WorkspaceId, heartbeat: Heartbeat) -> Result<HeartbeatOutcome>;
+    /// Applies a batch of heartbeats in one transaction: each one's fields, then the status the
+    /// domain rule derives (compare-and-set with its event), in the batch's order, each against
+    /// the row as the earlier ones of the same workspace left it — what one transaction per
+    /// heartbeat would do, with one read and one write statement for the whole batch. One result
+    /// per heartbeat, in order: [`Error::NotFound`] for a missing or removed row. The outer error
+    /// means nothing was written.
+    async fn heartbeats(
+        &self,
+        batch: Vec<(WorkspaceId, Heartbeat)>,
+    ) -> Result<Vec<Result<HeartbeatOutcome>>>;
+
+    /// Applies one heartbeat (a batch of one).
+    async fn heartbeat(&self, id: WorkspaceId, heartbeat: Heartbeat) -> Result<HeartbeatOutcome> {
+        self.heartbeats(vec![(id, heartbeat)])
+            .await?
+            .pop()
+            .unwrap_or(Err(Error::NotFound))
+    }
 
     /// Replaces the agent card of a live workspace and records `AGENT_CARD_UPDATED`.
     async fn update_card(&self, id: WorkspaceId, card: serde_json::Value) -> Result<()>;

@@ -400,13 +400,49 @@ WHERE workspace_id = $1 AND revoked_at IS NULL ORDER BY created_at DESC, id LIMI
 
 pub(crate) const WORKSPACE_STATUS: &str = "SELECT status FROM workspaces WHERE id = $1";
 
-/// What a heartbeat reads before its UPDATE, in its transaction: the status and task it compares
-/// with, the sealed inbound secret it answers with, and how many A2A messages wait in its queue
-/// (so a drain starts only when there is one): one statement instead of three.
-pub(crate) const HEARTBEAT_BEFORE: &str = "SELECT status, current_task, max_concurrent_tasks, \
-inbound_secret, inbound_secret_key_id, \
-(SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
-FROM workspaces WHERE id = $1";
+/// Rows per statement of a heartbeat batch (the store splits a larger batch, in one
+/// transaction): 7 parameters a row stays far below SQLite's and PostgreSQL's limits.
+pub(crate) const HEARTBEAT_ROWS_PER_STATEMENT: usize = 500;
+
+/// `$1, $2, …, $n` from `$first`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What a batch of heartbeats reads before its writes, in its transaction, for `n` workspaces:
+/// the status and task each compares with, the sealed inbound secret it answers with, and how
+/// many A2A messages wait in its queue (so a drain starts only when there is one).
+pub(crate) fn heartbeat_before_sql(n: usize) -> String {
+    format!(
+        "SELECT id, status, current_task, max_concurrent_tasks, \
+         inbound_secret, inbound_secret_key_id, \
+         (SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
+         FROM workspaces WHERE id IN ({})",
+        placeholders(1, n)
+    )
+}
+
+/// A batch's heartbeat fields, `rows` workspaces in one statement: `$1` now, then per row
+/// (id, error rate, sample error, active tasks, uptime, current task, spend or NULL). Standard
+/// `UPDATE … FROM (VALUES …)`, which PostgreSQL and SQLite (3.33+) both run; a `VALUES` list's
+/// columns are `column1…` in both.
+pub(crate) fn heartbeat_update_sql(rows: usize) -> String {
+    let values = (0..rows)
+        .map(|r| format!("({})", placeholders(2 + r * 7, 7)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE workspaces SET last_heartbeat_at = $1, updated_at = $1, \
+         last_error_rate = v.column2, last_sample_error = v.column3, active_tasks = v.column4, \
+         uptime_seconds = v.column5, current_task = v.column6, \
+         monthly_spend = COALESCE(v.column7, workspaces.monthly_spend) \
+         FROM (VALUES {values}) AS v \
+         WHERE workspaces.id = v.column1 AND workspaces.status <> 'removed'"
+    )
+}
 
 /// Register: `$1` url (NULL keeps), `$2` card, `$3` mode, `$4` now, `$5` id; only from the
 /// statuses the `AgentRegistered` transition leaves from. A URL its provisioner recorded is kept:
@@ -441,13 +477,6 @@ fn status_list(statuses: &[WorkspaceStatus]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
-
-/// Heartbeat fields. `$1` now … `$8` id.
-pub(crate) const HEARTBEAT: &str = "\
-UPDATE workspaces SET last_heartbeat_at = $1, last_error_rate = $2, last_sample_error = $3, \
-active_tasks = $4, uptime_seconds = $5, current_task = $6, \
-monthly_spend = CASE WHEN $7 IS NULL THEN monthly_spend ELSE $7 END, updated_at = $1 \
-WHERE id = $8 AND status <> 'removed'";
 
 pub(crate) const UPDATE_CARD: &str =
     "UPDATE workspaces SET agent_card = $1, updated_at = $2 WHERE id = $3 AND status <> 'removed'";
@@ -1379,69 +1408,136 @@ macro_rules! impl_workspace_store {
                 Ok(())
             }
 
-            async fn heartbeat(
+            async fn heartbeats(
                 &self,
-                id: berth_domain::WorkspaceId,
-                hb: $crate::Heartbeat,
-            ) -> $crate::Result<$crate::HeartbeatOutcome> {
-                let now = $crate::model::now();
-                let uid = uuid::Uuid::from(id);
-                let mut tx = self.begin().await?;
-                type Before = (String, Option<String>, i64, Option<Vec<u8>>, Option<String>, i64);
-                let before: Option<Before> =
-                    sqlx::query_as::<$db, Before>($crate::sql::HEARTBEAT_BEFORE)
-                        .bind(uid)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some((status, previous_task, max_concurrent, sealed, key_id, a2a_queued)) = before.filter(|b| b.0 != "removed") else {
-                    return Err($crate::Error::NotFound);
-                };
-                sqlx::query::<$db>($crate::sql::HEARTBEAT)
-                    .bind(now)
-                    .bind(hb.error_rate)
-                    .bind(&hb.sample_error)
-                    .bind(hb.active_tasks)
-                    .bind(hb.uptime_seconds)
-                    .bind(&hb.current_task)
-                    .bind(hb.monthly_spend)
-                    .bind(uid)
-                    .execute(&mut *tx)
-                    .await?;
-                let task_changed = previous_task.unwrap_or_default() != hb.current_task;
-                if task_changed {
-                    // Recorded (the reference only broadcast it) so subscribers can resume it;
-                    // plain heartbeats are not events: liveness lives in the row.
-                    Self::record_event(&mut tx, berth_domain::event::EventType::TaskUpdated.as_str(), uid, &serde_json::json!({"current_task": hb.current_task, "active_tasks": hb.active_tasks}), now).await?;
+                batch: Vec<(berth_domain::WorkspaceId, $crate::Heartbeat)>,
+            ) -> $crate::Result<Vec<$crate::Result<$crate::HeartbeatOutcome>>> {
+                use berth_domain::status::WorkspaceStatus;
+                /// A workspace's row as the batch sees it, updated after each of its heartbeats.
+                struct Seen {
+                    status: WorkspaceStatus,
+                    task: Option<String>,
+                    max_concurrent: i64,
+                    sealed: Option<(Vec<u8>, String)>,
+                    a2a_queued: i64,
+                    /// Index into `last` of this workspace's row for the fields' UPDATE.
+                    row: Option<usize>,
                 }
-                let previous_status: berth_domain::status::WorkspaceStatus = status
-                    .parse()
-                    .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
-                let mut current = previous_status;
-                if let Some((t, payload)) = berth_domain::heartbeat::evaluate(previous_status, &hb.report) {
-                    // A workspace whose backend reports its URL comes online only with one.
-                    let url_missing = hb.require_url
-                        && t.to() == berth_domain::status::WorkspaceStatus::Online
-                        && !sqlx::query_scalar::<$db, bool>($crate::sql::ONLINE_URL_OK)
-                            .bind(uid)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    if !url_missing && Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
-                        current = t.to();
+                if batch.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let now = $crate::model::now();
+                let mut ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| uuid::Uuid::from(*id)).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut tx = self.begin().await?;
+                type Before = (uuid::Uuid, String, Option<String>, i64, Option<Vec<u8>>, Option<String>, i64);
+                let mut seen: std::collections::HashMap<uuid::Uuid, Seen> = std::collections::HashMap::with_capacity(ids.len());
+                for chunk in ids.chunks($crate::sql::HEARTBEAT_ROWS_PER_STATEMENT) {
+                    let sql = $crate::sql::heartbeat_before_sql(chunk.len());
+                    let mut q = sqlx::query_as::<$db, Before>(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    for (uid, status, task, max_concurrent, sealed, key_id, a2a_queued) in q.fetch_all(&mut *tx).await? {
+                        if status == "removed" {
+                            continue;
+                        }
+                        let status: WorkspaceStatus = status
+                            .parse()
+                            .map_err(|e: berth_domain::status::UnknownStatus| $crate::Error::Corrupt(e.to_string()))?;
+                        seen.insert(uid, Seen {
+                            status,
+                            task,
+                            max_concurrent,
+                            sealed: sealed.zip(key_id),
+                            a2a_queued,
+                            row: None,
+                        });
                     }
                 }
+                // Each heartbeat in arrival order, against the row as the ones before it left it:
+                // the same compare-and-set transitions and events, in the same order per
+                // workspace, as one transaction per heartbeat would give.
+                let mut outcomes = Vec::with_capacity(batch.len());
+                let order: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| uuid::Uuid::from(*id)).collect();
+                // The fields each workspace ends with: its last heartbeat's, and the last spend
+                // one of them reported.
+                let mut last: Vec<(uuid::Uuid, $crate::Heartbeat)> = Vec::with_capacity(ids.len());
+                for (id, hb) in batch {
+                    let uid = uuid::Uuid::from(id);
+                    let Some(row) = seen.get_mut(&uid) else {
+                        outcomes.push(Err($crate::Error::NotFound));
+                        continue;
+                    };
+                    let task_changed = row.task.as_deref().unwrap_or_default() != hb.current_task;
+                    if task_changed {
+                        // Recorded (the reference only broadcast it) so subscribers can resume it;
+                        // plain heartbeats are not events: liveness lives in the row.
+                        Self::record_event(&mut tx, berth_domain::event::EventType::TaskUpdated.as_str(), uid, &serde_json::json!({"current_task": hb.current_task, "active_tasks": hb.active_tasks}), now).await?;
+                    }
+                    let previous_status = row.status;
+                    if let Some((t, payload)) = berth_domain::heartbeat::evaluate(previous_status, &hb.report) {
+                        // A workspace whose backend reports its URL comes online only with one.
+                        let url_missing = hb.require_url
+                            && t.to() == WorkspaceStatus::Online
+                            && !sqlx::query_scalar::<$db, bool>($crate::sql::ONLINE_URL_OK)
+                                .bind(uid)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        if !url_missing && Self::apply_transition(&mut tx, uid, t, None, &payload, now).await? {
+                            row.status = t.to();
+                        }
+                    }
+                    row.task = Some(hb.current_task.clone());
+                    outcomes.push(Ok($crate::HeartbeatOutcome {
+                        previous_status,
+                        status: row.status,
+                        task_changed,
+                        max_concurrent_tasks: row.max_concurrent,
+                        inbound_secret: None,
+                        a2a_queued: row.a2a_queued,
+                    }));
+                    match row.row {
+                        Some(i) => {
+                            let spend = hb.monthly_spend.or(last[i].1.monthly_spend);
+                            last[i].1 = $crate::Heartbeat { monthly_spend: spend, ..hb };
+                        }
+                        None => {
+                            row.row = Some(last.len());
+                            last.push((uid, hb));
+                        }
+                    }
+                }
+                for chunk in last.chunks($crate::sql::HEARTBEAT_ROWS_PER_STATEMENT) {
+                    let sql = $crate::sql::heartbeat_update_sql(chunk.len());
+                    let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe(sql)).bind(now);
+                    for (uid, hb) in chunk {
+                        q = q
+                            .bind(*uid)
+                            .bind(hb.error_rate)
+                            .bind(&hb.sample_error)
+                            .bind(hb.active_tasks)
+                            .bind(hb.uptime_seconds)
+                            .bind(&hb.current_task)
+                            .bind(hb.monthly_spend);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
-                let inbound_secret = match (sealed, key_id) {
-                    (Some(bytes), Some(key_id)) => Some(self.keys.open_str(&key_id, &bytes, &$crate::sql::inbound_aad(id))?),
-                    _ => None,
-                };
-                Ok($crate::HeartbeatOutcome {
-                    previous_status,
-                    status: current,
-                    task_changed,
-                    max_concurrent_tasks: max_concurrent,
-                    inbound_secret,
-                    a2a_queued,
-                })
+                // Opened after the commit, once per workspace.
+                let mut opened: std::collections::HashMap<uuid::Uuid, secrecy::SecretString> = std::collections::HashMap::new();
+                for (uid, row) in &seen {
+                    if row.row.is_some() && let Some((bytes, key_id)) = &row.sealed {
+                        opened.insert(*uid, self.keys.open_str(key_id, bytes, &$crate::sql::inbound_aad((*uid).into()))?);
+                    }
+                }
+                for (outcome, uid) in outcomes.iter_mut().zip(&order) {
+                    if let Ok(o) = outcome {
+                        o.inbound_secret = opened.get(uid).cloned();
+                    }
+                }
+                Ok(outcomes)
             }
 
             async fn update_card(&self, id: berth_domain::WorkspaceId, card: serde_json::Value) -> $crate::Result<()> {

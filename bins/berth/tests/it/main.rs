@@ -11,6 +11,7 @@ mod docker;
 mod external;
 mod failed;
 mod first_hour;
+mod heartbeats;
 mod inside;
 mod leader;
 mod restart;

@@ -127,8 +127,10 @@ async fn register_needs_a_live_token_of_that_workspace() {
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert_eq!(resp.json, err("invalid workspace auth token"));
 
-    // A token of a removed workspace.
-    app.force(b, &[Transition::Removed]).await;
+    // A token of a removed workspace (deleted through this server: its cached token is
+    // forgotten at once).
+    let resp = app.delete(b, "").await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text);
     let resp = app.register(b, Some(&token_b), Some("poll")).await;
     assert_eq!(resp.status, StatusCode::UNAUTHORIZED);
     assert_eq!(resp.json, err("invalid workspace auth token"));

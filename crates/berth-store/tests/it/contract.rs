@@ -43,6 +43,7 @@ both!(
     tokens_issue_validate_list_revoke,
     register_moves_to_online_only_from_allowed_statuses,
     heartbeats_apply_the_domain_rule,
+    a_heartbeat_batch_equals_its_heartbeats_one_by_one,
     lapsed_liveness_moves_by_kind,
     inbound_secret_is_sealed_and_card_updates_record_events,
     provisioned_rows_record_url_and_start_time,
@@ -856,6 +857,128 @@ async fn heartbeats_apply_the_domain_rule(b: Backend) {
         s.heartbeat(WorkspaceId::new_v4(), hb(0.0, "", "")).await,
         Err(Error::NotFound)
     ));
+}
+
+/// A batch (one transaction) gives each heartbeat the outcome, the events (in order, per
+/// workspace) and the final row that the same heartbeats applied one by one give; a missing
+/// workspace fails only its own heartbeat; the spend is the last one reported.
+async fn a_heartbeat_batch_equals_its_heartbeats_one_by_one(b: Backend) {
+    let s = b.store();
+    let no_spend = |h: Heartbeat| Heartbeat {
+        monthly_spend: None,
+        ..h
+    };
+    // Per workspace: online with a task, degraded, recovered with a new task (no spend: the
+    // earlier 250 stays), wedged; the other workspace interleaved.
+    let script = |a: WorkspaceId, b: WorkspaceId, missing: WorkspaceId| {
+        vec![
+            (a, hb(0.0, "", "t1")),
+            (b, hb(0.0, "", "x")),
+            (missing, hb(0.0, "", "")),
+            (a, hb(0.7, "", "t1")),
+            (a, no_spend(hb(0.05, "", "t2"))),
+            (b, hb(0.0, "wedged", "x")),
+            (a, no_spend(hb(0.0, "wedged", "t2"))),
+        ]
+    };
+    let mut ids = Vec::new();
+    for name in ["batch-a", "batch-b", "one-a", "one-b"] {
+        let n = new_ws(name);
+        ids.push(n.id);
+        s.create_workspace(n).await.unwrap();
+    }
+    let missing = WorkspaceId::new_v4();
+    let batched = s
+        .heartbeats(script(ids[0], ids[1], missing))
+        .await
+        .expect("the batch commits");
+    let mut one_by_one = Vec::new();
+    for (id, beat) in script(ids[2], ids[3], missing) {
+        one_by_one.push(s.heartbeat(id, beat).await);
+    }
+    assert_eq!(batched.len(), 7);
+    let summary = |r: &Result<berth_store::HeartbeatOutcome, Error>| match r {
+        Ok(o) => format!(
+            "{}->{} task_changed={} secret={}",
+            o.previous_status,
+            o.status,
+            o.task_changed,
+            o.inbound_secret.is_some()
+        ),
+        Err(e) => format!("error: {e}"),
+    };
+    assert_eq!(
+        batched.iter().map(summary).collect::<Vec<_>>(),
+        one_by_one.iter().map(summary).collect::<Vec<_>>()
+    );
+    assert_eq!(summary(&batched[2]), "error: workspace not found");
+    assert_eq!(
+        summary(&batched[6]),
+        "online->degraded task_changed=false secret=false"
+    );
+    let events_of = async |id| -> Vec<(String, serde_json::Value)> {
+        s.events(EventFilter {
+            workspace_id: Some(id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event_type, e.payload))
+        .collect()
+    };
+    let names = |evs: &[(String, serde_json::Value)]| {
+        evs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    };
+    let batch_a = events_of(ids[0]).await;
+    assert_eq!(
+        names(&batch_a),
+        [
+            "WORKSPACE_PROVISIONING",
+            "TASK_UPDATED",
+            "WORKSPACE_ONLINE",
+            "WORKSPACE_DEGRADED",
+            "TASK_UPDATED",
+            "WORKSPACE_ONLINE",
+            "WORKSPACE_DEGRADED"
+        ]
+    );
+    assert_eq!(batch_a[4].1["current_task"], "t2");
+    assert_eq!(names(&batch_a)[1..], names(&events_of(ids[2]).await)[1..]);
+    assert_eq!(
+        names(&events_of(ids[1]).await),
+        names(&events_of(ids[3]).await)
+    );
+    for (batch, single) in [(ids[0], ids[2]), (ids[1], ids[3])] {
+        let (w, v) = (
+            s.get_workspace(batch).await.unwrap().unwrap(),
+            s.get_workspace(single).await.unwrap().unwrap(),
+        );
+        assert_eq!(
+            (
+                w.status,
+                w.current_task.clone(),
+                w.last_error_rate,
+                w.monthly_spend,
+                w.active_tasks
+            ),
+            (
+                v.status,
+                v.current_task,
+                v.last_error_rate,
+                v.monthly_spend,
+                v.active_tasks
+            )
+        );
+        assert!(w.last_heartbeat_at.is_some());
+    }
+    let a = s.get_workspace(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (a.monthly_spend, a.current_task.as_deref()),
+        (250, Some("t2"))
+    );
+    // An empty batch is no transaction and no error.
+    assert!(s.heartbeats(Vec::new()).await.unwrap().is_empty());
 }
 
 async fn lapsed_liveness_moves_by_kind(b: Backend) {
