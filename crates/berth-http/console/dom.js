@@ -174,9 +174,14 @@ export function brief(v, max = 160) {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
-/** Runs `fn` while `btn` is disabled and marked busy. */
+/**
+ * Runs `fn` while `btn` is disabled and marked busy. A disabled button loses the focus (to the
+ * page's body): when one of them had it, it gets it back afterwards, so a keyboard user's place
+ * is kept.
+ */
 export async function busy(btn, fn) {
   const controls = Array.isArray(btn) ? btn : [btn];
+  const focused = controls.find((b) => b && b === document.activeElement);
   for (const b of controls) {
     if (!b) continue;
     b.disabled = true;
@@ -190,6 +195,8 @@ export async function busy(btn, fn) {
       b.disabled = false;
       b.removeAttribute("aria-busy");
     }
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (focused && focused.isConnected && lost) focused.focus();
   }
 }
 

@@ -1,11 +1,90 @@
-// The data panels of a workspace's page: tokens, secrets, config and files. Each returns
-// `{el, load, cleanup?}`; `base` is `/workspaces/<id>`.
+// The data panels of a workspace's page: the A2A queue, tokens, secrets, config and files. Each
+// returns `{el, load, cleanup?}`; `base` is `/workspaces/<id>`.
 
 import { get, post, patch, del, putJson } from "./api.js";
 import { h, put, say, alertBox, section, field, attempt, timeEl, pretty, encPath } from "./dom.js";
 
 const thead = (...cols) => h("thead", {}, h("tr", {}, cols.map((c) => h("th", { scope: "col" }, c))));
 const region = (label, table) => h("div", { class: "table-wrap", role: "region", "aria-label": label, tabindex: "0" }, table);
+
+// ---- A2A queue ---------------------------------------------------------------------------
+
+const QUEUE_LIMIT = 50;
+// A refresh asked for by the event stream waits this long, so a burst of events reads once.
+const QUEUE_SETTLE_MS = 400;
+
+/**
+ * The workspace's busy queue (`GET …/a2a/queue`): messages waiting for a busy agent, in
+ * delivery order, then the recently finished ones. Read on load, on the Refresh button, and when
+ * the page's event stream says something that can change it (`poke`) — never on a timer.
+ */
+export function queuePanel(base) {
+  const tbody = h("tbody");
+  const wrap = region(
+    "A2A queue",
+    h("table", { id: "queue", class: "grid" }, thead("Position", "Status", "Method", "Queued", "Expires", "Attempts", "Last error"), tbody),
+  );
+  const empty = h("p", { class: "empty", id: "queue-empty", hidden: true }, "Nothing queued: messages wait here only while the agent is busy.");
+  const result = alertBox("queue-result");
+  const refresh = h("button", { type: "button", id: "queue-refresh", class: "secondary" }, "Refresh");
+  const summary = h("p", { class: "hint", id: "queue-summary", role: "status" });
+  let timer = null;
+
+  function row(q) {
+    const pending = q.status === "queued" || q.status === "dispatched";
+    return h(
+      "tr",
+      { dataset: { queueId: q.queue_id, status: q.status } },
+      h("td", { class: "num" }, q.position != null ? `#${q.position}` : q.status === "dispatched" ? "delivering" : "—"),
+      h("td", {}, h("span", { class: `badge ${pending ? "st-provisioning" : q.status === "completed" ? "st-online" : "st-failed"}` }, q.status)),
+      h("td", {}, q.method || "—"),
+      h("td", {}, timeEl(q.enqueued_at)),
+      h("td", {}, q.expires_at ? timeEl(q.expires_at) : "never"),
+      h("td", { class: "num" }, String(q.attempts ?? 0)),
+      h("td", { class: "wrap" }, q.last_error || ""),
+    );
+  }
+
+  async function load() {
+    clearTimeout(timer);
+    timer = null;
+    try {
+      const list = (await get(`${base}/a2a/queue?limit=${QUEUE_LIMIT}`)) || [];
+      put(tbody, list.map(row));
+      const waiting = list.filter((q) => q.status === "queued").length;
+      summary.textContent = list.length
+        ? `${waiting} waiting${list.length >= QUEUE_LIMIT ? ` (the latest ${QUEUE_LIMIT} items shown)` : ""}.`
+        : "";
+      empty.hidden = list.length > 0;
+      wrap.hidden = !list.length;
+      say(result, "");
+    } catch (e) {
+      say(result, e, "error");
+    }
+  }
+
+  /** A refresh soon: the event stream saw something that can change the queue. */
+  function poke() {
+    if (!timer) timer = setTimeout(load, QUEUE_SETTLE_MS);
+  }
+
+  refresh.addEventListener("click", () => attempt(refresh, result, load));
+  const el = section(
+    "A2A queue",
+    "sec-queue",
+    h(
+      "div",
+      { class: "bar-row" },
+      h("p", { class: "hint" }, "Messages that met a busy agent, delivered in order as it frees up; finished ones stay listed for seven days."),
+      refresh,
+    ),
+    summary,
+    result,
+    empty,
+    wrap,
+  );
+  return { el, load, poke, cleanup: () => clearTimeout(timer) };
+}
 
 // ---- tokens ------------------------------------------------------------------------------
 

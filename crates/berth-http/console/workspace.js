@@ -1,12 +1,12 @@
 // One workspace's page (`#/workspaces/<id>`): its header (kept current by its own SSE event
 // stream), lifecycle actions, an A2A message box, the events timeline, the activity log, and the
-// panels of panels.js and terminal.js.
+// panels of panels.js (the A2A queue, tokens, secrets, config, files) and terminal.js.
 
 import { get, request, normalizeFrame } from "./api.js";
 import {
   h, put, say, alertBox, statusBox, section, field, busy, attempt, timeEl, ago, brief, fmtDuration, toMs,
 } from "./dom.js";
-import { tokensPanel, secretsPanel, configPanel, filesPanel } from "./panels.js";
+import { queuePanel, tokensPanel, secretsPanel, configPanel, filesPanel } from "./panels.js";
 import { terminalPanel } from "./terminal.js";
 
 const MAX_EVENTS = 200;
@@ -25,6 +25,29 @@ export function replyText(answer) {
   take(r.status && r.status.message && r.status.message.parts);
   for (const a of Array.isArray(r.artifacts) ? r.artifacts : []) take(a && a.parts);
   return out.length ? out.join("\n") : null;
+}
+
+/** What a lifecycle action's answer means, as a sentence (the status below follows live). */
+export function actionSentence(action, d) {
+  const n = (count, one) => `${count} workspace${count === 1 ? "" : "s"}${count > 1 ? ` (${one} and its sub-workspaces)` : ""}`;
+  switch (`${action}:${d.status}`) {
+    case "restart:provisioning":
+      return "Restart requested: the agent is being started again; the status above follows it.";
+    case "restart:noop":
+      return `Nothing to restart: ${d.message || `a ${d.runtime || "external"} agent runs elsewhere`}.`;
+    case "pause:paused":
+      return `Paused ${n(d.paused_count ?? 1, "this one")}: the agent is stopped until you resume it.`;
+    case "resume:provisioning":
+      return `Resuming ${n(d.resumed_count ?? 1, "this one")}: the agent is being started.`;
+    case "hibernate:hibernated":
+      return "Hibernated: the agent is stopped and wakes on its next message or on Wake.";
+    case "wake:provisioning":
+      return "Waking: the agent is being started.";
+    default: {
+      const { status, ...rest } = d;
+      return `${action[0].toUpperCase()}${action.slice(1)}: ${status || "done"}${Object.keys(rest).length ? ` ${brief(rest, 200)}` : ""}.`;
+    }
+  }
 }
 
 export function render(root, ctx, id) {
@@ -117,8 +140,7 @@ export function render(root, ctx, id) {
       attempt(b, result, async () => {
         say(result, `${label}…`, "info");
         try {
-          const { status, ...rest } = (await request("POST", base + path, { body: {} })).data || {};
-          say(result, `${label}: ${status || "done"}${Object.keys(rest).length ? ` ${brief(rest, 200)}` : ""}`, "ok");
+          say(result, actionSentence(name, (await request("POST", base + path, { body: {} })).data || {}), "ok");
         } finally {
           refreshWs();
         }
@@ -219,6 +241,7 @@ export function render(root, ctx, id) {
       msgInput.value = "";
       if (d && d.error) return say(msgErr, `JSON-RPC error ${d.error.code ?? ""}: ${d.error.message || brief(d.error)}`, "error");
       replyBox.hidden = false;
+      if (r.status === 202) queue.poke();
       reply.textContent =
         r.status === 202 && d && d.queued
           ? `Queued (${d.queue_id}, queue depth ${d.queue_depth}): ${d.message}`
@@ -330,12 +353,13 @@ export function render(root, ctx, id) {
   );
 
   // ---- panels ----
+  const queue = queuePanel(base);
   const tokens = tokensPanel(base);
   const secrets = secretsPanel(base);
   const config = configPanel(base);
   const files = filesPanel(base);
   const term = terminalPanel(id, base);
-  cleanups.push(tokens.cleanup, term.cleanup);
+  cleanups.push(queue.cleanup, tokens.cleanup, term.cleanup);
 
   const toc = h(
     "nav",
@@ -345,7 +369,7 @@ export function render(root, ctx, id) {
       {},
       [
         ["sec-lifecycle", "Lifecycle"], ["sec-message", "Message"], ["sec-events", "Events"], ["sec-activity", "Activity"],
-        ["sec-tokens", "Tokens"], ["sec-secrets", "Secrets"], ["sec-config", "Config"], ["sec-files", "Files"], ["sec-terminal", "Terminal"],
+        ["sec-queue", "Queue"], ["sec-tokens", "Tokens"], ["sec-secrets", "Secrets"], ["sec-config", "Config"], ["sec-files", "Files"], ["sec-terminal", "Terminal"],
       ].map(([href, t]) => h("li", {}, h("a", { href: `#${href}`, dataset: { jump: href } }, t))),
     ),
   );
@@ -380,6 +404,7 @@ export function render(root, ctx, id) {
     message,
     eventsSec,
     activity,
+    queue.el,
     tokens.el,
     secrets.el,
     config.el,
@@ -398,7 +423,13 @@ export function render(root, ctx, id) {
       liveHb = f.timestamp;
       renderHeader();
     }
-    if (f.event === "ACTIVITY_LOGGED") prependActivity(f.payload);
+    if (f.event === "ACTIVITY_LOGGED") {
+      prependActivity(f.payload);
+      // A message queued, delivered from the queue or refused changes the queue.
+      if (/^a2a_/.test((f.payload && f.payload.activity_type) || "")) queue.poke();
+    }
+    // Drains start on a heartbeat with spare capacity and stop with the agent.
+    if (/^WORKSPACE_(ONLINE|OFFLINE|DEGRADED|PAUSED|REMOVED|PROVISION_FAILED)$/.test(f.event)) queue.poke();
     if (HEADER_EVENTS.test(f.event) && f.event !== "WORKSPACE_HEARTBEAT") refreshWs();
   }
   function openStream() {
@@ -464,6 +495,7 @@ export function render(root, ctx, id) {
   refreshWs();
   loadHistory();
   loadActivity();
+  queue.load();
   tokens.load();
   secrets.load();
   config.load();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::server::Server;
-use crate::webdriver::Browser;
+use crate::webdriver::{Browser, ENTER, TAB};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const QUICK: Duration = Duration::from_secs(15);
@@ -21,6 +21,53 @@ async fn assert_no_csp_errors(b: &Browser) {
         .filter(|(_, m)| m.contains("Content Security Policy") || m.contains("Refused to"))
         .collect();
     assert!(csp.is_empty(), "CSP violations: {csp:?}");
+}
+
+/// Asserts the focus is on the element matching `css` and visibly so (`:focus-visible` with an
+/// outline of at least 2 px).
+async fn focused(b: &Browser, css: &str) {
+    let seen = b.script(FOCUS, json!([css])).await;
+    assert_eq!(seen["matches"], true, "the focus is on {css}: {seen}");
+    assert_focus_visible(&seen, css);
+}
+
+/// What has the focus: whether it matches `arguments[0]`, whether it shows `:focus-visible`, its
+/// outline, and a description.
+const FOCUS: &str = "const el = document.activeElement;\
+    if (!el) return {matches: false, what: 'nothing'};\
+    const cs = getComputedStyle(el);\
+    return {matches: el.matches(arguments[0]), visible: el.matches(':focus-visible'),\
+            outline: cs.outlineStyle, width: parseFloat(cs.outlineWidth) || 0,\
+            what: el.tagName + (el.id ? '#' + el.id : '') + ' ' + (el.textContent || '').trim().slice(0, 40)};";
+
+fn assert_focus_visible(seen: &serde_json::Value, css: &str) {
+    assert_eq!(seen["visible"], true, "{css} shows :focus-visible: {seen}");
+    assert!(
+        seen["outline"] != "none" && seen["width"].as_f64().unwrap_or_default() >= 2.0,
+        "{css} has a visible focus outline: {seen}"
+    );
+}
+
+/// Presses Tab (at most `max` times) until the focus is on the element matching `css`; every
+/// element on the way shows a visible focus.
+async fn tab_to(b: &Browser, css: &str, max: usize) {
+    let mut path = Vec::new();
+    for _ in 0..max {
+        b.keys(&TAB.to_string()).await;
+        let seen = b.script(FOCUS, json!([css])).await;
+        path.push(seen["what"].as_str().unwrap_or_default().to_owned());
+        if seen["what"] != "BODY " {
+            assert_focus_visible(&seen, &path.join(" → "));
+        }
+        if seen["matches"] == true {
+            return;
+        }
+    }
+    b.screenshot("tab-timeout").await;
+    panic!(
+        "{max} presses of Tab never reached {css}: {}",
+        path.join(" → ")
+    );
 }
 
 async fn sign_in(b: &Browser, token: &str) {
@@ -280,5 +327,88 @@ async fn files_and_terminal_panels_work_in_the_browser() {
     })
     .await;
     b.screenshot("terminal").await;
+    assert_no_csp_errors(&b).await;
+}
+
+/// Keyboard alone, with a visible focus all the way: sign in (the token field has the focus),
+/// reach a workspace in the list with Tab and open it with Enter, see its empty A2A queue, press
+/// Restart with Enter and read the result as a sentence, the focus staying on the button. Then the
+/// system's dark setting: the page's colours follow it.
+#[tokio::test]
+async fn the_console_works_from_the_keyboard_in_light_and_dark() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_release(&root.path().join("berth-data"), &[]).await;
+    let (status, created) = server
+        .admin_post("/workspaces", &json!({"name": "keys", "template": "echo"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    server.wait_status(&id, "online", PATIENCE).await;
+
+    let b = Browser::start("keyboard").await;
+    b.color_scheme("light").await;
+    b.goto(&server.base).await;
+    b.wait("#token", PATIENCE).await;
+    focused(&b, "#token").await;
+    b.keys(&server.admin_token).await;
+    tab_to(&b, "#signin", 1).await;
+    b.keys(&ENTER.to_string()).await;
+    b.wait_text("#whoami", QUICK, "admin", |t| t.contains("admin"))
+        .await;
+
+    let link = format!("#workspaces tr[data-id=\"{id}\"] a");
+    b.wait(&link, PATIENCE).await;
+    tab_to(&b, &link, 60).await;
+    b.screenshot("list-focus").await;
+    b.keys(&ENTER.to_string()).await;
+    b.wait_text("#ws-status", PATIENCE, "online", |t| t.trim() == "online")
+        .await;
+    b.wait_text("#queue-empty", QUICK, "the queue's empty state", |t| {
+        t.contains("Nothing queued")
+    })
+    .await;
+
+    tab_to(&b, "#action-restart", 60).await;
+    b.keys(&ENTER.to_string()).await;
+    b.wait_text("#action-result", PATIENCE, "a sentence", |t| {
+        t.starts_with("Restart requested")
+    })
+    .await;
+    focused(&b, "#action-restart").await;
+    b.wait_text("#ws-status", PATIENCE, "online again", |t| {
+        t.trim() == "online"
+    })
+    .await;
+    b.screenshot("light").await;
+
+    // Light and dark from the system setting.
+    let colours = "const cs = getComputedStyle(document.body);\
+                   const f = getComputedStyle(document.activeElement);\
+                   return [cs.backgroundColor, cs.color, f.outlineColor];";
+    let light = b.script(colours, json!([])).await;
+    b.color_scheme("dark").await;
+    let dark = b.script(colours, json!([])).await;
+    let brightness = |c: &serde_json::Value| -> u32 {
+        c.as_str()
+            .unwrap_or_default()
+            .trim_start_matches("rgba(")
+            .trim_start_matches("rgb(")
+            .trim_end_matches(')')
+            .split(',')
+            .take(3)
+            .filter_map(|v| v.trim().parse::<u32>().ok())
+            .sum()
+    };
+    assert!(
+        brightness(&dark[0]) + 300 < brightness(&light[0]),
+        "a dark background in dark mode: light {light}, dark {dark}"
+    );
+    assert!(
+        brightness(&dark[1]) > brightness(&light[1]) + 300,
+        "light text in dark mode: light {light}, dark {dark}"
+    );
+    assert_ne!(light[2], dark[2], "the focus ring follows the scheme");
+    focused(&b, "#action-restart").await;
+    b.screenshot("dark").await;
     assert_no_csp_errors(&b).await;
 }

@@ -1,7 +1,8 @@
 //! A small WebDriver client (the W3C protocol over HTTP, with reqwest) driving headless
 //! Debian Chromium through `chromedriver`, for the console's browser tests. Only what the tests
-//! use: navigate, find (CSS), wait, click, type, read text and attributes, run a script, take a
-//! screenshot, and read the browser's console log (for CSP violations).
+//! use: navigate, find (CSS), wait, click, type, press keys (WebDriver key actions), read text
+//! and attributes, run a script, emulate the system's dark mode (chromedriver's CDP bridge), take
+//! a screenshot, and read the browser's console log (for CSP violations).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,11 @@ use crate::server::{free_port, repo_root};
 
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// The WebDriver key codes of Tab and Enter (for [`Browser::keys`]).
+pub const TAB: char = '\u{E004}';
+/// Enter.
+pub const ENTER: char = '\u{E007}';
 
 /// Where the browser and its driver are (Debian's `chromium` and `chromium-driver`).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -231,7 +237,41 @@ impl Browser {
         .await;
     }
 
-    /// The rendered text of `e`.
+    /// Presses each character of `keys` in turn on whatever has the focus (WebDriver key
+    /// actions: real key events, as a keyboard user's; [`TAB`], [`ENTER`] for those keys).
+    pub async fn keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
+            .collect();
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})),
+        )
+        .await;
+    }
+
+    /// Emulates the system's colour scheme (`"light"` or `"dark"`) for `prefers-color-scheme`,
+    /// through chromedriver's bridge to the DevTools protocol (`Emulation.setEmulatedMedia`): plain
+    /// WebDriver has no command for it.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.cmd(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setEmulatedMedia", "params": {
+                "features": [{"name": "prefers-color-scheme", "value": scheme}],
+            }})),
+        )
+        .await;
+    }
+
+    /// The rendered text of `e`.    /// The rendered text of `e`.
     pub async fn text(&self, e: &Element) -> String {
         self.cmd(
             reqwest::Method::GET,
