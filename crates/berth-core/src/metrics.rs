@@ -1,6 +1,6 @@
 //! Prometheus metrics (DECISIONS.md §5), hand-written in the text exposition format 0.0.4 so
 //! the dependency tree stays lean: a few histogram families kept behind one mutex each, and the
-//! workspaces-by-status gauge computed at scrape time from one query.
+//! workspaces-by-status gauge computed at scrape time from one aggregate query (never the rows).
 //!
 //! Cardinality is bounded by construction: HTTP series are keyed by the matched route template
 //! (never the raw path), a method from a fixed list, and the status class; provisioning series by
@@ -482,16 +482,15 @@ impl WorkspaceService {
         &self.metrics
     }
 
-    /// The whole exposition; the status gauge comes from one query of the live workspaces.
+    /// The whole exposition; the status gauge comes from one `GROUP BY status` count.
     pub async fn render_metrics(&self) -> Result<String, berth_store::Error> {
-        let rows = self
+        let by_status: BTreeMap<String, u64> = self
             .store
-            .list_workspaces(berth_store::Page::default())
-            .await?;
-        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
-        for w in rows {
-            *by_status.entry(w.status.as_str().to_owned()).or_default() += 1;
-        }
+            .count_by_status()
+            .await?
+            .into_iter()
+            .map(|(status, n)| (status, n.max(0) as u64))
+            .collect();
         let ticks: Vec<_> = self
             .loop_liveness(chrono::Utc::now())
             .into_iter()

@@ -308,6 +308,9 @@ pub trait WorkspaceStore: Send + Sync {
     /// Every workspace and its parent (removed ones included: the access rule ignores status).
     async fn hierarchy(&self) -> Result<Vec<(WorkspaceId, Option<WorkspaceId>)>>;
 
+    /// How many live (not removed) workspaces have each status (statuses with none are absent).
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
+
     /// Moves `online`/`degraded` workspaces whose last heartbeat (or last update, if none) is older
     /// than the cutoff of their kind to `offline` (container runtimes) or `awaiting_agent`
     /// (external-like), recording the events, in one transaction.

@@ -173,6 +173,17 @@ pub(crate) fn list_items_sql() -> String {
     format!("SELECT {ITEM_COLUMNS} FROM a2a_queue WHERE workspace_id = $1 ORDER BY seq")
 }
 
+/// A target's items in the reader's order (see [`page`]), at most `$2`: the database reads the
+/// page, not the whole queue.
+pub(crate) fn page_items_sql() -> String {
+    format!(
+        "SELECT {ITEM_COLUMNS} FROM a2a_queue WHERE workspace_id = $1 ORDER BY \
+         CASE status WHEN 'dispatched' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END, \
+         CASE WHEN status IN ('dispatched', 'queued') THEN -priority ELSE 0 END, \
+         CASE WHEN status IN ('dispatched', 'queued') THEN seq ELSE -seq END LIMIT $2"
+    )
+}
+
 /// The reader's order of a target's items (given oldest first): pending items in delivery order
 /// (`dispatched`, then `queued` by priority, then age), then finished ones newest first; at most
 /// `limit`. See [`crate::WorkspaceStore::a2a_queue_page`].

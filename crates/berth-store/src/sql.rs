@@ -535,6 +535,10 @@ pub(crate) fn update_column_sql(column: &str) -> String {
 
 pub(crate) const HIERARCHY: &str = "SELECT id, parent_id FROM workspaces";
 
+/// Live workspaces per status: one aggregate over the status index, not the rows.
+pub(crate) const COUNT_BY_STATUS: &str =
+    "SELECT status, COUNT(*) FROM workspaces WHERE status <> 'removed' GROUP BY status";
+
 /// Lapsed liveness. `$1` container cutoff, `$2` external cutoff, `$3` now.
 pub(crate) const MARK_LAPSED: &str = "\
 UPDATE workspaces SET status = CASE WHEN external_like THEN 'awaiting_agent' ELSE 'offline' END, updated_at = $3 \
@@ -1814,6 +1818,12 @@ macro_rules! impl_workspace_store {
                 Ok(rows.into_iter().map(|(i, p)| (i.into(), p.map(Into::into))).collect())
             }
 
+            async fn count_by_status(&self) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<$db, (String, i64)>($crate::sql::COUNT_BY_STATUS)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
             async fn mark_lapsed(
                 &self,
                 container_cutoff: chrono::DateTime<chrono::Utc>,
@@ -2446,6 +2456,21 @@ macro_rules! impl_workspace_store {
             async fn a2a_queue_of(&self, workspace_id: berth_domain::WorkspaceId) -> $crate::Result<Vec<$crate::QueueItem>> {
                 Ok(sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::list_items_sql()))
                     .bind(uuid::Uuid::from(workspace_id))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::QueueItem::from)
+                    .collect())
+            }
+
+            async fn a2a_queue_page(
+                &self,
+                workspace_id: berth_domain::WorkspaceId,
+                limit: usize,
+            ) -> $crate::Result<Vec<$crate::QueueItem>> {
+                Ok(sqlx::query_as::<$db, $crate::queue::QueueRow>(sqlx::AssertSqlSafe($crate::queue::page_items_sql()))
+                    .bind(uuid::Uuid::from(workspace_id))
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
                     .fetch_all(&self.pool)
                     .await?
                     .into_iter()

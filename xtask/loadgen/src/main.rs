@@ -17,8 +17,8 @@
 //! - `serve-fanout`: the fan-out baseline, an axum WebSocket route fed by a bare
 //!   `tokio::sync::broadcast` with frames of `--bytes`.
 //! - `agent-start`: starts `berth agent` against a fake registry, timing its first register.
-//! - `sqlite-create`, `sqlite-list`, `sqlite-heartbeat`: berth's SQL replayed with sqlx against a
-//!   berth SQLite file (the database limit of the SQLite store).
+//! - `sqlite-create`, `sqlite-list`, `sqlite-heartbeat`, `sqlite-heartbeat-batch`: berth's SQL
+//!   replayed with sqlx against a berth SQLite file (the database limit of the SQLite store).
 
 mod args;
 mod fake;
@@ -59,6 +59,7 @@ async fn run() -> Result<()> {
         "sqlite-create" => sqlite::create(&args).await?,
         "sqlite-list" => sqlite::list(&args).await?,
         "sqlite-heartbeat" => sqlite::heartbeat(&args).await?,
+        "sqlite-heartbeat-batch" => sqlite::heartbeat_batch(&args).await?,
         other => bail!("unknown mode {other:?}; see the crate documentation for the modes"),
     };
     println!("{}", report.to_json());

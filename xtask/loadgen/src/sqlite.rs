@@ -5,6 +5,9 @@
 //!
 //! The SQL is copied from `crates/berth-store/src/sql.rs` (the crate's constants are private);
 //! when those statements change, change these too, or the baseline measures something else.
+//! `sqlite-heartbeat` replays the statements of one heartbeat as berth ran them before heartbeats
+//! were group-committed (one transaction each); `sqlite-heartbeat-batch` runs berth's batched
+//! statements (`heartbeat_before_sql`, `heartbeat_update_sql`) at a given batch size.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -198,13 +201,8 @@ pub async fn list(args: &Args) -> Result<Report> {
 pub async fn heartbeat(args: &Args) -> Result<Report> {
     let plan = plan(args)?;
     let pool = open(args, plan.concurrency).await?;
-    let agents: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(AGENTS)
-        .fetch_all(&pool)
-        .await
-        .context("reading the registered agents")?;
-    ensure!(!agents.is_empty(), "no online workspaces to heartbeat as");
+    let agents = online_agents(&pool).await?;
     let count = agents.len();
-    let agents = Arc::new(agents);
     let mut report = drive(plan, move |i| {
         let (pool, agents) = (pool.clone(), Arc::clone(&agents));
         async move {
@@ -246,5 +244,100 @@ pub async fn heartbeat(args: &Args) -> Result<Report> {
     })
     .await;
     report.extra.insert("agents".into(), json!(count));
+    Ok(report)
+}
+
+/// The online agents (id, token hash) to heartbeat as; at least one.
+async fn online_agents(pool: &SqlitePool) -> Result<Arc<Vec<(Uuid, Vec<u8>)>>> {
+    let agents: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(AGENTS)
+        .fetch_all(pool)
+        .await
+        .context("reading the registered agents")?;
+    ensure!(!agents.is_empty(), "no online workspaces to heartbeat as");
+    Ok(Arc::new(agents))
+}
+
+/// berth's `heartbeat_before_sql(n)`.
+fn batch_before_sql(n: usize) -> String {
+    let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!(
+        "SELECT id, status, current_task, max_concurrent_tasks, inbound_secret, \
+         inbound_secret_key_id, \
+         (SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
+         FROM workspaces WHERE id IN ({})",
+        ids.join(", ")
+    )
+}
+
+/// berth's `heartbeat_update_sql(rows)`.
+fn batch_update_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p: Vec<String> = (0..7).map(|c| format!("${}", 2 + r * 7 + c)).collect();
+            format!("({})", p.join(", "))
+        })
+        .collect();
+    format!(
+        "UPDATE workspaces SET last_heartbeat_at = $1, updated_at = $1, \
+         last_error_rate = v.column2, last_sample_error = v.column3, active_tasks = v.column4, \
+         uptime_seconds = v.column5, current_task = v.column6, \
+         monthly_spend = COALESCE(v.column7, workspaces.monthly_spend) \
+         FROM (VALUES {}) AS v \
+         WHERE workspaces.id = v.column1 AND workspaces.status <> 'removed'",
+        values.join(", ")
+    )
+}
+
+/// `sqlite-heartbeat-batch --db FILE --batch B`: berth's group commit of `B` heartbeats (the
+/// batched read and UPDATE in one write transaction; each heartbeat's token check from berth's
+/// cache, so none), one batch after another as berth's single flush does. `count` and
+/// `throughput` are heartbeats; the latencies are of whole batches.
+pub async fn heartbeat_batch(args: &Args) -> Result<Report> {
+    let mut plan = plan(args)?;
+    let batch: usize = args.num("batch", 64)?.max(1);
+    plan.count = plan.count.div_ceil(batch);
+    plan.concurrency = 1;
+    let pool = open(args, 1).await?;
+    let agents = online_agents(&pool).await?;
+    let count = agents.len();
+    let (before, update) = (
+        Arc::new(batch_before_sql(batch.min(count))),
+        Arc::new(batch_update_sql(batch.min(count))),
+    );
+    let mut report = drive(plan, move |i| {
+        let (pool, agents) = (pool.clone(), Arc::clone(&agents));
+        let (before, update) = (Arc::clone(&before), Arc::clone(&update));
+        async move {
+            let n = batch.min(agents.len());
+            let ids: Vec<Uuid> = (0..n)
+                .map(|k| agents[(i * n + k) % agents.len()].0)
+                .collect();
+            let now = Utc::now();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut q = sqlx::query(AssertSqlSafe(before.as_str()));
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.fetch_all(&mut *tx).await?;
+            let mut q = sqlx::query(AssertSqlSafe(update.as_str())).bind(now);
+            for id in &ids {
+                q = q
+                    .bind(id)
+                    .bind(0.0f64)
+                    .bind("")
+                    .bind(0i64)
+                    .bind(i as i64)
+                    .bind("")
+                    .bind(Option::<i64>::None);
+            }
+            q.execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(None)
+        }
+    })
+    .await;
+    report.count *= batch;
+    report.extra.insert("agents".into(), json!(count));
+    report.extra.insert("batch".into(), json!(batch));
     Ok(report)
 }

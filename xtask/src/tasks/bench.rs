@@ -11,7 +11,7 @@
 //! | `POST /workspaces` (external) at concurrency 1 and 32 | the create's SQL: `pgbench` script / sqlx loop |
 //! | `GET /workspaces/{id}` | an axum route with a fixed body of the same size |
 //! | `GET /workspaces` with 100, 1,000, 10,000 rows | the list SELECT: `psql` into /dev/null / sqlx |
-//! | `POST /registry/heartbeat`, 1,000 and 10,000 agents | the heartbeat's SQL: `pgbench` / sqlx |
+//! | `POST /registry/heartbeat`, 1,000 and 10,000 agents, c=32 and c=256 | the per-heartbeat SQL (`pgbench` / sqlx), and the batched SQL at berth's mean batch size |
 //! | create p99 while 10,000 agents beat every 30 s | the same creates without the beats |
 //! | create → `online`, process provisioner | `berth agent` started by hand, to its first register |
 //! | event fan-out: 1,000 `/ws` subscribers, 20 events/s | an axum WebSocket route fed by a bare `tokio::sync::broadcast`, same frame size |
@@ -638,30 +638,8 @@ impl Bench {
                     );
                 }
                 let count = self.sizes.heartbeats;
-                let measure = self.loadgen(
-                    &format!("POST /registry/heartbeat, {size} agents ×{count} c=32"),
-                    "heartbeat",
-                    &[
-                        ("base", server.base.clone()),
-                        ("agents", path_str(&agents)?.to_owned()),
-                        ("count", count.to_string()),
-                        ("concurrency", "32".into()),
-                    ],
-                )?;
-                server.ensure_running()?;
-                let (name, baseline) = match store {
-                    Store::Sqlite => (
-                        "sqlx loop, same SQL",
-                        self.loadgen(
-                            "baseline: heartbeat SQL via sqlx c=32",
-                            "sqlite-heartbeat",
-                            &[
-                                ("db", path_str(&db.sqlite_file())?.to_owned()),
-                                ("count", count.to_string()),
-                                ("concurrency", "32".into()),
-                            ],
-                        )?,
-                    ),
+                let agents_in_db = match store {
+                    Store::Sqlite => 0,
                     Store::Postgres(cluster) => {
                         let n: u64 = self
                             .psql(cluster, &db.name, sql::AGENTS_TABLE)?
@@ -670,32 +648,109 @@ impl Bench {
                             .and_then(|l| l.trim().parse().ok())
                             .context("counting the registered agents")?;
                         ensure!(n > 0, "no online agents to replay heartbeats for");
-                        (
-                            "pgbench, same SQL",
-                            self.pgbench(
-                                cluster,
-                                &db.name,
-                                &format!("heartbeat-{size}"),
-                                &sql::heartbeat_script(n),
-                                32,
-                                count,
-                            )?,
-                        )
+                        n
                     }
                 };
-                let ratio = ratio(measure.throughput, baseline.throughput);
-                report.rows.push(Row {
-                    scenario: format!("POST /registry/heartbeat, {size} agents, c=32"),
-                    measure,
-                    baseline_name: name.into(),
-                    baseline: Some(baseline),
-                    ratio,
-                    ratio_note: None,
-                    target: Some(Target {
-                        text: "ratio ≥ 0.7".into(),
-                        met: ratio.is_some_and(|r| r >= 0.7),
-                    }),
-                });
+                for concurrency in [32usize, 256] {
+                    let batches_before = scrape_batches(&server.base)?;
+                    let measure = self.loadgen(
+                        &format!(
+                            "POST /registry/heartbeat, {size} agents ×{count} c={concurrency}"
+                        ),
+                        "heartbeat",
+                        &[
+                            ("base", server.base.clone()),
+                            ("agents", path_str(&agents)?.to_owned()),
+                            ("count", count.to_string()),
+                            ("concurrency", concurrency.to_string()),
+                        ],
+                    )?;
+                    server.ensure_running()?;
+                    let batches_after = scrape_batches(&server.base)?;
+                    // berth's mean batch in this run: the batched baseline runs the same size.
+                    let batch = ((batches_after.1 - batches_before.1)
+                        / (batches_after.0 - batches_before.0).max(1.0))
+                    .round()
+                    .max(1.0) as usize;
+                    let (name, baseline, batched) = match store {
+                        Store::Sqlite => (
+                            "sqlx, same SQL, one transaction per heartbeat",
+                            self.loadgen(
+                                &format!("baseline: heartbeat SQL via sqlx c={concurrency}"),
+                                "sqlite-heartbeat",
+                                &[
+                                    ("db", path_str(&db.sqlite_file())?.to_owned()),
+                                    ("count", count.to_string()),
+                                    ("concurrency", concurrency.to_string()),
+                                ],
+                            )?,
+                            self.loadgen(
+                                &format!("baseline: batched heartbeat SQL via sqlx, batch {batch}"),
+                                "sqlite-heartbeat-batch",
+                                &[
+                                    ("db", path_str(&db.sqlite_file())?.to_owned()),
+                                    ("count", count.to_string()),
+                                    ("batch", batch.to_string()),
+                                ],
+                            )?,
+                        ),
+                        Store::Postgres(cluster) => {
+                            let single = self.pgbench(
+                                cluster,
+                                &db.name,
+                                &format!("heartbeat-{size}-c{concurrency}"),
+                                &sql::heartbeat_script(agents_in_db),
+                                concurrency,
+                                count,
+                            )?;
+                            let mut batched = self.pgbench(
+                                cluster,
+                                &db.name,
+                                &format!("heartbeat-batch-{size}-c{concurrency}"),
+                                &sql::heartbeat_batch_script(agents_in_db, batch),
+                                1,
+                                count.div_ceil(batch).max(20),
+                            )?;
+                            // Transactions per second → heartbeats per second.
+                            batched.throughput *= batch as f64;
+                            batched.count *= batch as u64;
+                            (
+                                "pgbench, same SQL, one transaction per heartbeat",
+                                single,
+                                batched,
+                            )
+                        }
+                    };
+                    let single_ratio = ratio(measure.throughput, baseline.throughput);
+                    report.rows.push(Row {
+                        scenario: format!(
+                            "POST /registry/heartbeat, {size} agents, c={concurrency}"
+                        ),
+                        measure: measure.clone(),
+                        baseline_name: name.into(),
+                        baseline: Some(baseline),
+                        ratio: single_ratio,
+                        ratio_note: None,
+                        target: Some(Target {
+                            text: "≥ 20,000 heartbeats/s (issue 15)".into(),
+                            met: measure.throughput >= 20_000.0,
+                        }),
+                    });
+                    let batched_ratio = ratio(measure.throughput, batched.throughput);
+                    report.rows.push(Row {
+                        scenario: format!(
+                            "POST /registry/heartbeat, {size} agents, c={concurrency}, vs its batched SQL"
+                        ),
+                        measure,
+                        baseline_name: format!(
+                            "the batched statements alone, batch {batch} (berth's mean), one at a time"
+                        ),
+                        baseline: Some(batched),
+                        ratio: batched_ratio,
+                        ratio_note: None,
+                        target: None,
+                    });
+                }
             }
         }
         report.memory.push(Memory {
@@ -1061,6 +1116,37 @@ fn db_log(agents: &Path, name: &str) -> PathBuf {
 }
 
 /// `a / b`, when both are positive.
+/// The heartbeat batch histogram's `_count` and `_sum` from a bench server's `/metrics` (a plain
+/// HTTP/1.0 request: xtask has no HTTP client).
+fn scrape_batches(base: &str) -> Result<(f64, f64)> {
+    use std::io::{Read as _, Write as _};
+    let addr = base
+        .strip_prefix("http://")
+        .context("a bench server's base URL is http://")?;
+    let mut conn = std::net::TcpStream::connect(addr).context("connecting for /metrics")?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    ensure!(
+        text.contains("berth_heartbeat_batch_size"),
+        "no heartbeat batch histogram in /metrics:\n{text}"
+    );
+    // Absent until the first batch.
+    let read = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok((
+        read("berth_heartbeat_batch_size_count "),
+        read("berth_heartbeat_batch_size_sum "),
+    ))
+}
+
 fn ratio(a: f64, b: f64) -> Option<f64> {
     (a > 0.0 && b > 0.0).then(|| a / b)
 }

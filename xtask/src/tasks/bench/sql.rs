@@ -94,6 +94,41 @@ pub fn heartbeat_script(agents: u64) -> String {
     )
 }
 
+/// The pgbench script of berth's group commit of `batch` heartbeats over `agents` rows of
+/// `bench_agents`: the batched read and the `UPDATE … FROM (VALUES …)` in one transaction, with
+/// the token checks answered from berth's cache (so none here).
+pub fn heartbeat_batch_script(agents: u64, batch: usize) -> String {
+    let mut script = String::new();
+    for i in 0..batch {
+        script.push_str(&format!("\\set k{i} random(1, {agents})\n"));
+    }
+    let id = |i: usize| format!("(SELECT id FROM bench_agents WHERE k = :k{i})");
+    let ids: Vec<String> = (0..batch).map(id).collect();
+    let rows: Vec<String> = (0..batch)
+        .map(|i| {
+            format!(
+                "({}, 0::float8, '', 0::bigint, :k{i}::bigint, '', NULL::bigint)",
+                id(i)
+            )
+        })
+        .collect();
+    script.push_str(&format!(
+        "BEGIN;\n\
+         SELECT id, status, current_task, max_concurrent_tasks, inbound_secret, inbound_secret_key_id, \
+         (SELECT COUNT(*) FROM a2a_queue q WHERE q.workspace_id = workspaces.id AND q.status = 'queued') \
+         FROM workspaces WHERE id IN ({});\n\
+         UPDATE workspaces SET last_heartbeat_at = now(), updated_at = now(), \
+         last_error_rate = v.column2, last_sample_error = v.column3, active_tasks = v.column4, \
+         uptime_seconds = v.column5, current_task = v.column6, \
+         monthly_spend = COALESCE(v.column7, workspaces.monthly_spend) \
+         FROM (VALUES {}) AS v WHERE workspaces.id = v.column1 AND workspaces.status <> 'removed';\n\
+         COMMIT;\n",
+        ids.join(", "),
+        rows.join(", ")
+    ));
+    script
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +144,14 @@ mod tests {
     #[test]
     fn heartbeat_script_picks_among_the_agents() {
         assert!(heartbeat_script(1000).starts_with("\\set k random(1, 1000)\n"));
+    }
+
+    #[test]
+    fn batch_script_reads_and_writes_every_row_once() {
+        let script = heartbeat_batch_script(1000, 3);
+        assert_eq!(script.matches("random(1, 1000)").count(), 3);
+        assert_eq!(script.matches("::bigint, '', NULL::bigint)").count(), 3);
+        assert!(script.contains(":k2"));
+        assert!(!script.contains(":k3"));
     }
 }
