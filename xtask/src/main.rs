@@ -60,6 +60,12 @@ const TASKS: &[Task] = &[
         run: tasks::bench::run,
     },
     Task {
+        name: "soak",
+        usage: "[--quick] [--agents N] [--secs S]",
+        about: "issue 15's soak: 100,000 agents heartbeating every 30 s under creates and reads, both stores (target/bench/soak.md)",
+        run: tasks::bench::soak,
+    },
+    Task {
         name: "chaos",
         usage: "[--quick] [--seed N] [--only crash,pg,fuzz,ws] [--berth PATH]",
         about: "the chaos suite against the release binary: kill -9, PostgreSQL restarts, fuzz, slow WebSockets",

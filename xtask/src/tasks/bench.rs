@@ -26,7 +26,10 @@
 
 mod procs;
 mod report;
+mod soak;
 mod sql;
+
+pub use soak::run as soak;
 
 use std::{
     fs,
@@ -179,7 +182,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         loadgen: root.join("target/release/berth-loadgen"),
         sizes: Sizes::new(quick),
         scratch: TempDir::create(out_dir.join(format!("tmp-{}", std::process::id())))?,
-        nofile: raised_nofile(),
+        nofile: raised_nofile(NOFILE_NEEDED),
         root,
     };
 
@@ -255,9 +258,9 @@ fn machine() -> String {
 const NOFILE_NEEDED: u64 = FANOUT_SUBSCRIBERS as u64 + 1024;
 
 /// The open-file limit to start children with when the soft limit (from `/proc/self/limits`) is
-/// below [`NOFILE_NEEDED`]: the hard limit, at most 4 × that. `None` when no raise is needed (or
-/// the limits cannot be read, in which case the fan-out run reports its connect errors).
-fn raised_nofile() -> Option<u64> {
+/// below `needed`: the hard limit, at most 4 × that. `None` when no raise is needed (or the
+/// limits cannot be read, in which case the run reports its connect errors).
+fn raised_nofile(needed: u64) -> Option<u64> {
     let limits = fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let mut nums = line.split_whitespace().filter_map(|w| {
@@ -266,15 +269,15 @@ fn raised_nofile() -> Option<u64> {
             .or((w == "unlimited").then_some(u64::MAX))
     });
     let (soft, hard) = (nums.next()?, nums.next()?);
-    if soft >= NOFILE_NEEDED {
+    if soft >= needed {
         return None;
     }
-    if hard < NOFILE_NEEDED {
+    if hard < needed {
         eprintln!(
-            "xtask: bench: the open-file hard limit ({hard}) is below the {NOFILE_NEEDED} the fan-out scenario needs; expect connect errors"
+            "xtask: bench: the open-file hard limit ({hard}) is below the {needed} the run needs; expect connect errors"
         );
     }
-    Some(hard.min(4 * NOFILE_NEEDED))
+    Some(hard.min(4 * needed))
 }
 
 impl Bench {
@@ -353,8 +356,14 @@ impl Bench {
             .args(["--provisioner", provisioner])
             .arg("--templates-dir")
             .arg(self.root.join("fixtures/templates"))
-            // No sweep may flip the bench's agents to `awaiting_agent` mid-run.
-            .args(["--sweep-interval-secs", "3600"])
+            // No sweep may flip the bench's agents to `awaiting_agent` mid-run (unless `extra`
+            // sets the interval: the soak sweeps at berth's default).
+            .args(
+                (!extra.contains(&"--sweep-interval-secs"))
+                    .then_some(["--sweep-interval-secs", "3600"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(["--remote-stale-after-secs", "3600"])
             // The rate limiter stays on, as in production, but with a budget no scenario reaches:
             // its per-request cost is part of every figure, its 429s are not.

@@ -13,7 +13,9 @@
 //!
 //! When the tests pass and the run covers the whole workspace, the embedding examples run (each
 //! checks what it shows), then the short form of the chaos suite
-//! follows (`cargo xtask chaos --quick`, a few minutes, see `chaos.rs`), so CI runs it too.
+//! follows (`cargo xtask chaos --quick`, a few minutes, see `chaos.rs`), then the short form of the
+//! soak (`cargo xtask soak --quick --secs 20`: 10,000 agents on each store, see `bench/soak.rs`),
+//! so CI runs them too.
 //!
 //! With `BERTH_TEST_PG_URL` already set, no cluster is started and that server is used.
 //! Arguments that pick packages (`-p`, `--package`) replace `--workspace`; arguments after a
@@ -29,7 +31,7 @@ use anyhow::Result;
 use crate::{
     cluster::Cluster,
     process::{cargo, exit_code, run_echoed},
-    tasks::{chaos, image},
+    tasks::{bench, chaos, image},
     workspace_root,
 };
 
@@ -72,7 +74,11 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    chaos::run(&["--quick".to_owned()])
+    let code = chaos::run(&["--quick".to_owned()])?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    bench::soak(&["--quick".to_owned(), "--secs".to_owned(), "20".to_owned()])
 }
 
 /// The embedding examples a user copies from (`cargo test` only compiles them): each runs and
