@@ -221,8 +221,10 @@ impl WorkspaceService {
         Ok(owner)
     }
 
-    /// Forgets the cached tokens of these workspaces: called before (and after) anything that
-    /// revokes a token or removes a workspace, so this instance refuses the token at once.
+    /// Forgets the cached tokens of these workspaces: called right after anything that revokes
+    /// a token or removes a workspace commits, so this instance refuses the token from then on
+    /// (a lookup that read the database before the commit does not put it back: see
+    /// [`crate::token`]'s cache).
     pub(crate) fn forget_tokens(&self, workspaces: &[WorkspaceId]) {
         self.token_cache.forget(workspaces);
     }

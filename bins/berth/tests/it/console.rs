@@ -412,3 +412,80 @@ async fn the_console_works_from_the_keyboard_in_light_and_dark() {
     b.screenshot("dark").await;
     assert_no_csp_errors(&b).await;
 }
+
+/// At 10,000 workspaces the overview reads one page of 50 (not the whole list), says more are
+/// left, loads the next page on "Load more", and a workspace created meanwhile shows up live
+/// without a reload.
+#[tokio::test]
+async fn the_overview_stays_paged_at_ten_thousand_workspaces() {
+    const TOTAL: usize = 10_000;
+    const WORKERS: usize = 32;
+    let root = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_release(&root.path().join("berth-data"), &[]).await;
+    let http = reqwest::Client::new();
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (http, base, token) = (
+            http.clone(),
+            server.base.clone(),
+            server.admin_token.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for i in (w..TOTAL).step_by(WORKERS) {
+                let resp = http
+                    .post(format!("{base}/workspaces"))
+                    .bearer_auth(&token)
+                    .json(&json!({"name": format!("agent-{i:05}"), "external": true}))
+                    .send()
+                    .await
+                    .expect("create");
+                assert_eq!(resp.status(), 201, "create {i}");
+            }
+        }));
+    }
+    for w in workers {
+        w.await.expect("creator");
+    }
+
+    let b = Browser::start("ten-thousand").await;
+    b.goto(&server.base).await;
+    sign_in(&b, &server.admin_token).await;
+    b.wait_text("#counts", PATIENCE, "the first page", |t| {
+        t.starts_with("50 workspaces listed (more to load)")
+    })
+    .await;
+    let rows = "return document.querySelectorAll('tbody tr').length;";
+    assert_eq!(b.script(rows, json!([])).await, 50);
+    // The page asked for one page, never the whole list.
+    let asked = b
+        .script(
+            "return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.includes('/workspaces?'));",
+            json!([]),
+        )
+        .await;
+    let asked: Vec<String> = serde_json::from_value(asked).expect("resource names");
+    assert!(
+        !asked.is_empty() && asked.iter().all(|n| n.contains("limit=50")),
+        "list requests: {asked:?}"
+    );
+    b.screenshot("first-page").await;
+
+    let more = b.wait("#load-more", QUICK).await;
+    b.click(&more).await;
+    b.wait_text("#counts", PATIENCE, "the second page", |t| {
+        t.starts_with("100 workspaces listed (more to load)")
+    })
+    .await;
+
+    // A new workspace appears live.
+    let (status, created) = server
+        .admin_post("/workspaces", &json!({"name": "late-arrival", "external": true}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    b.wait_text("tbody", PATIENCE, "the new workspace", |t| {
+        t.contains("late-arrival")
+    })
+    .await;
+    b.screenshot("live-row").await;
+    assert_no_csp_errors(&b).await;
+}
