@@ -2588,10 +2588,10 @@ macro_rules! impl_workspace_store {
             /// The same database with another key ring (a rotation: the new active key first,
             /// the old ones after it).
             pub fn with_key_ring(&self, keys: $crate::KeyRing) -> Self {
+                // The same pool, event signal and (SQLite) writer queue.
                 Self {
-                    pool: self.pool.clone(),
                     keys,
-                    events: self.events.clone(),
+                    ..self.clone()
                 }
             }
         }

@@ -72,6 +72,9 @@ pub(crate) struct Tx<DB: Database> {
     pub(crate) inner: Transaction<'static, DB>,
     pub(crate) signal: EventSignal,
     pub(crate) recorded: bool,
+    /// SQLite: this process's writer slot, held until the transaction ends (see
+    /// `SqliteStore::begin`); dropped after `inner`, as fields drop in order.
+    pub(crate) _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl<DB: Database> Tx<DB> {
@@ -80,6 +83,7 @@ impl<DB: Database> Tx<DB> {
             inner,
             signal: signal.clone(),
             recorded: false,
+            _writer: None,
         }
     }
 
