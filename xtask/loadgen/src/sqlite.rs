@@ -100,16 +100,19 @@ pub async fn create(args: &Args) -> Result<Report> {
     let plan = plan(args)?;
     let pool = open(args, plan.concurrency).await?;
     let prefix = args.opt("prefix").unwrap_or("sqlb").to_owned();
-    let list: Vec<String> = (1..=NAME_ATTEMPTS).map(|i| format!("${i}")).collect();
+    let list: Vec<String> = (2..=NAME_ATTEMPTS + 1).map(|i| format!("${i}")).collect();
     let taken = Arc::new(format!(
-        "SELECT name FROM workspaces WHERE parent_id IS NULL AND status <> 'removed' AND name IN ({})",
+        "SELECT name FROM workspaces WHERE COALESCE(parent_id, X'00000000000000000000000000000000') = $1 \
+         AND status <> 'removed' AND name IN ({})",
         list.join(", ")
     ));
     Ok(drive(plan, move |i| {
         let (pool, taken) = (pool.clone(), Arc::clone(&taken));
         let name = format!("{prefix}-{i}");
         async move {
-            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(taken.as_str())).bind(&name);
+            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(taken.as_str()))
+                .bind(Uuid::nil())
+                .bind(&name);
             for k in 1..NAME_ATTEMPTS {
                 q = q.bind(format!("{name} ({})", k + 1));
             }

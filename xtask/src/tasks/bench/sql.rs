@@ -39,7 +39,7 @@ pub fn create_script() -> String {
     );
     format!(
         "\\set n random(1, 999999999999999)\n\
-         SELECT name FROM workspaces WHERE parent_id IS NULL AND status <> 'removed' AND name IN ({candidates});\n\
+         SELECT name FROM workspaces WHERE COALESCE(parent_id, '00000000-0000-0000-0000-000000000000'::uuid) = '00000000-0000-0000-0000-000000000000'::uuid AND status <> 'removed' AND name IN ({candidates});\n\
          BEGIN;\n\
          INSERT INTO workspaces (id, name, role, tier, runtime, status, url, parent_id, workspace_dir, \
          workspace_access, budget_limit, max_concurrent_tasks, delivery_mode, compute, \
