@@ -12,6 +12,7 @@ mod session_search;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod touch;
 mod viewport;
 mod wake;
 

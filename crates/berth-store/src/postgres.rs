@@ -17,6 +17,8 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) keys: KeyRing,
     pub(crate) events: EventSignal,
+    /// Token uses waiting to be written (`touch.rs`).
+    pub(crate) touches: crate::touch::TokenTouches,
 }
 
 impl PgStore {
@@ -47,6 +49,7 @@ impl PgStore {
             pool,
             keys,
             events: EventSignal::new(),
+            touches: Default::default(),
         })
     }
 

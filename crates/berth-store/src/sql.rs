@@ -385,10 +385,6 @@ SELECT t.id, t.workspace_id, t.last_used_at FROM workspace_auth_tokens t \
 JOIN workspaces w ON w.id = t.workspace_id \
 WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND w.status <> 'removed'";
 
-pub(crate) const TOUCH_TOKEN: &str = "\
-UPDATE workspace_auth_tokens SET last_used_at = $1 \
-WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)";
-
 pub(crate) const COUNT_LIVE_TOKENS: &str =
     "SELECT COUNT(*) FROM workspace_auth_tokens WHERE workspace_id = $1 AND revoked_at IS NULL";
 
@@ -1275,15 +1271,15 @@ macro_rules! impl_workspace_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 let Some((token_id, workspace, last_used)) = row else { return Ok(None) };
-                let now = $crate::model::now();
-                let stale = now - chrono::Duration::seconds(60);
+                let stale = $crate::model::now() - chrono::Duration::seconds(60);
                 if last_used.is_none_or(|t| t < stale) {
-                    sqlx::query::<$db>($crate::sql::TOUCH_TOKEN)
-                        .bind(now)
-                        .bind(token_id)
-                        .bind(stale)
-                        .execute(&self.pool)
-                        .await?;
+                    // Written with the other uses noted meanwhile (`touch.rs`), before answering.
+                    let (written, start) = self.touches.note(token_id);
+                    if start {
+                        let store = self.clone();
+                        tokio::spawn(async move { store.flush_touches().await });
+                    }
+                    let _ = written.await;
                 }
                 Ok(Some(workspace.into()))
             }
@@ -2587,6 +2583,43 @@ macro_rules! impl_workspace_store {
         }
 
         impl $store {
+            /// Writes the noted token uses until none waits (one flush at a time; see `touch.rs`).
+            async fn flush_touches(&self) {
+                /// Releases the waiting checks should this flush unwind.
+                struct Abandon<'a>(&'a $crate::touch::TokenTouches);
+                impl Drop for Abandon<'_> {
+                    fn drop(&mut self) {
+                        self.0.abandon();
+                    }
+                }
+                let guard = Abandon(&self.touches);
+                while let Some(batch) = self.touches.next_batch() {
+                    let mut ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let now = $crate::touch::flush_time();
+                    let written: $crate::Result<()> = async {
+                        let mut tx = self.begin().await?;
+                        for chunk in ids.chunks($crate::touch::TOUCH_ROWS_PER_STATEMENT) {
+                            let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::touch::touch_sql(chunk.len()))).bind(now);
+                            for id in chunk {
+                                q = q.bind(*id);
+                            }
+                            q.execute(&mut *tx).await?;
+                        }
+                        tx.commit().await
+                    }
+                    .await;
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, tokens = ids.len(), "recording token use failed");
+                    }
+                    for (_, done) in batch {
+                        let _ = done.send(());
+                    }
+                }
+                std::mem::forget(guard);
+            }
+
             /// The same database with another key ring (a rotation: the new active key first,
             /// the old ones after it).
             pub fn with_key_ring(&self, keys: $crate::KeyRing) -> Self {

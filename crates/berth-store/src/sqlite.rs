@@ -18,6 +18,8 @@ pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     pub(crate) keys: KeyRing,
     pub(crate) events: EventSignal,
+    /// Token uses waiting to be written (`touch.rs`).
+    pub(crate) touches: crate::touch::TokenTouches,
     /// One write transaction at a time, queued in arrival order (see [`Self::begin`]).
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
@@ -66,6 +68,7 @@ impl SqliteStore {
             pool,
             keys,
             events: EventSignal::new(),
+            touches: Default::default(),
             writer: Default::default(),
         })
     }
