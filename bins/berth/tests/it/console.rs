@@ -479,7 +479,10 @@ async fn the_overview_stays_paged_at_ten_thousand_workspaces() {
 
     // A new workspace appears live.
     let (status, created) = server
-        .admin_post("/workspaces", &json!({"name": "late-arrival", "external": true}))
+        .admin_post(
+            "/workspaces",
+            &json!({"name": "late-arrival", "external": true}),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
     b.wait_text("tbody", PATIENCE, "the new workspace", |t| {
