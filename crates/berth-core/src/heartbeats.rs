@@ -13,13 +13,11 @@
 //! - **Cancellation-safe.** The flush runs in its own task: a caller that goes away (its client
 //!   disconnected) does not cancel a transaction that carries other callers' heartbeats.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_domain::WorkspaceId;
-use berth_store::{Heartbeat, HeartbeatOutcome, WorkspaceStore};
-use tokio::sync::oneshot;
+use berth_store::{FlushGuard, GroupCommit, Heartbeat, HeartbeatOutcome, WorkspaceStore};
 
 /// Bounds of the heartbeat batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,25 +37,14 @@ impl Default for HeartbeatBatching {
     }
 }
 
-type Reply = oneshot::Sender<Result<HeartbeatOutcome, berth_store::Error>>;
-
-struct Waiting {
-    id: WorkspaceId,
-    heartbeat: Heartbeat,
-    reply: Reply,
-}
-
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Waiting>,
-    flushing: bool,
-}
+type Outcome = Result<HeartbeatOutcome, berth_store::Error>;
 
 /// The batcher: shared by the service's clones.
 pub(crate) struct HeartbeatBatcher {
     store: Arc<dyn WorkspaceStore>,
     settings: HeartbeatBatching,
-    queue: Mutex<Queue>,
+    /// The store's group-commit queue (`berth_store::GroupCommit`, also behind token uses).
+    queue: GroupCommit<(WorkspaceId, Heartbeat), Outcome>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -78,27 +65,14 @@ impl HeartbeatBatcher {
                 max_batch: settings.max_batch.max(1),
                 ..settings
             },
-            queue: Mutex::default(),
+            queue: GroupCommit::default(),
             metrics,
         }
     }
 
     /// Applies one heartbeat with whatever else is waiting; answers after the commit.
-    pub(crate) async fn submit(
-        self: &Arc<Self>,
-        id: WorkspaceId,
-        heartbeat: Heartbeat,
-    ) -> Result<HeartbeatOutcome, berth_store::Error> {
-        let (reply, answer) = oneshot::channel();
-        let start = {
-            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            q.waiting.push_back(Waiting {
-                id,
-                heartbeat,
-                reply,
-            });
-            !std::mem::replace(&mut q.flushing, true)
-        };
+    pub(crate) async fn submit(self: &Arc<Self>, id: WorkspaceId, heartbeat: Heartbeat) -> Outcome {
+        let (answer, start) = self.queue.join((id, heartbeat));
         if start {
             tokio::spawn(self.clone().flush_while_waiting());
         }
@@ -109,29 +83,19 @@ impl HeartbeatBatcher {
         })
     }
 
-    /// Flushes until nothing waits, then lets the next heartbeat start a new flush.
+    /// Flushes until nothing waits, then lets the next heartbeat start a new flush. Should a
+    /// flush unwind, its callers get an error and the next heartbeat starts afresh.
     async fn flush_while_waiting(self: Arc<Self>) {
-        // Should a flush panic, its callers get an error and the next heartbeat starts afresh.
-        let guard = FlushGuard(&self);
+        let guard = FlushGuard::new(&self.queue);
         loop {
             if !self.settings.window.is_zero() {
                 self.gather().await;
             }
-            let batch: Vec<Waiting> = {
-                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-                if q.waiting.is_empty() {
-                    q.flushing = false;
-                    std::mem::forget(guard);
-                    return;
-                }
-                let n = q.waiting.len().min(self.settings.max_batch);
-                q.waiting.drain(..n).collect()
+            let Some(batch) = self.queue.next_batch(self.settings.max_batch) else {
+                break;
             };
             self.metrics.observe_heartbeat_batch(batch.len());
-            let (items, replies): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .map(|w| ((w.id, w.heartbeat), w.reply))
-                .unzip();
+            let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             match self.store.heartbeats(items).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
@@ -149,6 +113,7 @@ impl HeartbeatBatcher {
                 }
             }
         }
+        guard.done();
     }
 
     /// With a window: when the flush has company but not a full batch, waits up to the window
@@ -156,28 +121,11 @@ impl HeartbeatBatcher {
     async fn gather(&self) {
         let deadline = tokio::time::Instant::now() + self.settings.window;
         loop {
-            let n = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .waiting
-                .len();
+            let n = self.queue.waiting();
             if n <= 1 || n >= self.settings.max_batch || tokio::time::Instant::now() >= deadline {
                 return;
             }
             tokio::time::sleep(Duration::from_micros(200).min(self.settings.window)).await;
         }
-    }
-}
-
-/// Resets the flush flag and fails what waits if a flush unwinds.
-struct FlushGuard<'a>(&'a HeartbeatBatcher);
-
-impl Drop for FlushGuard<'_> {
-    fn drop(&mut self) {
-        let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-        q.flushing = false;
-        // Dropping the replies answers their callers with an error.
-        q.waiting.clear();
     }
 }

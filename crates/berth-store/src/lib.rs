@@ -4,6 +4,7 @@ mod activity;
 mod bundle;
 pub mod cipher;
 mod error;
+mod group;
 mod model;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -12,7 +13,6 @@ mod session_search;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
-mod touch;
 mod viewport;
 mod wake;
 
@@ -25,6 +25,7 @@ pub use activity::{ACTIVITY_PAGE_MAX, ActivityQuery, ActivityRecord, ActivitySou
 pub use bundle::{ConfigEdit, WorkspaceOrigin};
 pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
+pub use group::{FlushGuard, GroupCommit};
 pub use model::*;
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;

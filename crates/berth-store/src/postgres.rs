@@ -17,8 +17,8 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) keys: KeyRing,
     pub(crate) events: EventSignal,
-    /// Token uses waiting to be written (`touch.rs`).
-    pub(crate) touches: crate::touch::TokenTouches,
+    /// Token uses waiting to be written (`group.rs`); clones share them.
+    pub(crate) touches: std::sync::Arc<crate::GroupCommit<uuid::Uuid, ()>>,
 }
 
 impl PgStore {

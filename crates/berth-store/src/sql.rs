@@ -334,7 +334,6 @@ ON CONFLICT (workspace_id) DO UPDATE SET updated_at = excluded.updated_at";
 /// answer from that index: `parent_id IS NULL` could not use it and read every root workspace
 /// per create (found by the soak: creates slowed to ~100/s at 55,000 workspaces on SQLite).
 pub(crate) fn taken_names_sql(sqlite: bool, n: usize) -> String {
-    let list: Vec<String> = (0..n).map(|i| format!("${}", i + 2)).collect();
     let nil = if sqlite {
         "X'00000000000000000000000000000000'"
     } else {
@@ -343,7 +342,7 @@ pub(crate) fn taken_names_sql(sqlite: bool, n: usize) -> String {
     format!(
         "SELECT name FROM workspaces WHERE COALESCE(parent_id, {nil}) = $1 \
          AND status <> 'removed' AND name IN ({})",
-        list.join(", ")
+        placeholders(2, n)
     )
 }
 
@@ -404,7 +403,7 @@ pub(crate) const WORKSPACE_STATUS: &str = "SELECT status FROM workspaces WHERE i
 pub(crate) const HEARTBEAT_ROWS_PER_STATEMENT: usize = 500;
 
 /// `$1, $2, …, $n` from `$first`.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -1273,8 +1272,8 @@ macro_rules! impl_workspace_store {
                 let Some((token_id, workspace, last_used)) = row else { return Ok(None) };
                 let stale = $crate::model::now() - chrono::Duration::seconds(60);
                 if last_used.is_none_or(|t| t < stale) {
-                    // Written with the other uses noted meanwhile (`touch.rs`), before answering.
-                    let (written, start) = self.touches.note(token_id);
+                    // Written with the other uses noted meanwhile (`group.rs`), before answering.
+                    let (written, start) = self.touches.join(token_id);
                     if start {
                         let store = self.clone();
                         tokio::spawn(async move { store.flush_touches().await });
@@ -2583,25 +2582,18 @@ macro_rules! impl_workspace_store {
         }
 
         impl $store {
-            /// Writes the noted token uses until none waits (one flush at a time; see `touch.rs`).
+            /// Writes the noted token uses until none waits (one flush at a time; see `group.rs`).
             async fn flush_touches(&self) {
-                /// Releases the waiting checks should this flush unwind.
-                struct Abandon<'a>(&'a $crate::touch::TokenTouches);
-                impl Drop for Abandon<'_> {
-                    fn drop(&mut self) {
-                        self.0.abandon();
-                    }
-                }
-                let guard = Abandon(&self.touches);
-                while let Some(batch) = self.touches.next_batch() {
+                let guard = $crate::FlushGuard::new(&*self.touches);
+                while let Some(batch) = self.touches.next_batch(usize::MAX) {
                     let mut ids: Vec<uuid::Uuid> = batch.iter().map(|(id, _)| *id).collect();
                     ids.sort_unstable();
                     ids.dedup();
-                    let now = $crate::touch::flush_time();
+                    let now = $crate::model::now();
                     let written: $crate::Result<()> = async {
                         let mut tx = self.begin().await?;
-                        for chunk in ids.chunks($crate::touch::TOUCH_ROWS_PER_STATEMENT) {
-                            let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::touch::touch_sql(chunk.len()))).bind(now);
+                        for chunk in ids.chunks($crate::group::TOUCH_ROWS_PER_STATEMENT) {
+                            let mut q = sqlx::query::<$db>(sqlx::AssertSqlSafe($crate::group::touch_sql(chunk.len()))).bind(now);
                             for id in chunk {
                                 q = q.bind(*id);
                             }
@@ -2617,7 +2609,7 @@ macro_rules! impl_workspace_store {
                         let _ = done.send(());
                     }
                 }
-                std::mem::forget(guard);
+                guard.done();
             }
 
             /// The same database with another key ring (a rotation: the new active key first,

@@ -18,8 +18,8 @@ pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     pub(crate) keys: KeyRing,
     pub(crate) events: EventSignal,
-    /// Token uses waiting to be written (`touch.rs`).
-    pub(crate) touches: crate::touch::TokenTouches,
+    /// Token uses waiting to be written (`group.rs`); clones share them.
+    pub(crate) touches: std::sync::Arc<crate::GroupCommit<uuid::Uuid, ()>>,
     /// One write transaction at a time, queued in arrival order (see [`Self::begin`]).
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }

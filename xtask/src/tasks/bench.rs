@@ -825,13 +825,7 @@ impl Bench {
         sleep(Duration::from_secs(1));
         let loaded = creates("loaded", "paced creates, with heartbeats")?;
         beats.wait(Duration::from_secs(beat_secs + 60))?;
-        let beat = fs::read_to_string(&log)?
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .map(Measure::from_loadgen)
-            .transpose()?
-            .context("the background heartbeats printed no result")?;
+        let beat = last_measure(&log).context("the background heartbeats")?;
         let p99 = ratio(loaded.p99_ms, quiet.p99_ms);
         report.rows.push(Row {
             scenario: format!(
@@ -1120,6 +1114,17 @@ impl Bench {
 }
 
 /// A file next to `agents` (in the phase's data directory).
+/// The result line a background `berth-loadgen` wrote last to its log.
+fn last_measure(log: &Path) -> Result<Measure> {
+    fs::read_to_string(log)?
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .map(Measure::from_loadgen)
+        .transpose()?
+        .context("no result line")
+}
+
 fn db_log(agents: &Path, name: &str) -> PathBuf {
     agents.with_file_name(name)
 }

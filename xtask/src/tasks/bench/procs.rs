@@ -115,13 +115,23 @@ impl Server {
 
     /// Resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
     pub fn rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmRSS")
+    }
+
+    /// Peak resident memory in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        self.status_kib("VmHWM")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`.
+    fn status_kib(&self, field: &str) -> Result<u64> {
         let path = format!("/proc/{}/status", self.pid());
         let status = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no VmRSS line in {path}"))
+            .with_context(|| format!("no {field} line in {path}"))
     }
 
     /// The last lines of the server log, for error messages.

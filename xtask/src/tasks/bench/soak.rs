@@ -25,7 +25,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{
-    ADMIN_TOKEN, Bench, Db, Sizes, Store,
+    ADMIN_TOKEN, Bench, Db, Sizes, Store, last_measure,
     procs::{Background, Server, TempDir},
     raised_nofile,
     report::Measure,
@@ -174,17 +174,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(14)? + ticks(15)?) / hz)
 }
 
-/// Peak resident memory (`VmHWM`), MiB.
-fn peak_rss_mib(pid: u32) -> Result<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kib| kib / 1024.0)
-        .context("no VmHWM")
-}
-
 impl Bench {
     /// The database's size on disk, MiB.
     fn db_size_mib(&self, store: &Store<'_>, db: &Db) -> Result<f64> {
@@ -262,13 +251,7 @@ impl Bench {
     fn finish(&self, mut load: Background, kind: &str, tag: &str, secs: u64) -> Result<Measure> {
         load.wait(Duration::from_secs(secs + 120))?;
         let log = self.scratch.path().join(format!("{kind}-{tag}.log"));
-        let m = fs::read_to_string(&log)?
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .map(Measure::from_loadgen)
-            .transpose()?
-            .with_context(|| format!("the {kind} load ({tag}) printed no result"))?;
+        let m = last_measure(&log).with_context(|| format!("the {kind} load ({tag})"))?;
         if let Some(err) = &m.first_error {
             eprintln!(
                 "xtask: soak:   {kind} ({tag}): {} errors, the first: {err}",
@@ -375,16 +358,10 @@ impl Bench {
         outcome.cpu_share = Some(cpu / wall / cores);
         outcome.rss_mib = Some((
             server.rss_kib()? as f64 / 1024.0,
-            peak_rss_mib(server.pid())?,
+            server.peak_rss_kib()? as f64 / 1024.0,
         ));
         outcome.db_growth_mib = Some(self.db_size_mib(store, &db)? - size_before);
-        let beat = fs::read_to_string(&beat_log)?
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .map(Measure::from_loadgen)
-            .transpose()?
-            .context("the heartbeats printed no result")?;
+        let beat = last_measure(&beat_log).context("the heartbeats")?;
         if let Some(err) = &beat.first_error {
             eprintln!(
                 "xtask: soak:   heartbeats: {} errors, the first: {err}",
@@ -408,7 +385,7 @@ impl Bench {
             ],
         )?;
         server.ensure_running()?;
-        outcome.connections = Some((measure, peak_rss_mib(server.pid())?));
+        outcome.connections = Some((measure, server.peak_rss_kib()? as f64 / 1024.0));
         Ok(())
     }
 }
