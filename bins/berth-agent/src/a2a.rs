@@ -2,8 +2,8 @@
 //! and a health probe.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -21,10 +21,33 @@ const METHOD_NOT_FOUND: i64 = -32601;
 /// JSON-RPC: the method exists but the params do not fit it.
 const INVALID_PARAMS: i64 = -32602;
 
+/// The agent card served at `/.well-known/agent.json`: shared and replaceable, because a warm-pool
+/// member learns its workspace's name only when it is claimed (`pool.rs`).
+#[derive(Debug, Clone)]
+pub struct SharedCard(Arc<RwLock<Arc<Value>>>);
+
+impl SharedCard {
+    /// A shared card starting as `card`.
+    pub fn new(card: Value) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(card))))
+    }
+
+    /// The current card. The lock is held only to clone the `Arc`, never across an await.
+    pub fn get(&self) -> Arc<Value> {
+        // A poisoned lock still holds a whole card: writers only ever swap the `Arc`.
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the card; requests served from now on show the new one.
+    pub fn set(&self, card: Value) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(card);
+    }
+}
+
 /// Shared state of the A2A server.
 #[derive(Debug, Clone)]
 pub struct AgentState {
-    card: Arc<Value>,
+    card: SharedCard,
     in_flight: Arc<AtomicU64>,
     reply_delay: Duration,
 }
@@ -32,9 +55,9 @@ pub struct AgentState {
 impl AgentState {
     /// State serving `card`, counting requests in `in_flight` (read by the heartbeat), taking
     /// `reply_delay` over each `message/send`.
-    pub fn new(card: Value, in_flight: Arc<AtomicU64>, reply_delay: Duration) -> Self {
+    pub fn new(card: SharedCard, in_flight: Arc<AtomicU64>, reply_delay: Duration) -> Self {
         Self {
-            card: Arc::new(card),
+            card,
             in_flight,
             reply_delay,
         }
@@ -119,7 +142,7 @@ impl Drop for InFlight {
 }
 
 async fn card(State(state): State<AgentState>) -> Json<Value> {
-    Json((*state.card).clone())
+    Json((*state.card.get()).clone())
 }
 
 async fn health() -> Json<Value> {
@@ -231,6 +254,14 @@ mod tests {
         let out = send(json!({"jsonrpc": "2.0", "id": 2, "method": "message/send", "params": {}}));
         assert_eq!(out["error"]["code"], INVALID_PARAMS);
         assert_eq!(out["id"], 2);
+    }
+
+    #[test]
+    fn a_shared_card_can_be_replaced() {
+        let card = SharedCard::new(agent_card("before"));
+        let served = card.clone();
+        card.set(agent_card("after"));
+        assert_eq!(served.get()["name"], "after");
     }
 
     #[test]

@@ -32,6 +32,43 @@ impl fmt::Debug for Token {
     }
 }
 
+/// The secret of a warm-pool member (`$WORKSPACE_CONFIG_PATH/.pool_secret`): the bearer the
+/// platform presents on the pool routes. Its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PoolSecret(String);
+
+impl PoolSecret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The raw value, for the constant-time comparison with a presented bearer only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PoolSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PoolSecret([redacted])")
+    }
+}
+
+/// The warm-pool side of the configuration: present only when the agent starts as a pool member.
+#[derive(Debug, Clone)]
+pub struct PoolMember {
+    /// The secret read from `.pool_secret`.
+    pub secret: PoolSecret,
+    /// `WORKSPACE_CONFIG_PATH`: where a claim writes the workspace's files.
+    pub config_dir: PathBuf,
+}
+
+/// The file whose presence (with no token configured) makes the agent a warm-pool member.
+pub const POOL_SECRET_FILE: &str = ".pool_secret";
+/// The token file in the config dir, read at start and after a pool claim.
+pub const TOKEN_FILE: &str = ".auth_token";
+
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -41,6 +78,10 @@ pub struct Config {
     pub platform_url: String,
     /// `WORKSPACE_AUTH_TOKEN`, else `$WORKSPACE_CONFIG_PATH/.auth_token`.
     pub token: Option<Token>,
+    /// Warm-pool mode: `$WORKSPACE_CONFIG_PATH/.pool_secret` exists and no token is configured
+    /// (a token wins, and the pool secret file is then ignored). The agent serves, but registers
+    /// only once the platform has claimed it (`pool.rs`).
+    pub pool: Option<PoolMember>,
     /// `AGENT_HOST`: the address the A2A server binds.
     pub host: IpAddr,
     /// `AGENT_PORT`: the port the A2A server binds.
@@ -91,9 +132,18 @@ impl Config {
         let token = match get("WORKSPACE_AUTH_TOKEN") {
             Some(t) => Some(Token::new(t.trim().to_owned())),
             None => match &config_dir {
-                Some(dir) => read_token_file(&dir.join(".auth_token"))?,
+                Some(dir) => read_token_file(&dir.join(TOKEN_FILE))?,
                 None => None,
             },
+        };
+        let pool = match (&token, &config_dir) {
+            (None, Some(dir)) => {
+                read_pool_secret(&dir.join(POOL_SECRET_FILE))?.map(|secret| PoolMember {
+                    secret,
+                    config_dir: dir.clone(),
+                })
+            }
+            _ => None,
         };
 
         let port = match get("AGENT_PORT") {
@@ -139,6 +189,7 @@ impl Config {
             workspace_id,
             platform_url,
             token,
+            pool,
             host,
             port,
             agent_url,
@@ -152,7 +203,7 @@ impl Config {
 }
 
 /// Reads the token file; a missing or empty file means "no token", any other failure is an error.
-fn read_token_file(path: &Path) -> anyhow::Result<Option<Token>> {
+pub(crate) fn read_token_file(path: &Path) -> anyhow::Result<Option<Token>> {
     match std::fs::read_to_string(path) {
         Ok(s) if s.trim().is_empty() => Ok(None),
         Ok(s) => Ok(Some(Token::new(s.trim().to_owned()))),
@@ -161,9 +212,20 @@ fn read_token_file(path: &Path) -> anyhow::Result<Option<Token>> {
     }
 }
 
+/// Reads the pool secret file; missing means "not a pool member". An empty file is an error: a
+/// member whose secret is empty could be claimed by anyone who can reach its port.
+fn read_pool_secret(path: &Path) -> anyhow::Result<Option<PoolSecret>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if s.trim().is_empty() => bail!("{} is empty", path.display()),
+        Ok(s) => Ok(Some(PoolSecret::new(s.trim().to_owned()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// The value of the first top-level `name:` line of a template manifest: trimmed, an inline
 /// ` #` comment dropped, surrounding quotes stripped. A line scan is enough for one scalar key.
-fn manifest_name(text: &str) -> Option<String> {
+pub(crate) fn manifest_name(text: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| line.strip_prefix("name:"))
         .map(|value| {
@@ -267,6 +329,43 @@ mod tests {
         assert_eq!(c.agent_url, "http://agent.example:1");
         assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_pool_secret_without_a_token_makes_a_pool_member() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".pool_secret"), " pool-s3cret\n").unwrap();
+        let path = dir.path().to_str().unwrap();
+        let base = [
+            ("WORKSPACE_ID", "w"),
+            ("PLATFORM_URL", "http://p"),
+            ("WORKSPACE_CONFIG_PATH", path),
+        ];
+        let c = Config::from_lookup(lookup(&base)).unwrap();
+        let pool = c.pool.as_ref().expect("pool mode");
+        assert_eq!(pool.secret, PoolSecret::new("pool-s3cret".into()));
+        assert_eq!(pool.config_dir, dir.path());
+        assert_eq!(c.token, None);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pool-s3cret"), "{shown}");
+
+        // A token wins: normal mode, the pool secret file ignored.
+        let mut with_env_token = base.to_vec();
+        with_env_token.push(("WORKSPACE_AUTH_TOKEN", "tok"));
+        assert!(
+            Config::from_lookup(lookup(&with_env_token))
+                .unwrap()
+                .pool
+                .is_none()
+        );
+        std::fs::write(dir.path().join(".auth_token"), "tok\n").unwrap();
+        assert!(Config::from_lookup(lookup(&base)).unwrap().pool.is_none());
+
+        // An empty secret is refused rather than accepted as "any bearer".
+        std::fs::remove_file(dir.path().join(".auth_token")).unwrap();
+        std::fs::write(dir.path().join(".pool_secret"), "\n").unwrap();
+        let err = Config::from_lookup(lookup(&base)).unwrap_err();
+        assert!(err.to_string().contains(".pool_secret"), "{err}");
     }
 
     #[test]

@@ -14,12 +14,23 @@
 //! closed unanswered) and `AGENT_REPLY_DELAY_MS` (time each `message/send` takes).
 //! `BERTH_AGENT_PARENT_PID`, which berth's process backend sets, makes the agent die with that
 //! server (`parent.rs`).
+//!
+//! Warm-pool mode (protocol `berth.pool.v1`, `docs/warm-pool.md`, `pool.rs`): when no token is
+//! configured and `$WORKSPACE_CONFIG_PATH/.pool_secret` exists, the agent is a pool member. It
+//! serves A2A plus `GET /berth/pool` and `POST /berth/pool/claim` (bearer: the pool secret) and
+//! does not register. A claim writes the workspace's files into the config dir, deletes
+//! `.pool_secret`, names the agent card, and from then on the agent registers and heartbeats with
+//! the delivered `.auth_token` exactly as a normally started one. With a token configured the
+//! pool routes answer 404.
 
 mod a2a;
 mod config;
 mod parent;
+mod pool;
 mod registry;
 
+use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -28,11 +39,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing_subscriber::EnvFilter;
 
-use crate::a2a::AgentState;
+use crate::a2a::{AgentState, SharedCard};
 use crate::config::Config;
+use crate::pool::{Identity, Pool};
 use crate::registry::Registry;
 
 /// Sets up logging to stderr (`RUST_LOG`, default `info`).
@@ -53,13 +65,18 @@ pub async fn run_from_env() -> anyhow::Result<()> {
     run(config).await
 }
 
-/// Serves A2A, registers and heartbeats until SIGTERM or SIGINT.
+/// Serves A2A, registers and heartbeats until SIGTERM or SIGINT; a warm-pool member first waits
+/// to be claimed.
 async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     // Installed first, so a SIGTERM that arrives during start-up still ends in a clean exit.
     let mut signals = Signals::install()?;
     let in_flight = Arc::new(AtomicU64::new(0));
-    let card = a2a::agent_card(&config.name);
+    let card = SharedCard::new(a2a::agent_card(&config.name));
+    let pool = config
+        .pool
+        .clone()
+        .map(|member| Pool::new(member, config.workspace_id.clone(), card.clone()));
 
     // Serve before registering: the platform may call the agent as soon as it is registered.
     let addr = SocketAddr::new(config.host, config.port);
@@ -70,15 +87,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         workspace.id = %config.workspace_id,
         listen = %addr,
         agent.url = %config.agent_url,
+        pool = pool.is_some(),
         "A2A server listening"
     );
 
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let app = a2a::router(AgentState::new(
+    let mut app = a2a::router(AgentState::new(
         card.clone(),
         Arc::clone(&in_flight),
         config.reply_delay,
     ));
+    // Without a pool secret the pool routes do not exist: 404, as for any unknown path.
+    let claimed = match pool {
+        Some((pool, claimed)) => {
+            app = app.merge(pool.router());
+            Some(claimed)
+        }
+        None => None,
+    };
     let listener = a2a::BusyListener::new(listener, Arc::clone(&in_flight), config.max_concurrency);
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -88,32 +114,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
             })
             .await
     });
-
-    if let Some(after) = config.crash_after {
-        tokio::select! {
-            () = tokio::time::sleep(after) => {
-                eprintln!("berth-agent: crashing on purpose (AGENT_CRASH_AFTER_MS)");
-                std::process::exit(3);
-            }
-            name = signals.recv() => {
-                tracing::info!(signal = name, "shutting down");
-                return Ok(());
-            }
-        }
-    }
-
-    let registry = Registry::new(
-        config.platform_url.clone(),
-        config.workspace_id.clone(),
-        config.token.clone(),
-    )?;
-    let heartbeats = tokio::spawn(registry.run(
-        config.agent_url.clone(),
-        card,
-        config.heartbeat_interval,
-        in_flight,
-        started,
-    ));
 
     let outcome = tokio::select! {
         name = signals.recv() => {
@@ -125,9 +125,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             served.context("A2A server task")?.context("A2A server")?;
             Err(anyhow::anyhow!("A2A server stopped unexpectedly"))
         }
+        failed = lifecycle(&config, card, claimed, in_flight, started) => match failed {
+            Err(e) => Err(e),
+        },
     };
 
-    heartbeats.abort();
     let _ = stop_tx.send(true);
     if !server.is_finished() {
         match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
@@ -136,6 +138,55 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// What the agent does while it serves: crash on purpose (`AGENT_CRASH_AFTER_MS`), or wait for a
+/// pool claim when it is a pool member, then register and heartbeat. It returns only on an
+/// error; `run` ends it by dropping it on a signal.
+async fn lifecycle(
+    config: &Config,
+    card: SharedCard,
+    claimed: Option<oneshot::Receiver<Identity>>,
+    in_flight: Arc<AtomicU64>,
+    started: Instant,
+) -> anyhow::Result<Infallible> {
+    if let Some(after) = config.crash_after {
+        tokio::time::sleep(after).await;
+        eprintln!("berth-agent: crashing on purpose (AGENT_CRASH_AFTER_MS)");
+        std::process::exit(3);
+    }
+
+    // `env` lives as long as the agent does; the reference agent has no child to pass it to.
+    let (token, card, _env) = match claimed {
+        None => (config.token.clone(), (*card.get()).clone(), BTreeMap::new()),
+        Some(claimed) => {
+            tracing::info!("pool member: waiting to be claimed");
+            let identity = claimed
+                .await
+                .context("the pool routes stopped before the member was claimed")?;
+            // The claim handler has put the workspace's name into the served card already.
+            let card = a2a::agent_card(&identity.name);
+            (identity.token, card, identity.env)
+        }
+    };
+
+    let registry = Registry::new(
+        config.platform_url.clone(),
+        config.workspace_id.clone(),
+        token,
+    )?;
+    // Registration begins at once: a claim is answered just before this, and the platform
+    // counts the time from its create to this register.
+    let never = registry
+        .run(
+            config.agent_url.clone(),
+            card,
+            config.heartbeat_interval,
+            in_flight,
+            started,
+        )
+        .await;
+    match never {}
 }
 
 /// How long open A2A requests may take to finish after a shutdown signal.

@@ -2,6 +2,7 @@
 //!
 //! Both calls carry the workspace bearer token; it is only ever put in the header, never logged.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -137,7 +138,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Registers, then heartbeats every `interval` until the task is dropped.
+    /// Registers, then heartbeats every `interval` until the future is dropped.
     pub async fn run(
         mut self,
         agent_url: String,
@@ -145,7 +146,7 @@ impl Registry {
         interval: Duration,
         in_flight: Arc<AtomicU64>,
         started: Instant,
-    ) {
+    ) -> Infallible {
         self.register_until_accepted(&agent_url, &card).await;
         let mut ticker = tokio::time::interval(interval);
         // The first tick fires at once: a heartbeat right after registering is harmless and tells

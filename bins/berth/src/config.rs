@@ -320,6 +320,23 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_TOKEN_CACHE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3_600))]
     pub token_cache_secs: u64,
 
+    /// A warm pool: `TEMPLATE=SIZE` keeps SIZE agents of that template started ahead, so a
+    /// create of the template (with its default tier and compute, no host directory, not a
+    /// bundle import) is handed a running agent instead of starting one. Repeat the flag for
+    /// more pools; the environment variable takes a comma-separated list. Process and Docker
+    /// backends only.
+    #[arg(
+        long = "warm-pool",
+        env = "BERTH_WARM_POOLS",
+        value_delimiter = ',',
+        value_name = "TEMPLATE=SIZE"
+    )]
+    pub warm_pools: Vec<berth_core::PoolSpec>,
+
+    /// Warm-pool members started at once (over all pools).
+    #[arg(long, env = "BERTH_WARM_POOL_REFILL_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub warm_pool_refill_concurrency: u64,
+
     /// Serve `GET /metrics` without the admin bearer (for a scraper on a trusted network).
     #[arg(long, env = "BERTH_METRICS_OPEN", default_value_t = false)]
     pub metrics_open: bool,

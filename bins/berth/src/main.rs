@@ -201,6 +201,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         retention: Duration::from_secs(args.event_retention_days.saturating_mul(24 * 3600)),
         ..Default::default()
     });
+    service = service
+        .with_pools(berth_core::PoolSettings {
+            pools: args.warm_pools.clone(),
+            refill_concurrency: usize::try_from(args.warm_pool_refill_concurrency).unwrap_or(2),
+            ..Default::default()
+        })
+        .await?;
     if let Some(url) = &args.memory_plugin_url {
         let plugin = HttpMemoryPlugin::new(url)
             .map_err(anyhow::Error::msg)

@@ -47,6 +47,37 @@ pub struct Liveness {
     pub sweeps_started: bool,
 }
 
+/// `GET /admin/pools`: the warm pools this server was configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Pools {
+    /// Each pool, in configuration order (empty: none configured).
+    pub pools: Vec<PoolInfo>,
+}
+
+/// One warm pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PoolInfo {
+    /// Its name: the template its members are started from.
+    pub name: String,
+    /// The backend its members run on (`process`, `docker`).
+    pub backend: String,
+    /// Ready members it keeps.
+    pub target: u64,
+    /// Members ready to be claimed now.
+    pub ready: u64,
+    /// Members starting now.
+    pub starting: u64,
+    /// Members claimed by creates in the last minute, on any server of the installation.
+    pub claimed_last_minute: u64,
+    /// Creates that matched the pool but found no ready member (they started cold), counted by
+    /// this server since it started.
+    pub misses: u64,
+    /// Members claimed through this server since it started.
+    pub claims: u64,
+    /// Member starts that failed, and members found dead, by this server since it started.
+    pub failures: u64,
+}
+
 /// `GET /canvas/viewport`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Viewport {

@@ -494,6 +494,12 @@ impl WorkspaceService {
         }
 
         let id = WorkspaceId::new_v4();
+        let claim = if origin.is_none() {
+            self.pool_shape(plan)
+        } else {
+            // A bundle's files would have to be in place when the agent starts: cold.
+            None
+        };
         let tier = i64::from(plan.tier.get());
         let mut provisioning = json!({"name": name, "tier": tier, "runtime": plan.runtime});
         if let Some(origin) = origin {
@@ -585,6 +591,7 @@ impl WorkspaceService {
             idempotency,
             // Every later start builds its config from this template (when it still exists).
             template: (!plan.external && !plan.template.is_empty()).then(|| plan.template.clone()),
+            claim: claim.clone(),
         };
         let written = match origin {
             None => self.store.create_workspace(new).await,
@@ -594,21 +601,35 @@ impl WorkspaceService {
                     .await
             }
         };
-        match written {
-            Ok(()) => {}
+        let mut response = response;
+        let mut id = id;
+        let claimed = match written {
+            Ok(claimed) => claimed,
             Err(berth_store::Error::ParentNotFound) => return Err(CreateError::ParentNotFound),
             Err(e @ berth_store::Error::Backend(_)) => {
                 // The error may have come after the database committed (a connection lost, or an
                 // unexpected message, while reading COMMIT's answer): the row decides. A create
                 // that committed answers 201; the error is logged, not returned.
+                // (A create that claimed a pool member took the member's id, which is not
+                // known here: it reads as not committed, and the provision-timeout sweep fails
+                // the row should it exist.)
                 match self.store.get_workspace(id).await {
                     Ok(Some(_)) => {
                         tracing::warn!(workspace.id = %id, error = %e, "create: the store reported an error, but the workspace was committed");
                     }
                     _ => return Err(CreateError::Store(e)),
                 }
+                None
             }
             Err(other) => return Err(CreateError::Store(other)),
+        };
+        if let Some(shape) = &claim {
+            self.note_claim(shape, claimed.as_ref());
+        }
+        if let Some(member) = &claimed {
+            // The row took the member's id (the stored idempotent answer says so too).
+            id = member.id;
+            response.id = member.id;
         }
         self.invalidate_hierarchy().await;
         tracing::info!(workspace.id = %id, workspace.runtime = %plan.runtime, workspace.status = %status, "workspace created");
@@ -638,6 +659,7 @@ impl WorkspaceService {
                     })
                     .unwrap_or_default(),
                 config_edits: Vec::new(),
+                claimed,
             };
             self.start_provisioning(provision).await;
         }
@@ -645,6 +667,72 @@ impl WorkspaceService {
             response,
             replayed: false,
         })
+    }
+
+    /// The warm-pool shape a create of `plan` can claim a member of: a container workspace
+    /// without a host directory whose shape a configured pool has (`pool.rs`).
+    fn pool_shape(&self, plan: &Plan) -> Option<String> {
+        if plan.external || plan.workspace_dir.is_some() {
+            return None;
+        }
+        let shape = crate::pool::shape_key(
+            &plan.template,
+            &plan.runtime,
+            plan.tier.get(),
+            &plan.compute.canonical_json(),
+        );
+        self.pools.by_shape(&shape).map(|_| shape)
+    }
+
+    /// What a member of a pool of `template` is started from, and its shape: the template is
+    /// checked as a create of it with no other field would be. The model is not part of the
+    /// shape (it reaches the agent with the handover), so a template without one is given a
+    /// stand-in for the check.
+    pub(crate) async fn pool_member_plan(
+        &self,
+        template: &str,
+    ) -> Result<(String, ProvisionPlan), String> {
+        let request = |model: &str| CreateRequest {
+            name: "warm-pool-member".into(),
+            template: template.to_owned(),
+            model: model.to_owned(),
+            ..Default::default()
+        };
+        let plan = match self.validate(request("")).await {
+            Err(CreateError::ModelRequired { .. }) => self.validate(request("pool-member")).await,
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
+        if plan.external {
+            return Err(format!(
+                "runtime {:?} runs outside berth: there is nothing to start ahead",
+                plan.runtime
+            ));
+        }
+        let shape = crate::pool::shape_key(
+            &plan.template,
+            &plan.runtime,
+            plan.tier.get(),
+            &plan.compute.canonical_json(),
+        );
+        let member = ProvisionPlan {
+            id: WorkspaceId::new_v4(),
+            name: String::new(),
+            runtime: plan.runtime,
+            tier: plan.tier.get(),
+            role: String::new(),
+            model: String::new(),
+            template: plan.template,
+            template_path: plan.template_path,
+            workspace_dir: None,
+            workspace_access: plan.workspace_access,
+            compute: plan.compute.canonical_json(),
+            required_env: Vec::new(),
+            config_files: BTreeMap::new(),
+            config_edits: Vec::new(),
+            claimed: None,
+        };
+        Ok((shape, member))
     }
 
     /// Sends `initial_memories` to the memory plugin in the background; never fails a create.

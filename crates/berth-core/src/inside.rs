@@ -46,10 +46,20 @@ use crate::activity::ActivityEntry;
 use crate::registry::Principal;
 use crate::service::WorkspaceService;
 
+/// The workspace token's file.
+pub const AUTH_TOKEN_FILE: &str = ".auth_token";
+/// The platform-inbound secret's file.
+pub const INBOUND_SECRET_FILE: &str = ".platform_inbound_secret";
+
 /// The agent's credential files, written by every start at the top of `/configs` with mode
-/// 0600: the workspace's token and the platform's inbound secret. The files API neither lists,
-/// reads, writes nor deletes them ([`is_credential_file`]).
-pub const CREDENTIAL_FILES: [&str; 2] = [".auth_token", ".platform_inbound_secret"];
+/// 0600: the workspace's token and the platform's inbound secret, and a warm-pool member's pool
+/// credential until its claim (`pool.rs`). The files API neither lists, reads, writes nor
+/// deletes them ([`is_credential_file`]).
+pub const CREDENTIAL_FILES: [&str; 3] = [
+    AUTH_TOKEN_FILE,
+    INBOUND_SECRET_FILE,
+    crate::pool::POOL_SECRET_FILE,
+];
 
 /// Whether `path` under `root` is one of [`CREDENTIAL_FILES`]: the one rule of what the files API
 /// hides.

@@ -15,6 +15,7 @@ mod loops;
 mod memory;
 mod metrics;
 mod notify;
+mod pool;
 mod provisioning;
 mod queue;
 pub mod registry;
@@ -55,6 +56,9 @@ pub use loops::{
 pub use memory::{HttpMemoryPlugin, MemoryPlugin};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics};
 pub use notify::{NotifyAttachment, NotifyError};
+pub use pool::{
+    MAX_POOL_SIZE, POOL_PROTOCOL, POOL_SECRET_FILE, PoolError, PoolSettings, PoolSpec, PoolStatus,
+};
 pub use queue::{A2A_QUEUE_PAGE_MAX, DrainReport, QueueEntry, QueueViewer};
 pub use registry::{
     Discovered, HeartbeatRequest, Peer, Principal, RegisterRequest, Registered, RegistryError,

@@ -683,6 +683,7 @@ impl WorkspaceService {
         };
         ProvisionPlan {
             config_edits,
+            claimed: None,
             id: row.id,
             name: row.name.clone(),
             runtime: row.runtime.clone(),

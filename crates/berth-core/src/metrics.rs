@@ -400,7 +400,7 @@ impl Metrics {
 }
 
 /// `# HELP` and `# TYPE` lines.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -421,7 +421,7 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+pub(crate) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     out.push_str(name);
     if !labels.is_empty() {
         out.push('{');
@@ -501,6 +501,7 @@ impl WorkspaceService {
             .collect();
         let mut out = self.metrics.render(&by_status, &ticks);
         self.render_event_metrics(&mut out);
+        self.render_pool_metrics(&mut out).await?;
         Ok(out)
     }
 

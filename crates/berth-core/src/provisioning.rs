@@ -35,6 +35,9 @@ pub(crate) struct ProvisionPlan {
     pub(crate) config_files: BTreeMap<String, Vec<u8>>,
     /// The files API's edits of the configs directory (`workspace_config_edits`), applied last.
     pub(crate) config_edits: Vec<berth_store::ConfigEdit>,
+    /// The warm-pool member the create took (`pool.rs`): the start is handed to it instead of
+    /// starting an agent, and starts cold when the handover fails.
+    pub(crate) claimed: Option<berth_store::ClaimedMember>,
 }
 
 /// Operator credentials that a global secret must never hand to a workspace (REFERENCE.md §5.0
@@ -92,15 +95,44 @@ impl WorkspaceService {
                 secrets = secret_values(&request);
                 // Held until the status the start finished into is checked (lifecycle.rs).
                 let _backend = svc.backend_lock(id).await;
+                // A claimed warm-pool member gets the start handed over; its URL is on the row
+                // since the create. Should the handover fail, the member is stopped and the
+                // workspace starts cold, as if there had been no member.
+                let mut handed_over = None;
+                if let Some(member) = &plan.claimed {
+                    match svc.hand_over(member, &request).await {
+                        Ok(()) => {
+                            handed_over = Some(berth_provision::Started {
+                                url: Some(member.url.clone()),
+                                instance_id: member.instance_id.clone(),
+                            });
+                        }
+                        Err(e) => {
+                            let e = redact(&e, &secrets);
+                            tracing::warn!(workspace.id = %id, error = %e, "warm pool handover failed: starting cold");
+                            if let Err(e) = svc.provisioner.stop(id).await {
+                                tracing::warn!(workspace.id = %id, error = %e, "stopping the pool member failed");
+                            }
+                        }
+                    }
+                }
+                let from_pool = handed_over.is_some();
                 let provisioner = svc.provisioner.clone();
-                match catch_unwind(async move { provisioner.start(request).await }).await {
+                let outcome = match handed_over {
+                    Some(started) => Ok(Ok(started)),
+                    None => catch_unwind(async move { provisioner.start(request).await }).await,
+                };
+                match outcome {
                     Ok(Ok(started)) => {
-                        tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, "provisioning started");
+                        tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, from_pool, "provisioning started");
                         let reported_url = started.url.is_some();
-                        let recorded = svc
-                            .store
-                            .set_provisioned(id, started.url, started.instance_id)
-                            .await;
+                        let recorded = if from_pool {
+                            Ok(())
+                        } else {
+                            svc.store
+                                .set_provisioned(id, started.url, started.instance_id)
+                                .await
+                        };
                         if reported_url && recorded.is_ok() {
                             // A register that arrived first waits for this (`registry.rs`).
                             svc.url_recorded.notify_waiters();
@@ -411,13 +443,13 @@ impl WorkspaceService {
                 )
             })?;
         request.secret_files = vec![
-            (".auth_token".into(), minted.plaintext),
-            (".platform_inbound_secret".into(), inbound),
+            (crate::inside::AUTH_TOKEN_FILE.into(), minted.plaintext),
+            (crate::inside::INBOUND_SECRET_FILE.into(), inbound),
         ];
         Ok(request)
     }
 
-    fn provision_request(&self, plan: &ProvisionPlan) -> ProvisionRequest {
+    pub(crate) fn provision_request(&self, plan: &ProvisionPlan) -> ProvisionRequest {
         // Template choice (REFERENCE.md §2.1 step 27): the named template, else
         // `<runtime>-default`, else a generated config.yaml.
         let template_path = plan

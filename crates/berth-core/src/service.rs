@@ -112,6 +112,8 @@ pub struct WorkspaceService {
     pub(crate) heartbeats: Arc<crate::heartbeats::HeartbeatBatcher>,
     /// Verified workspace tokens (`token.rs`).
     pub(crate) token_cache: Arc<crate::token::TokenCache>,
+    /// The warm pools (`pool.rs`); none unless [`Self::with_pools`] set them up.
+    pub(crate) pools: Arc<crate::pool::Pools>,
 }
 
 impl std::fmt::Debug for WorkspaceService {
@@ -167,6 +169,7 @@ impl WorkspaceService {
             inside: Arc::default(),
             heartbeats,
             token_cache,
+            pools: Arc::default(),
         }
     }
 

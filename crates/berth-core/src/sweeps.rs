@@ -134,8 +134,14 @@ impl WorkspaceService {
                 return Ok(Vec::new());
             }
         };
+        // A warm-pool member holds resources under the id of a workspace that does not exist
+        // yet (`pool.rs`): not an orphan while its record is there.
+        let members = self.unclaimed_members().await?;
         let mut purged = Vec::new();
         for id in managed {
+            if members.contains(&id) {
+                continue;
+            }
             let orphan = match self.store.get_workspace(id).await? {
                 None => true,
                 Some(w) => w.status == WorkspaceStatus::Removed,
@@ -189,8 +195,13 @@ impl WorkspaceService {
     }
 
     /// Runs the sweeps every `sweep_interval` until `stop` turns true (the orphan sweep at
-    /// start and then every minute).
-    pub async fn run_sweeps(&self, mut stop: watch::Receiver<bool>) {
+    /// start and then every minute), and keeps the warm pools filled meanwhile (`pool.rs`:
+    /// one refiller per installation, the server that runs the sweeps), draining them at the end.
+    pub async fn run_sweeps(&self, stop: watch::Receiver<bool>) {
+        tokio::join!(self.sweep_loop(stop.clone()), self.run_pools(stop));
+    }
+
+    async fn sweep_loop(&self, mut stop: watch::Receiver<bool>) {
         if let Err(e) = self.sweep_orphans().await {
             tracing::error!(error = %e, "orphan sweep failed");
         }

@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use berth_api::system::{Liveness, LoopLiveness};
+use berth_api::system::{Liveness, LoopLiveness, PoolInfo, Pools};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,6 +21,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(metrics))
         .routes(routes!(liveness))
+        .routes(routes!(pools))
 }
 
 /// Records every request under its matched route template (`unmatched` for the fallback), its
@@ -106,4 +107,38 @@ async fn liveness(_: Admin, State(state): State<AppState>) -> Json<Liveness> {
         stale,
         sweeps_started,
     })
+}
+
+/// 200 `{"pools": [{name, backend, target, ready, starting, claimed_last_minute, misses, claims,
+/// failures}]}`: the warm pools (`--warm-pool`).
+#[utoipa::path(
+    get,
+    path = "/admin/pools",
+    tag = "system",
+    security(("admin" = [])),
+    responses((status = 200, description = "Each warm pool: its target, its members by state, its claims and misses.", body = Pools)),
+)]
+async fn pools(_: Admin, State(state): State<AppState>) -> Result<Json<Pools>, ApiError> {
+    let pools = state
+        .service
+        .pool_status()
+        .await
+        .map_err(|e| ApiError::internal("failed to read the warm pools", e))?;
+    let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(Json(Pools {
+        pools: pools
+            .into_iter()
+            .map(|p| PoolInfo {
+                name: p.name,
+                backend: p.backend.to_owned(),
+                target: count(p.target),
+                ready: count(p.ready),
+                starting: count(p.starting),
+                claimed_last_minute: count(p.claimed_last_minute),
+                misses: p.misses,
+                claims: p.claims,
+                failures: p.failures,
+            })
+            .collect(),
+    }))
 }

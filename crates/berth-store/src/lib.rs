@@ -6,6 +6,7 @@ pub mod cipher;
 mod error;
 mod group;
 mod model;
+mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod queue;
@@ -27,6 +28,7 @@ pub use cipher::{CipherError, KeyRing};
 pub use error::Error;
 pub use group::{FlushGuard, GroupCommit};
 pub use model::*;
+pub use pool::{ClaimedMember, NewPoolMember, PoolMember, PoolMemberState};
 #[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use queue::{Enqueued, NewQueueItem, QUEUE_PRIORITY_TASK, QueueItem, QueueSettle, TokenUsage};
@@ -65,8 +67,8 @@ pub trait WorkspaceStore: Send + Sync {
     /// events and idempotency record. Fails with [`Error::NameTaken`] if the name was taken
     /// concurrently, [`Error::ParentNotFound`] if the parent does not exist or is removed,
     /// [`Error::IdempotencyKeyUsed`] if another create already used the key; nothing is written
-    /// on any error.
-    async fn create_workspace(&self, new: NewWorkspace) -> Result<()>;
+    /// on any error. With [`NewWorkspace::claim`], returns the warm-pool member the row took.
+    async fn create_workspace(&self, new: NewWorkspace) -> Result<Option<ClaimedMember>>;
 
     /// [`Self::create_workspace`] for a workspace imported from a bundle: the same transaction
     /// also records its source bundle id, its agent card and its configuration files.
@@ -74,7 +76,7 @@ pub trait WorkspaceStore: Send + Sync {
         &self,
         new: NewWorkspace,
         origin: WorkspaceOrigin,
-    ) -> Result<()>;
+    ) -> Result<Option<ClaimedMember>>;
 
     /// The configuration files a workspace was imported with (path → content), by path.
     async fn workspace_files(&self, id: WorkspaceId) -> Result<Vec<(String, String)>>;
@@ -111,6 +113,30 @@ pub trait WorkspaceStore: Send + Sync {
     /// provisioner labels what it creates with it, so its orphan sweep leaves other
     /// installations' containers alone.
     async fn installation_id(&self) -> Result<uuid::Uuid>;
+
+    /// Records a warm-pool member whose start begins (`starting`), its secret sealed.
+    async fn add_pool_member(&self, member: NewPoolMember) -> Result<()>;
+
+    /// A `starting` member answered: it becomes `ready` at `url`. `false` when it is no longer
+    /// `starting` (removed meanwhile).
+    async fn pool_member_ready(
+        &self,
+        id: WorkspaceId,
+        url: String,
+        instance_id: Option<String>,
+    ) -> Result<bool>;
+
+    /// Deletes a member no create took; `false` when there is none (or a create took it).
+    async fn remove_pool_member(&self, id: WorkspaceId) -> Result<bool>;
+
+    /// Every member, by pool and age.
+    async fn pool_members(&self) -> Result<Vec<PoolMember>>;
+
+    /// Deletes the records of members claimed before `older_than`.
+    async fn prune_claimed_pool_members(
+        &self,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64>;
 
     /// The stored result of a create that used this idempotency key, if any.
     async fn idempotent_create(&self, key: &str) -> Result<Option<IdempotentCreate>>;

@@ -57,6 +57,12 @@ pub struct NewWorkspace {
     pub idempotency: Option<NewIdempotency>,
     /// The template it was created from (`None`: none named), read back by every later start.
     pub template: Option<String>,
+    /// A warm-pool shape to claim a ready member of, in this transaction. When one is ready,
+    /// the row takes the member's id instead of [`Self::id`] (so do its secrets, layout, events
+    /// and idempotency record, whose body's top-level `"id"` is rewritten), and the member's URL
+    /// and instance id are recorded as the provisioner's; the member is returned. When none is
+    /// ready the create goes on as if no claim was asked for.
+    pub claim: Option<String>,
 }
 
 /// A workspace token to store: never the plaintext.

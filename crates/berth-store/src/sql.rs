@@ -710,12 +710,56 @@ macro_rules! impl_workspace_store {
                 &self,
                 new: $crate::NewWorkspace,
                 origin: Option<$crate::WorkspaceOrigin>,
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<Option<$crate::ClaimedMember>> {
                 use secrecy::ExposeSecret as _;
                 use sqlx::types::Json;
+                let mut new = new;
                 let now = $crate::model::now();
-                let id = uuid::Uuid::from(new.id);
                 let mut tx = self.begin().await?;
+                // A warm-pool member first: the row takes its id (see `NewWorkspace::claim`).
+                let claimed = match &new.claim {
+                    Some(shape) => {
+                        let sqlite = <$db as sqlx::Database>::NAME == "SQLite";
+                        let sql = $crate::pool::claim_sql(sqlite);
+                        sqlx::query_as::<$db, $crate::pool::ClaimRow>(sqlx::AssertSqlSafe(sql))
+                            .bind(shape)
+                            .bind(now)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    }
+                    None => None,
+                };
+                let claimed = match claimed {
+                    Some(row) => {
+                        let member = berth_domain::WorkspaceId::from(row.id);
+                        let secret = self.keys.open_str(
+                            &row.secret_key_id,
+                            &row.secret,
+                            &$crate::pool::secret_aad(member),
+                        )?;
+                        let url = row.url.ok_or_else(|| {
+                            $crate::Error::Corrupt(format!("ready pool member {member} has no URL"))
+                        })?;
+                        new.id = member;
+                        if let Some(idem) = &mut new.idempotency {
+                            let mut body: serde_json::Value =
+                                serde_json::from_str(idem.body.expose_secret())
+                                    .map_err(|e| $crate::Error::Corrupt(e.to_string()))?;
+                            if let Some(object) = body.as_object_mut() {
+                                object.insert("id".to_owned(), member.to_string().into());
+                            }
+                            idem.body = secrecy::SecretString::from(body.to_string());
+                        }
+                        Some($crate::ClaimedMember {
+                            id: member,
+                            url,
+                            instance_id: row.instance_id,
+                            secret,
+                        })
+                    }
+                    None => None,
+                };
+                let id = uuid::Uuid::from(new.id);
                 // The parent first, locked until the commit: a delete that is removing it is
                 // waited for (and the create refused), and a delete that comes later waits for
                 // this create, so it sees the new child. No live child under a removed parent.
@@ -749,6 +793,15 @@ macro_rules! impl_workspace_store {
                     .await?;
                 if inserted.rows_affected() == 0 {
                     return Err($crate::Error::NameTaken);
+                }
+                if let Some(member) = &claimed {
+                    sqlx::query::<$db>($crate::sql::SET_PROVISIONED)
+                        .bind(&member.url)
+                        .bind(&member.instance_id)
+                        .bind(now)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 for (key, value) in &new.secrets {
                     let sealed = self
@@ -819,7 +872,7 @@ macro_rules! impl_workspace_store {
                     }
                 }
                 tx.commit().await?;
-                Ok(())
+                Ok(claimed)
             }
 
             /// Whether `id` is live, locking its row until `tx` ends on PostgreSQL
@@ -910,7 +963,10 @@ macro_rules! impl_workspace_store {
                 Ok(q.fetch_all(&self.pool).await?)
             }
 
-            async fn create_workspace(&self, new: $crate::NewWorkspace) -> $crate::Result<()> {
+            async fn create_workspace(
+                &self,
+                new: $crate::NewWorkspace,
+            ) -> $crate::Result<Option<$crate::ClaimedMember>> {
                 self.write_create(new, None).await
             }
 
@@ -918,8 +974,79 @@ macro_rules! impl_workspace_store {
                 &self,
                 new: $crate::NewWorkspace,
                 origin: $crate::WorkspaceOrigin,
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<Option<$crate::ClaimedMember>> {
                 self.write_create(new, Some(origin)).await
+            }
+
+            async fn add_pool_member(&self, member: $crate::NewPoolMember) -> $crate::Result<()> {
+                let sealed = self
+                    .keys
+                    .seal_str(&member.secret, &$crate::pool::secret_aad(member.id));
+                let mut tx = self.begin().await?;
+                sqlx::query::<$db>($crate::pool::INSERT)
+                    .bind(uuid::Uuid::from(member.id))
+                    .bind(&member.pool)
+                    .bind(&member.shape)
+                    .bind(sealed.bytes)
+                    .bind(sealed.key_id)
+                    .bind($crate::model::now())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn pool_member_ready(
+                &self,
+                id: berth_domain::WorkspaceId,
+                url: String,
+                instance_id: Option<String>,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.begin().await?;
+                let n = sqlx::query::<$db>($crate::pool::MARK_READY)
+                    .bind(url)
+                    .bind(instance_id)
+                    .bind($crate::model::now())
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn remove_pool_member(&self, id: berth_domain::WorkspaceId) -> $crate::Result<bool> {
+                let mut tx = self.begin().await?;
+                let n = sqlx::query::<$db>($crate::pool::REMOVE_UNCLAIMED)
+                    .bind(uuid::Uuid::from(id))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn pool_members(&self) -> $crate::Result<Vec<$crate::PoolMember>> {
+                sqlx::query_as::<$db, $crate::pool::MemberRow>(sqlx::AssertSqlSafe($crate::pool::list_sql()))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map($crate::pool::MemberRow::into_member)
+                    .collect()
+            }
+
+            async fn prune_claimed_pool_members(
+                &self,
+                older_than: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::Result<u64> {
+                let mut tx = self.begin().await?;
+                let n = sqlx::query::<$db>($crate::pool::PRUNE_CLAIMED)
+                    .bind(older_than)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn workspace_files(

@@ -6,6 +6,7 @@
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/a2a-queue/drop-stale"),
     ("GET", "/admin/liveness"),
+    ("GET", "/admin/pools"),
     ("GET", "/admin/secrets"),
     ("POST", "/admin/secrets"),
     ("PUT", "/admin/secrets"),

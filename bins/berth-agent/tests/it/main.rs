@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 mod parent_death;
+mod pool;
 
 /// Upper bound for anything the agent is expected to do "soon"; generous for a loaded CI machine.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -110,6 +111,8 @@ struct Agent {
     child: Child,
     port: u16,
     log: PathBuf,
+    /// `WORKSPACE_CONFIG_PATH`.
+    configs: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -127,12 +130,33 @@ impl Agent {
         token: Option<&str>,
         extra: &[(&str, &str)],
     ) -> Agent {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let configs = dir.path().join("configs");
-        std::fs::create_dir(&configs).expect("configs dir");
+        let (dir, configs) = configs_dir();
         if let Some(t) = token {
             std::fs::write(configs.join(".auth_token"), format!("{t}\n")).expect("token file");
         }
+        Agent::spawn_in(dir, via, platform_url, extra)
+    }
+
+    /// Runs the binary as a warm-pool member: no token, `.pool_secret` (mode 0600) holding
+    /// `secret` in its configs dir.
+    fn spawn_pool(platform_url: &str, secret: &str, extra: &[(&str, &str)]) -> Agent {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, configs) = configs_dir();
+        let path = configs.join(".pool_secret");
+        std::fs::write(&path, format!("{secret}\n")).expect("pool secret file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("pool secret mode");
+        Agent::spawn_in(dir, &[], platform_url, extra)
+    }
+
+    /// Runs the binary with `dir/configs` as its configs dir (see [`Agent::spawn_via`]).
+    fn spawn_in(
+        dir: tempfile::TempDir,
+        via: &[&str],
+        platform_url: &str,
+        extra: &[(&str, &str)],
+    ) -> Agent {
+        let configs = dir.path().join("configs");
         let log = dir.path().join("agent.log");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log file clone");
@@ -165,6 +189,7 @@ impl Agent {
             child,
             port,
             log,
+            configs,
             _dir: dir,
         }
     }
@@ -193,6 +218,14 @@ impl Agent {
             ),
         }
     }
+}
+
+/// A temporary directory with an empty `configs` directory in it.
+fn configs_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).expect("configs dir");
+    (dir, configs)
 }
 
 fn read_log(path: &Path) -> String {

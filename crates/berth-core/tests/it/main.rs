@@ -231,7 +231,7 @@ async fn a_lost_name_race_retries_with_the_next_free_name() {
                 new.token.is_some(),
                 "an external workspace without url gets a token"
             );
-            Ok(())
+            Ok(None)
         }
     });
     let svc = service(store, Arc::new(NoBackend), MockHostResolver::new());
@@ -323,7 +323,7 @@ async fn a_create_whose_commit_went_through_despite_an_error_succeeds() {
 async fn a_provisioner_error_marks_the_workspace_failed_with_its_code() {
     let mut store = MockWorkspaceStore::new();
     store.expect_taken_names().returning(|_, _| Ok(vec![]));
-    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_create_workspace().returning(|_| Ok(None));
     store.expect_workspace_secrets().returning(|_| Ok(vec![]));
     store.expect_open_secrets().returning(|_| Ok(vec![]));
     store.expect_issue_token().returning(|_, _, _| Ok(()));
@@ -459,7 +459,7 @@ async fn a_failed_workspace_that_moved_on_before_the_stop_keeps_its_agent() {
 async fn operator_credentials_in_global_secrets_abort_provisioning() {
     let mut store = MockWorkspaceStore::new();
     store.expect_taken_names().returning(|_, _| Ok(vec![]));
-    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_create_workspace().returning(|_| Ok(None));
     store.expect_open_secrets().returning(|_| {
         Ok(vec![berth_store::OpenedSecret {
             key: "GITHUB_TOKEN".into(),
@@ -496,7 +496,7 @@ async fn operator_credentials_in_global_secrets_abort_provisioning() {
 fn provisioning_store(expected_failure: Option<&'static str>) -> MockWorkspaceStore {
     let mut store = MockWorkspaceStore::new();
     store.expect_taken_names().returning(|_, _| Ok(vec![]));
-    store.expect_create_workspace().returning(|_| Ok(()));
+    store.expect_create_workspace().returning(|_| Ok(None));
     store.expect_open_secrets().returning(|_| Ok(vec![]));
     store.expect_workspace_secrets().returning(|_| Ok(vec![]));
     store.expect_issue_token().returning(|_, _, _| Ok(()));

@@ -182,6 +182,7 @@ pub fn new_workspace(name: &str) -> NewWorkspace {
         provisioning_started_at: None,
         idempotency: None,
         template: None,
+        claim: None,
     }
 }
 

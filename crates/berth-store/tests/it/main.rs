@@ -9,6 +9,7 @@ mod contract;
 mod harness;
 mod installation;
 mod parity;
+mod pool;
 mod queue;
 mod races;
 mod rotation;

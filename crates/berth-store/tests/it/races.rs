@@ -76,9 +76,9 @@ async fn live_under_removed(
 }
 
 /// Whether a create ended as it may: committed, or refused because the parent was removed.
-fn settled(result: Result<(), Error>) -> bool {
+fn settled<T>(result: Result<T, Error>) -> bool {
     match result {
-        Ok(()) => true,
+        Ok(_) => true,
         Err(Error::ParentNotFound) => false,
         Err(e) => panic!("create failed otherwise: {e}"),
     }
