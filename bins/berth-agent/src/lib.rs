@@ -156,25 +156,31 @@ async fn lifecycle(
         std::process::exit(3);
     }
 
-    // `env` lives as long as the agent does; the reference agent has no child to pass it to.
-    let (token, card, _env) = match claimed {
-        None => (config.token.clone(), (*card.get()).clone(), BTreeMap::new()),
-        Some(claimed) => {
-            tracing::info!("pool member: waiting to be claimed");
-            let identity = claimed
-                .await
-                .context("the pool routes stopped before the member was claimed")?;
-            // The claim handler has put the workspace's name into the served card already.
-            let card = a2a::agent_card(&identity.name);
-            (identity.token, card, identity.env)
-        }
-    };
-
-    let registry = Registry::new(
+    let mut registry = Registry::new(
         config.platform_url.clone(),
         config.workspace_id.clone(),
-        token,
+        config.token.clone(),
     )?;
+    // `env` lives as long as the agent does; the reference agent has no child to pass it to.
+    let (card, _env) = match claimed {
+        None => ((*card.get()).clone(), BTreeMap::new()),
+        Some(mut claimed) => {
+            tracing::info!("pool member: waiting to be claimed");
+            // Keeps a connection to the platform open while it waits (reopened before the
+            // client's idle timeout), so the register after the claim needs no connect.
+            let identity = loop {
+                registry.warm_up().await;
+                tokio::select! {
+                    identity = &mut claimed => break identity
+                        .context("the pool routes stopped before the member was claimed")?,
+                    () = tokio::time::sleep(WARM_UP_EVERY) => {}
+                }
+            };
+            registry.set_token(identity.token);
+            // The claim handler has put the workspace's name into the served card already.
+            (a2a::agent_card(&identity.name), identity.env)
+        }
+    };
     // Registration begins at once: a claim is answered just before this, and the platform
     // counts the time from its create to this register.
     let never = registry
@@ -188,6 +194,10 @@ async fn lifecycle(
         .await;
     match never {}
 }
+
+/// How often a waiting pool member renews its connection to the platform (under the HTTP
+/// client's 90 s idle timeout).
+const WARM_UP_EVERY: Duration = Duration::from_secs(60);
 
 /// How long open A2A requests may take to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -55,6 +55,21 @@ impl Registry {
         })
     }
 
+    /// Sets the token (a pool member's, delivered by its claim).
+    pub fn set_token(&mut self, token: Option<Token>) {
+        self.token = token;
+    }
+
+    /// Opens a connection to the platform (`GET /health`, answer ignored) that the client keeps
+    /// for the next request.
+    pub async fn warm_up(&self) {
+        let url = format!("{}/health", self.platform_url);
+        if let Ok(response) = self.http.get(url).send().await {
+            // Read to the end, so the connection goes back to the pool.
+            let _ = response.bytes().await;
+        }
+    }
+
     fn post(&self, path: &str, body: &Value) -> reqwest::RequestBuilder {
         let req = self
             .http

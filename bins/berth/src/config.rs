@@ -321,15 +321,15 @@ pub struct ServeArgs {
     pub token_cache_secs: u64,
 
     /// A warm pool: `TEMPLATE=SIZE` keeps SIZE agents of that template started ahead, so a
-    /// create of the template (with its default tier and compute, no host directory, not a
-    /// bundle import) is handed a running agent instead of starting one. Repeat the flag for
-    /// more pools; the environment variable takes a comma-separated list. Process and Docker
-    /// backends only.
+    /// create of the template (naming no tier, or tier 3, and no compute, host directory or
+    /// bundle) is handed a running agent instead of starting one; `TEMPLATE:TIER=SIZE`
+    /// for creates that ask for that tier. Repeat the flag for more pools; the environment
+    /// variable takes a comma-separated list. Process and Docker backends only.
     #[arg(
         long = "warm-pool",
         env = "BERTH_WARM_POOLS",
         value_delimiter = ',',
-        value_name = "TEMPLATE=SIZE"
+        value_name = "TEMPLATE[:TIER]=SIZE"
     )]
     pub warm_pools: Vec<berth_core::PoolSpec>,
 

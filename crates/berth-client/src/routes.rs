@@ -18,7 +18,7 @@ use berth_api::registry::{
 use berth_api::secrets::{
     ModelBody, ProviderBody, ReencryptReport, RotateSecrets, SetModel, SetProvider, SettingSaved,
 };
-use berth_api::system::{BuildInfo, Display, Liveness, Viewport, ViewportPatch};
+use berth_api::system::{BuildInfo, Display, Liveness, Pools, Viewport, ViewportPatch};
 use berth_api::templates::{ImportTemplate, ImportedTemplate};
 use berth_api::tokens::{ConnectionBody, MintedToken, TokenList};
 use berth_api::workspaces::{
@@ -65,6 +65,11 @@ impl Client {
     /// `GET /admin/liveness` (admin): whether the background loops are ticking.
     pub async fn liveness(&self) -> Result<Liveness> {
         self.call(Method::GET, "/admin/liveness", None::<&()>).await
+    }
+
+    /// `GET /admin/pools` (admin): the warm pools, their members and claims.
+    pub async fn pools(&self) -> Result<Pools> {
+        self.call(Method::GET, "/admin/pools", None::<&()>).await
     }
 
     /// `GET /metrics` (admin, unless the server opens it): the Prometheus text.

@@ -512,6 +512,18 @@ impl WorkspaceService {
         }];
         let mut status = WorkspaceStatus::Provisioning;
         let mut token = None;
+        // A create that may take a warm-pool member mints the agent's credentials now, in its
+        // own transaction, so the handover needs no further write (`pool.rs`); when no member is
+        // ready, the cold start revokes this token and mints its own, as every start does.
+        let mut credentials = None;
+        if claim.is_some() {
+            let minted = crate::token::mint();
+            token = Some(minted.stored);
+            credentials = Some(crate::provisioning::StartCredentials {
+                token: minted.plaintext,
+                inbound_secret: crate::token::mint().plaintext,
+            });
+        }
         let response = if plan.external {
             let transition = if plan.url.is_some() {
                 Transition::ExternalConnected
@@ -586,6 +598,7 @@ impl WorkspaceService {
             secrets: plan.secrets.clone(),
             canvas: req.canvas,
             token,
+            inbound_secret: credentials.as_ref().map(|c| c.inbound_secret.clone()),
             events,
             provisioning_started_at: (!plan.external).then(berth_store::now),
             idempotency,
@@ -659,6 +672,7 @@ impl WorkspaceService {
                     })
                     .unwrap_or_default(),
                 config_edits: Vec::new(),
+                credentials: credentials.filter(|_| claimed.is_some()),
                 claimed,
             };
             self.start_provisioning(provision).await;
@@ -684,18 +698,20 @@ impl WorkspaceService {
         self.pools.by_shape(&shape).map(|_| shape)
     }
 
-    /// What a member of a pool of `template` is started from, and its shape: the template is
-    /// checked as a create of it with no other field would be. The model is not part of the
+    /// What a member of a pool of `template` (at `tier`, else the template's) is started from,
+    /// and its shape: the template is checked as a create of it with no other field would be. The model is not part of the
     /// shape (it reaches the agent with the handover), so a template without one is given a
     /// stand-in for the check.
     pub(crate) async fn pool_member_plan(
         &self,
         template: &str,
+        tier: Option<u8>,
     ) -> Result<(String, ProvisionPlan), String> {
         let request = |model: &str| CreateRequest {
             name: "warm-pool-member".into(),
             template: template.to_owned(),
             model: model.to_owned(),
+            tier: tier.map_or(0, i64::from),
             ..Default::default()
         };
         let plan = match self.validate(request("")).await {
@@ -731,6 +747,7 @@ impl WorkspaceService {
             config_files: BTreeMap::new(),
             config_edits: Vec::new(),
             claimed: None,
+            credentials: None,
         };
         Ok((shape, member))
     }

@@ -684,6 +684,7 @@ impl WorkspaceService {
         ProvisionPlan {
             config_edits,
             claimed: None,
+            credentials: None,
             id: row.id,
             name: row.name.clone(),
             runtime: row.runtime.clone(),

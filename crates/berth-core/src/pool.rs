@@ -41,24 +41,48 @@ pub const POOL_PROTOCOL: &str = "berth.pool.v1";
 /// API (see `inside.rs`).
 pub const POOL_SECRET_FILE: &str = ".pool_secret";
 
-/// One pool the operator asks for: `--warm-pool TEMPLATE=SIZE`.
+/// One pool the operator asks for: `--warm-pool TEMPLATE[:TIER]=SIZE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
     /// The template its members are started from (a directory of the templates root).
     pub template: String,
+    /// The tier its members are started with; `None`: the template's own (as a create that
+    /// names no tier gets).
+    pub tier: Option<u8>,
     /// How many ready members to keep.
     pub size: usize,
+}
+
+impl PoolSpec {
+    /// The pool's name: `TEMPLATE`, or `TEMPLATE:TIER` when a tier is named.
+    pub fn name(&self) -> String {
+        match self.tier {
+            Some(tier) => format!("{}:{tier}", self.template),
+            None => self.template.clone(),
+        }
+    }
 }
 
 impl std::str::FromStr for PoolSpec {
     type Err = String;
 
-    /// `TEMPLATE=SIZE`, e.g. `echo=8`.
+    /// `TEMPLATE[:TIER]=SIZE`, e.g. `echo=8` or `echo:4=8`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (template, size) = s
+        let (name, size) = s
             .split_once('=')
-            .ok_or_else(|| format!("{s:?} is not TEMPLATE=SIZE"))?;
-        let template = template.trim();
+            .ok_or_else(|| format!("{s:?} is not TEMPLATE[:TIER]=SIZE"))?;
+        let (template, tier) = match name.split_once(':') {
+            Some((template, tier)) => {
+                let tier = tier
+                    .trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|t| (1..=4).contains(t))
+                    .ok_or_else(|| format!("{s:?}: the tier must be 1–4"))?;
+                (template.trim(), Some(tier))
+            }
+            None => (name.trim(), None),
+        };
         if template.is_empty() {
             return Err(format!("{s:?} names no template"));
         }
@@ -71,6 +95,7 @@ impl std::str::FromStr for PoolSpec {
         }
         Ok(Self {
             template: template.to_owned(),
+            tier,
             size,
         })
     }
@@ -115,7 +140,7 @@ pub enum PoolError {
         /// Why.
         reason: String,
     },
-    /// Two pools name one template.
+    /// Two pools start the same members.
     #[error("warm pool {0:?} is configured twice")]
     Duplicate(String),
     /// The backend cannot hand an agent its identity later.
@@ -190,6 +215,8 @@ impl Pools {
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Claimed members' records are kept this long (for "claimed in the last minute").
 const CLAIMED_KEPT: Duration = Duration::from_secs(600);
+/// How long the refill waits after a claim or a miss before it starts members.
+const REFILL_SETTLE: Duration = Duration::from_millis(50);
 /// How often a starting member's readiness probe is tried.
 const PROBE_EVERY: Duration = Duration::from_millis(5);
 
@@ -261,18 +288,22 @@ impl WorkspaceService {
         }
         let mut pools = Vec::new();
         for spec in &settings.pools {
-            if pools.iter().any(|p: &Pool| p.name == spec.template) {
-                return Err(PoolError::Duplicate(spec.template.clone()));
-            }
+            let name = spec.name();
             let (shape, plan) = self
-                .pool_member_plan(&spec.template)
+                .pool_member_plan(&spec.template, spec.tier)
                 .await
                 .map_err(|reason| PoolError::Template {
-                    template: spec.template.clone(),
+                    template: name.clone(),
                     reason,
                 })?;
+            if pools
+                .iter()
+                .any(|p: &Pool| p.name == name || p.shape == shape)
+            {
+                return Err(PoolError::Duplicate(name));
+            }
             pools.push(Pool {
-                name: spec.template.clone(),
+                name,
                 size: spec.size,
                 shape,
                 plan,
@@ -311,6 +342,9 @@ impl WorkspaceService {
         member: &ClaimedMember,
         request: &ProvisionRequest,
     ) -> Result<(), String> {
+        if member.secret.expose_secret().is_empty() {
+            return Err("the member's pool credential could not be opened".to_owned());
+        }
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut files: Vec<HandoverFile> = request
             .config_files
@@ -490,7 +524,12 @@ impl WorkspaceService {
             }
             tokio::select! {
                 () = tokio::time::sleep(self.pools.settings.check_interval) => {}
-                () = self.pools.wake.notified() => {}
+                () = self.pools.wake.notified() => {
+                    // Woken by a claim: its handover and the agent's register come first (a
+                    // member's start forks a process or calls the daemon, which would compete
+                    // with them for the CPU), and a burst's claims are refilled together.
+                    tokio::time::sleep(REFILL_SETTLE).await;
+                }
                 changed = stop.changed() => {
                     if changed.is_err() {
                         break;
@@ -694,9 +733,18 @@ mod tests {
             "echo=8".parse::<PoolSpec>(),
             Ok(PoolSpec {
                 template: "echo".into(),
+                tier: None,
                 size: 8
             })
         );
+        let tiered = "echo:4=2".parse::<PoolSpec>().unwrap();
+        assert_eq!(
+            (tiered.tier, tiered.size, tiered.name()),
+            (Some(4), 2, "echo:4".into())
+        );
+        for bad in ["echo:5=1", "echo:0=1", "echo:x=1", ":2=1"] {
+            assert!(bad.parse::<PoolSpec>().is_err(), "{bad}");
+        }
         assert_eq!(
             " demo = 2 ".parse::<PoolSpec>().map(|p| p.template),
             Ok("demo".into())

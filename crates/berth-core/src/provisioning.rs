@@ -38,6 +38,16 @@ pub(crate) struct ProvisionPlan {
     /// The warm-pool member the create took (`pool.rs`): the start is handed to it instead of
     /// starting an agent, and starts cold when the handover fails.
     pub(crate) claimed: Option<berth_store::ClaimedMember>,
+    /// The token and inbound secret the create already stored (a warm-pool claim), handed to
+    /// the agent instead of minting new ones.
+    pub(crate) credentials: Option<StartCredentials>,
+}
+
+/// An agent's credentials, minted and stored before its start.
+#[derive(Debug, Clone)]
+pub(crate) struct StartCredentials {
+    pub(crate) token: SecretString,
+    pub(crate) inbound_secret: SecretString,
 }
 
 /// Operator credentials that a global secret must never hand to a workspace (REFERENCE.md §5.0
@@ -126,19 +136,23 @@ impl WorkspaceService {
                     Ok(Ok(started)) => {
                         tracing::info!(workspace.id = %id, instance = ?started.instance_id, url = ?started.url, from_pool, "provisioning started");
                         let reported_url = started.url.is_some();
-                        let recorded = if from_pool {
+                        // A newer start (a wake or resume after a stop that overtook this
+                        // one) has begun and will replace this agent: its URL must not reach
+                        // the row, where the newer start's register would take it for its own.
+                        let superseded = svc.is_superseded(id, generation);
+                        let recorded = if from_pool || superseded {
                             Ok(())
                         } else {
                             svc.store
                                 .set_provisioned(id, started.url, started.instance_id)
                                 .await
                         };
-                        if reported_url && recorded.is_ok() {
+                        if reported_url && recorded.is_ok() && !superseded {
                             // A register that arrived first waits for this (`registry.rs`).
                             svc.url_recorded.notify_waiters();
                         }
                         // Backends that report a URL run an agent berth can watch.
-                        if reported_url && recorded.is_ok() {
+                        if reported_url && recorded.is_ok() && !superseded {
                             svc.watch_fresh_start(id, generation, &plan.runtime, secrets.clone());
                         }
                         // Deleted, paused or hibernated while it started: stopped again.
@@ -415,6 +429,19 @@ impl WorkspaceService {
             ));
         }
         request.env = env;
+        if let Some(credentials) = &plan.credentials {
+            request.secret_files = vec![
+                (
+                    crate::inside::AUTH_TOKEN_FILE.into(),
+                    credentials.token.clone(),
+                ),
+                (
+                    crate::inside::INBOUND_SECRET_FILE.into(),
+                    credentials.inbound_secret.clone(),
+                ),
+            ];
+            return Ok(request);
+        }
         let minted = crate::token::mint();
         let how = IssueToken {
             revoke_existing: true,

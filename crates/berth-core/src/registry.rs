@@ -299,6 +299,15 @@ impl WorkspaceService {
                 WorkspaceStatus::Provisioning => {}
                 other => return Err(RegistryError::InvalidState(other)),
             }
+            // The start is still in its grace period here: the backend already knows the URL
+            // it set up, so the agent need not wait for the grace to end.
+            if let Some(url) = self.provisioner.starting_url(id).await {
+                self.store
+                    .set_provisioned(id, Some(url), None)
+                    .await
+                    .map_err(store_err("registration failed"))?;
+                return Ok(());
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(RegistryError::Starting);
             }

@@ -221,9 +221,17 @@ pub struct DockerProvisioner {
     /// Host ports of host-network agents (see `ports.rs`), and which workspace holds which.
     ports: PortPool,
     host_ports: std::sync::Mutex<HashMap<WorkspaceId, u16>>,
+    /// The URLs of agents whose start is in its grace period (`Provisioner::starting_url`).
+    starting: std::sync::Mutex<HashMap<WorkspaceId, String>>,
 }
 
 impl DockerProvisioner {
+    fn starting_urls(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, String>> {
+        self.starting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Connects to the daemon at `config.socket` and pings it, so a server can choose Docker when,
     /// and only when, a daemon answers. The API version is negotiated down to the daemon's.
     pub async fn connect(config: DockerConfig) -> Result<Self, Error> {
@@ -264,6 +272,7 @@ impl DockerProvisioner {
             unlabelled_reported: std::sync::atomic::AtomicBool::new(false),
             ports: PortPool::new(),
             host_ports: std::sync::Mutex::new(HashMap::new()),
+            starting: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -556,6 +565,7 @@ impl DockerProvisioner {
     /// URL. The caller removes the container when this fails.
     async fn upload_and_start(
         &self,
+        id: WorkspaceId,
         name: &str,
         archive: Vec<u8>,
         agent: &AgentAddr,
@@ -572,6 +582,21 @@ impl DockerProvisioner {
             .start_container(name, None)
             .await
             .map_err(|e| start_failed(&format!("starting container {name}"), e))?;
+        // Where the agent listens is known before the grace is over (a host-network agent's
+        // port, else the port the daemon published): an agent that registers meanwhile is
+        // recorded there at once (`Provisioner::starting_url`).
+        let early = if agent.host_network {
+            Some(agent.url.clone())
+        } else {
+            self.inspect(name)
+                .await
+                .ok()
+                .and_then(|info| published_port(&info))
+                .map(|port| format!("http://127.0.0.1:{port}"))
+        };
+        if let Some(url) = early {
+            self.starting_urls().insert(id, url);
+        }
 
         let mut info = self.watch_start_grace(name).await?;
         if agent.host_network {
@@ -650,6 +675,10 @@ impl DockerProvisioner {
 impl Provisioner for DockerProvisioner {
     fn kind(&self) -> BackendKind {
         BackendKind::Docker
+    }
+
+    async fn starting_url(&self, id: WorkspaceId) -> Option<String> {
+        self.starting_urls().get(&id).cloned()
     }
 
     async fn managed(&self) -> Result<Vec<WorkspaceId>, Error> {
@@ -900,7 +929,9 @@ impl DockerProvisioner {
             .await
             .map_err(|e| start_failed(&format!("creating container {name}"), e))?;
 
-        match self.upload_and_start(&name, archive, agent).await {
+        let started = self.upload_and_start(id, &name, archive, agent).await;
+        self.starting_urls().remove(&id);
+        match started {
             Ok(url) => {
                 tracing::info!(
                     container.id = %created.id,

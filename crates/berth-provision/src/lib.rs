@@ -196,6 +196,14 @@ pub trait Provisioner: Send + Sync {
         std::future::pending().await
     }
 
+    /// The URL of an agent whose start is still under way (the backend knows where the agent
+    /// listens before it has watched the start through its grace period); `None` when no start
+    /// of `id` is under way here or the backend cannot tell. An agent that registers during its
+    /// start's grace is recorded at this URL at once instead of waiting for the grace to end.
+    async fn starting_url(&self, _id: WorkspaceId) -> Option<String> {
+        None
+    }
+
     /// Removes everything the backend keeps for a stopped workspace (volumes, directories), for
     /// `DELETE …?purge=true`. Nothing to remove is not an error.
     async fn purge(&self, _id: WorkspaceId) -> Result<(), Error> {

@@ -49,6 +49,9 @@ pub struct NewWorkspace {
     pub canvas: (f64, f64),
     /// A workspace token to store (hash only).
     pub token: Option<NewToken>,
+    /// The platform-inbound secret to store (sealed), when the create already mints it (a
+    /// warm-pool claim hands the running agent its credentials at once).
+    pub inbound_secret: Option<SecretString>,
     /// Events to append, in order.
     pub events: Vec<NewEvent>,
     /// When provisioning started (the provision-timeout clock), for container workspaces.

@@ -84,7 +84,8 @@ pub struct ClaimedMember {
     pub url: String,
     /// The backend's instance id.
     pub instance_id: Option<String>,
-    /// Its pool credential, to hand it the workspace's identity.
+    /// Its pool credential, to hand it the workspace's identity; empty when the key ring could
+    /// not open it (the member cannot be handed over: the workspace starts cold).
     pub secret: SecretString,
 }
 

@@ -485,11 +485,13 @@ pub(crate) const SELECT_INBOUND_SECRET: &str =
 pub(crate) const SET_INBOUND_SECRET: &str =
     "UPDATE workspaces SET inbound_secret = $1, inbound_secret_key_id = $2 WHERE id = $3";
 
+/// Only while the start's agent may run: a start that a pause, hibernation or delete overtook
+/// (its agent is being stopped) must not put its URL back on a row those cleared.
 pub(crate) const SET_PROVISIONED: &str = "\
 UPDATE workspaces SET url = COALESCE($1, url), \
 url_from_provisioner = CASE WHEN $1 IS NULL THEN url_from_provisioner ELSE TRUE END, \
 instance_id = COALESCE($2, instance_id), updated_at = $3 \
-WHERE id = $4 AND status <> 'removed'";
+WHERE id = $4 AND status IN ('provisioning', 'online', 'degraded', 'offline')";
 
 pub(crate) const PROVISIONING: &str =
     "SELECT id, runtime, provisioning_started_at FROM workspaces WHERE status = 'provisioning'";
@@ -732,11 +734,18 @@ macro_rules! impl_workspace_store {
                 let claimed = match claimed {
                     Some(row) => {
                         let member = berth_domain::WorkspaceId::from(row.id);
-                        let secret = self.keys.open_str(
-                            &row.secret_key_id,
-                            &row.secret,
-                            &$crate::pool::secret_aad(member),
-                        )?;
+                        // A credential this ring cannot open (its key was retired since the
+                        // member started) does not fail the create: the member is still taken
+                        // (it cannot be handed to anyone else), with an empty credential the
+                        // core refuses to send, so the workspace starts cold.
+                        let secret = self
+                            .keys
+                            .open_str(
+                                &row.secret_key_id,
+                                &row.secret,
+                                &$crate::pool::secret_aad(member),
+                            )
+                            .unwrap_or_else(|_| secrecy::SecretString::from(String::new()));
                         let url = row.url.ok_or_else(|| {
                             $crate::Error::Corrupt(format!("ready pool member {member} has no URL"))
                         })?;
@@ -823,6 +832,15 @@ macro_rules! impl_workspace_store {
                     .bind(new.canvas.1)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(secret) = &new.inbound_secret {
+                    let sealed = self.keys.seal_str(secret, &$crate::sql::inbound_aad(new.id));
+                    sqlx::query::<$db>($crate::sql::SET_INBOUND_SECRET)
+                        .bind(sealed.bytes)
+                        .bind(sealed.key_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Some(token) = &new.token {
                     sqlx::query::<$db>($crate::sql::INSERT_TOKEN)
                         .bind(token.id)

@@ -73,8 +73,11 @@ fn free_port() -> Result<u16> {
 /// `agent-start --berth PATH`: starts `berth agent` `--count` times, one at a time, with the
 /// environment the process provisioner gives it, and times spawn → its first
 /// `POST /registry/register` at a fake registry. The agent is killed after each registration.
+/// With `--docker-image IMAGE` the agent is that image's, started by a bare
+/// `docker run --network host` instead (the baseline of Docker's own start).
 pub async fn agent_start(args: &Args) -> Result<Report> {
-    let berth = args.str("berth")?.to_owned();
+    let berth = args.opt("berth").unwrap_or_default().to_owned();
+    let image = args.opt("docker-image").map(str::to_owned);
     let (tx, rx) = mpsc::unbounded_channel::<Instant>();
     let registry = Router::new()
         .route(
@@ -107,31 +110,58 @@ pub async fn agent_start(args: &Args) -> Result<Report> {
     };
     let rx = Arc::new(Mutex::new(rx));
     let report = drive(plan, move |i| {
-        let (berth, rx) = (berth.clone(), Arc::clone(&rx));
+        let (berth, image, rx) = (berth.clone(), image.clone(), Arc::clone(&rx));
         async move {
             let port = free_port()?;
             let mut rx = rx.lock().await;
             // Stale registrations of an earlier agent must not count for this one.
             while rx.try_recv().is_ok() {}
+            let env = [
+                ("WORKSPACE_ID", format!("00000000-0000-4000-8000-{i:012}")),
+                ("PLATFORM_URL", format!("http://{platform}")),
+                ("WORKSPACE_AUTH_TOKEN", "bench-token".to_owned()),
+                ("WORKSPACE_NAME", format!("b-{i}")),
+                ("AGENT_HOST", "127.0.0.1".to_owned()),
+                ("AGENT_PORT", port.to_string()),
+                ("AGENT_URL", format!("http://127.0.0.1:{port}")),
+            ];
+            let container = format!("berth-bench-run-{}-{i}", std::process::id());
+            let mut command = match &image {
+                Some(image) => {
+                    let mut c = tokio::process::Command::new("docker");
+                    c.args(["run", "--rm", "--network", "host", "--name", &container]);
+                    for (k, v) in &env {
+                        c.arg("-e").arg(format!("{k}={v}"));
+                    }
+                    c.arg(image);
+                    c
+                }
+                None => {
+                    let mut c = tokio::process::Command::new(&berth);
+                    c.arg("agent")
+                        .env_clear()
+                        .envs(env.iter().map(|(k, v)| (k, v)));
+                    c
+                }
+            };
             let spawned = Instant::now();
-            let mut child = tokio::process::Command::new(&berth)
-                .arg("agent")
-                .env_clear()
-                .env("WORKSPACE_ID", format!("00000000-0000-4000-8000-{i:012}"))
-                .env("PLATFORM_URL", format!("http://{platform}"))
-                .env("WORKSPACE_AUTH_TOKEN", "bench-token")
-                .env("WORKSPACE_NAME", format!("b-{i}"))
-                .env("AGENT_HOST", "127.0.0.1")
-                .env("AGENT_PORT", port.to_string())
-                .env("AGENT_URL", format!("http://127.0.0.1:{port}"))
+            let mut child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true)
                 .spawn()
-                .with_context(|| format!("starting {berth} agent"))?;
+                .with_context(|| format!("starting the agent ({berth} {image:?})"))?;
             let registered =
                 tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await;
+            if image.is_some() {
+                let _ = tokio::process::Command::new("docker")
+                    .args(["rm", "-f", &container])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .await;
+            }
             let _ = child.start_kill();
             let _ = child.wait().await;
             match registered {

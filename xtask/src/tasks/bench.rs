@@ -62,6 +62,10 @@ const FANOUT_SUBSCRIBERS: usize = 1000;
 /// Events per second produced in the fan-out scenario.
 const FANOUT_RATE: u64 = 20;
 
+/// The phases `--only` can pick: creates and gets; lists and heartbeats; event fan-out;
+/// create → online (cold, warm pools, bursts, on the process and Docker backends).
+const PHASES: [&str; 4] = ["create", "heartbeat", "fanout", "online"];
+
 /// How much each scenario does.
 struct Sizes {
     mode: &'static str,
@@ -160,15 +164,29 @@ struct Bench {
     /// The open-file limit berth and the loadgen are started with, when this process's soft
     /// limit is too low for the fan-out scenario's sockets.
     nofile: Option<u64>,
+    /// `--only PHASE`: the one phase to run (all when `None`).
+    only: Option<String>,
 }
 
-/// Runs the task; `args` may be `--quick`.
+/// Runs the task; `args` may be `--quick` and `--only PHASE` (one of [`PHASES`]).
 pub fn run(args: &[String]) -> Result<ExitCode> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("`cargo xtask bench` takes only `--quick`, got {args:?}"),
-    };
+    let mut quick = false;
+    let mut only = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "--only" => {
+                let phase = rest.next().context("--only needs a phase")?;
+                ensure!(
+                    PHASES.contains(&phase.as_str()),
+                    "--only takes one of {PHASES:?}, got {phase:?}"
+                );
+                only = Some(phase.clone());
+            }
+            _ => bail!("`cargo xtask bench` takes `--quick` and `--only PHASE`, got {args:?}"),
+        }
+    }
     let root = workspace_root();
     let mut build = cargo();
     build.args(["build", "--release", "-p", "berth", "-p", "berth-loadgen"]);
@@ -181,6 +199,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         berth: root.join("target/release/berth"),
         loadgen: root.join("target/release/berth-loadgen"),
         sizes: Sizes::new(quick),
+        only,
         scratch: TempDir::create(out_dir.join(format!("tmp-{}", std::process::id())))?,
         nofile: raised_nofile(NOFILE_NEEDED),
         root,
@@ -303,11 +322,22 @@ impl Bench {
             name: name.to_owned(),
             ..StoreReport::default()
         };
-        let result = self
-            .phase_create_get(store, &mut report)
-            .and_then(|()| self.phase_list_heartbeat(store, &mut report))
-            .and_then(|()| self.phase_fanout(store, &mut report))
-            .and_then(|()| self.phase_online(store, &mut report));
+        let runs = |phase: &str| self.only.as_deref().is_none_or(|only| only == phase);
+        let result = (|| {
+            if runs("create") {
+                self.phase_create_get(store, &mut report)?;
+            }
+            if runs("heartbeat") {
+                self.phase_list_heartbeat(store, &mut report)?;
+            }
+            if runs("fanout") {
+                self.phase_fanout(store, &mut report)?;
+            }
+            if runs("online") {
+                self.phase_online(store, &mut report)?;
+            }
+            Ok::<(), anyhow::Error>(())
+        })();
         if let Err(err) = result {
             eprintln!("xtask: bench: {name} failed: {err:#}");
             report.failure = Some(format!("{err:#}"));
@@ -919,6 +949,8 @@ impl Bench {
         server.ensure_running()?;
         // Stops berth and its agents before the baseline starts agents of its own.
         drop(server);
+        let cold = measure.clone();
+        let warm = self.warm_online(store, "process", &[], "echo", self.sizes.online, &[])?;
         let baseline = self.loadgen(
             "baseline: berth agent to its first register",
             "agent-start",
@@ -939,7 +971,140 @@ impl Bench {
             baseline_name: "`berth agent` spawn → first register".into(),
             baseline: Some(baseline.clone()),
         });
+        report.rows.push(Row {
+            scenario: "create → online from a warm pool, process provisioner (sequential)".into(),
+            ratio: ratio(warm.p50_ms, cold.p50_ms),
+            ratio_note: Some("p50 ÷ cold start p50"),
+            target: Some(Target {
+                text: "p50 < 2 ms".into(),
+                met: warm.count > 0 && warm.p50_ms < 2.0,
+            }),
+            measure: warm,
+            baseline_name: "the same create, cold (row above)".into(),
+            baseline: Some(cold),
+        });
+        self.phase_burst(store, report, "process", &[], "echo", &[])?;
         self.phase_online_docker(store, report, baseline)
+    }
+
+    /// Create → `online` with a warm pool of `size` members of `pool` (`TEMPLATE[:TIER]`), all
+    /// ready before the first create, one create at a time (`create` adds loadgen arguments).
+    fn warm_online(
+        &self,
+        store: &Store<'_>,
+        provisioner: &str,
+        extra: &[&str],
+        pool: &str,
+        size: usize,
+        create: &[(&'static str, String)],
+    ) -> Result<Measure> {
+        let (mut server, mut args) =
+            self.pool_server(store, "warm", provisioner, extra, pool, size, create)?;
+        let pool_name = pool.to_owned();
+        args.extend([
+            ("count", size.to_string()),
+            ("prefix", "w".into()),
+            ("poll-us", "0".into()),
+        ]);
+        let measure = self.loadgen(
+            &format!("create → online from a warm pool of {size} ({provisioner})"),
+            "create-online",
+            &args,
+        )?;
+        let claims = metric(
+            &scrape(&server.base)?,
+            &format!("berth_pool_claims_total{{pool=\"{pool_name}\"}}"),
+        );
+        ensure!(
+            claims as u64 == measure.count,
+            "{} creates online but {claims} claimed from the pool",
+            measure.count
+        );
+        server.ensure_running()?;
+        Ok(measure)
+    }
+
+    /// A berth with a warm pool of `size` members of `pool` (`TEMPLATE[:TIER]`), all ready, and
+    /// the `create-online` arguments that create from its template (plus `create`).
+    #[allow(clippy::too_many_arguments)]
+    fn pool_server(
+        &self,
+        store: &Store<'_>,
+        phase: &str,
+        provisioner: &str,
+        extra: &[&str],
+        pool: &str,
+        size: usize,
+        create: &[(&'static str, String)],
+    ) -> Result<(Server, Vec<(&'static str, String)>)> {
+        let db = self.fresh_db(store, &format!("{phase}-{provisioner}"))?;
+        let spec = format!("{pool}={size}");
+        let mut flags = extra.to_vec();
+        flags.extend(["--warm-pool", &spec]);
+        let server = self.serve_with(&db, provisioner, &flags)?;
+        wait_pool_ready(&server.base, pool, size)?;
+        let template = pool.split(':').next().unwrap_or(pool).to_owned();
+        let mut args = vec![
+            ("base", server.base.clone()),
+            ("token", ADMIN_TOKEN.into()),
+            ("template", template),
+        ];
+        args.extend(create.iter().cloned());
+        Ok((server, args))
+    }
+
+    /// The burst: 50 creates at concurrency 8 against a pool of 10 (so 10 claim and the rest
+    /// start cold while the pool refills); reports how many claimed, the latencies, and how long
+    /// the pool took to be full again after the burst.
+    fn phase_burst(
+        &self,
+        store: &Store<'_>,
+        report: &mut StoreReport,
+        provisioner: &str,
+        extra: &[&str],
+        pool: &str,
+        create: &[(&'static str, String)],
+    ) -> Result<()> {
+        const POOL: usize = 10;
+        const CREATES: usize = 50;
+        let (mut server, mut args) =
+            self.pool_server(store, "burst", provisioner, extra, pool, POOL, create)?;
+        args.extend([
+            ("count", CREATES.to_string()),
+            ("concurrency", "8".into()),
+            ("prefix", "burst".into()),
+            ("poll-us", "1000".into()),
+        ]);
+        let measure = self.loadgen(
+            &format!("burst: {CREATES} creates at concurrency 8, pool of {POOL} ({provisioner})"),
+            "create-online",
+            &args,
+        )?;
+        let burst_end = Instant::now();
+        let text = scrape(&server.base)?;
+        let claims = metric(
+            &text,
+            &format!("berth_pool_claims_total{{pool=\"{pool}\"}}"),
+        );
+        let misses = metric(
+            &text,
+            &format!("berth_pool_misses_total{{pool=\"{pool}\"}}"),
+        );
+        wait_pool_ready(&server.base, pool, POOL)?;
+        let refill = burst_end.elapsed().as_secs_f64();
+        server.ensure_running()?;
+        report.rows.push(Row {
+            scenario: format!(
+                "burst, {provisioner}: {CREATES} creates at c=8, pool of {POOL}: {claims:.0} claimed, {misses:.0} cold; pool full again {refill:.1} s after"
+            ),
+            ratio: None,
+            ratio_note: None,
+            target: None,
+            measure,
+            baseline_name: String::new(),
+            baseline: None,
+        });
+        Ok(())
     }
 
     /// Create → `online` under the Docker provisioner with the locally built image (tier 4:
@@ -980,20 +1145,53 @@ impl Bench {
         )?;
         server.ensure_running()?;
         drop(server);
-        // Containers of the run are removed by label, whatever happened above.
-        let _ = Command::new("sh")
-            .args(["-c", "docker ps -aq --filter label=berth.managed=true | xargs -r docker rm -f >/dev/null; docker volume ls -q --filter label=berth.managed=true | xargs -r docker volume rm >/dev/null"])
-            .status();
+        remove_bench_containers();
+        let docker_run = self.loadgen(
+            "baseline: docker run --network host of the image to its first register",
+            "agent-start",
+            &[
+                ("docker-image", "berth-agent:test".into()),
+                ("count", (self.sizes.online / 2).max(3).to_string()),
+            ],
+        )?;
+        let docker = ["--docker-image", "echo=berth-agent:test"];
+        let tier4 = [("tier", "4".to_owned())];
+        let warm = self.warm_online(
+            store,
+            "docker",
+            &docker,
+            "echo:4",
+            self.sizes.online,
+            &tier4,
+        );
+        remove_bench_containers();
+        let warm = warm?;
         report.rows.push(Row {
             scenario: "create → online, Docker provisioner (sequential, tier 4)".into(),
-            ratio: ratio(measure.p50_ms, baseline.p50_ms),
-            ratio_note: Some("p50 ÷ baseline p50"),
+            ratio: ratio(measure.p50_ms, docker_run.p50_ms),
+            ratio_note: Some("p50 ÷ docker run p50"),
             target: None,
-            measure,
-            baseline_name: "`berth agent` spawn → first register".into(),
-            baseline: Some(baseline),
+            measure: measure.clone(),
+            baseline_name: "bare `docker run` of the image → first register".into(),
+            baseline: Some(docker_run),
         });
-        Ok(())
+        report.rows.push(Row {
+            scenario: "create → online from a warm pool, Docker provisioner (sequential, tier 4)"
+                .into(),
+            ratio: ratio(warm.p50_ms, measure.p50_ms),
+            ratio_note: Some("p50 ÷ cold start p50"),
+            target: Some(Target {
+                text: "p50 < 50 ms".into(),
+                met: warm.count > 0 && warm.p50_ms < 50.0,
+            }),
+            measure: warm,
+            baseline_name: "the same create, cold (row above)".into(),
+            baseline: Some(measure),
+        });
+        let _ = baseline;
+        let burst = self.phase_burst(store, report, "docker", &docker, "echo:4", &tier4);
+        remove_bench_containers();
+        burst
     }
 
     /// `psql -c <sql>` on database `db`, unaligned and tuples-only; returns stdout.
@@ -1133,6 +1331,20 @@ fn db_log(agents: &Path, name: &str) -> PathBuf {
 /// The heartbeat batch histogram's `_count` and `_sum` from a bench server's `/metrics` (a plain
 /// HTTP/1.0 request: xtask has no HTTP client).
 fn scrape_batches(base: &str) -> Result<(f64, f64)> {
+    let text = scrape(base)?;
+    ensure!(
+        text.contains("berth_heartbeat_batch_size"),
+        "no heartbeat batch histogram in /metrics:\n{text}"
+    );
+    // Absent until the first batch.
+    Ok((
+        metric(&text, "berth_heartbeat_batch_size_count"),
+        metric(&text, "berth_heartbeat_batch_size_sum"),
+    ))
+}
+
+/// berth's `/metrics` text (admin bearer), over a raw HTTP/1.0 exchange.
+fn scrape(base: &str) -> Result<String> {
     use std::io::{Read as _, Write as _};
     let addr = base
         .strip_prefix("http://")
@@ -1145,20 +1357,45 @@ fn scrape_batches(base: &str) -> Result<(f64, f64)> {
     )?;
     let mut text = String::new();
     conn.read_to_string(&mut text)?;
-    ensure!(
-        text.contains("berth_heartbeat_batch_size"),
-        "no heartbeat batch histogram in /metrics:\n{text}"
-    );
-    // Absent until the first batch.
-    let read = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    Ok((
-        read("berth_heartbeat_batch_size_count "),
-        read("berth_heartbeat_batch_size_sum "),
-    ))
+    Ok(text)
+}
+
+/// The value of the series `series` (name and labels as exposed) in `text`; 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits (up to 3 minutes) until the warm pool `pool` of the server at `base` has `size` ready
+/// members.
+fn wait_pool_ready(base: &str, pool: &str, size: usize) -> Result<()> {
+    let series = format!("berth_pool_members{{pool=\"{pool}\",state=\"ready\"}}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let ready = metric(&scrape(base)?, &series);
+        if ready as usize >= size {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the warm pool {pool} has {ready} of {size} members ready after 3 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Removes the containers and volumes berth's Docker runs of the bench left, by label.
+fn remove_bench_containers() {
+    let _ = Command::new("sh")
+        .args(["-c", "docker ps -aq --filter label=berth.managed=true | xargs -r docker rm -f >/dev/null; docker volume ls -q --filter label=berth.managed=true | xargs -r docker volume rm >/dev/null"])
+        .status();
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {

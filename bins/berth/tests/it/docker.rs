@@ -541,7 +541,7 @@ async fn docker_hibernate_stops_the_container_and_wake_brings_the_agent_back_onl
 // ---- Orphan sweep scope -------------------------------------------------------------------
 
 /// The installation id a server logged at start (`store ready … installation=<id>`).
-fn installation_of(server: &Server) -> String {
+pub fn installation_of(server: &Server) -> String {
     let log = server.log_text();
     let at = log
         .find("installation=")

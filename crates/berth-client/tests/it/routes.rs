@@ -255,6 +255,8 @@ async fn settings_activity_and_system(b: &Berth) {
         "berth-testkit"
     );
     b.client.liveness().await.expect("liveness");
+    // A test server keeps no warm pool.
+    assert!(b.client.pools().await.expect("pools").pools.is_empty());
     let metrics = b.client.metrics().await.expect("metrics");
     assert!(metrics.contains("# TYPE"), "{metrics}");
     let doc = b.client.openapi().await.expect("openapi");

@@ -1095,6 +1095,20 @@ async fn provisioned_rows_record_url_and_start_time(b: Backend) {
     ));
     s.heartbeat(id, hb(0.0, "", "")).await.unwrap();
     assert!(s.provisioning().await.unwrap().is_empty());
+
+    // A start that a hibernation overtook does not put its URL back on the row the hibernation
+    // cleared (a wake's agent would be sent to the stopped one's port).
+    assert!(s.claim_hibernation(id, false).await.unwrap());
+    s.transition(id, StatusChange::new(Transition::Hibernated))
+        .await
+        .unwrap();
+    assert_eq!(s.get_workspace(id).await.unwrap().unwrap().url, None);
+    assert!(matches!(
+        s.set_provisioned(id, Some("http://127.0.0.1:4001".into()), None)
+            .await,
+        Err(Error::NotFound)
+    ));
+    assert_eq!(s.get_workspace(id).await.unwrap().unwrap().url, None);
 }
 
 async fn cascade_remove_and_purge(b: Backend) {

@@ -178,6 +178,7 @@ pub fn new_workspace(name: &str) -> NewWorkspace {
         secrets: vec![],
         canvas: (0.0, 0.0),
         token: None,
+        inbound_secret: None,
         events: vec![],
         provisioning_started_at: None,
         idempotency: None,

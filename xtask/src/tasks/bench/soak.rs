@@ -106,6 +106,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         scratch: TempDir::create(out_dir.join(format!("soak-{}", std::process::id())))?,
         // A socket per agent of the connection scenario, in berth and in the load generator.
         nofile: raised_nofile(CONNECTIONS as u64 + 2048),
+        only: None,
         root,
     };
     let mut outcomes = vec![bench.soak_store("SQLite", &Store::Sqlite, &soak)];
