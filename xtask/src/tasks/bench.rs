@@ -166,6 +166,9 @@ struct Bench {
     nofile: Option<u64>,
     /// `--only PHASE`: the one phase to run (all when `None`).
     only: Option<String>,
+    /// The installation ids of the berths this run started on Docker: the only containers and
+    /// volumes its cleanup removes (others on the same daemon are left alone).
+    docker_installations: std::sync::Mutex<Vec<String>>,
 }
 
 /// Runs the task; `args` may be `--quick` and `--only PHASE` (one of [`PHASES`]).
@@ -200,6 +203,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         loadgen: root.join("target/release/berth-loadgen"),
         sizes: Sizes::new(quick),
         only,
+        docker_installations: Default::default(),
         scratch: TempDir::create(out_dir.join(format!("tmp-{}", std::process::id())))?,
         nofile: raised_nofile(NOFILE_NEEDED),
         root,
@@ -407,7 +411,38 @@ impl Bench {
         }
         let log = db.data_dir.join(format!("berth-{port}.log"));
         eprintln!("xtask: bench: starting berth ({provisioner} provisioner) on 127.0.0.1:{port}");
-        Server::start(cmd, port, log)
+        let server = Server::start(cmd, port, log.clone())?;
+        if provisioner == "docker" {
+            // `store ready … installation=<id>`, logged before berth listens.
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let id = text
+                .split("installation=")
+                .nth(1)
+                .map(|rest| rest.chars().take(36).collect::<String>())
+                .context("berth logged no installation id")?;
+            self.docker_installations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(id);
+        }
+        Ok(server)
+    }
+
+    /// Removes the containers and volumes the Docker berths of this run left, by their
+    /// installation label.
+    fn remove_bench_containers(&self) {
+        let ids = self
+            .docker_installations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        for id in ids {
+            let label = format!("label=berth.installation={id}");
+            let script = format!(
+                "docker ps -aq --filter {label} | xargs -r docker rm -f >/dev/null; docker volume ls -q --filter {label} | xargs -r docker volume rm >/dev/null"
+            );
+            let _ = Command::new("sh").args(["-c", &script]).status();
+        }
     }
 
     /// Runs `berth-loadgen <mode> <args>` and reads its result line.
@@ -1145,7 +1180,7 @@ impl Bench {
         )?;
         server.ensure_running()?;
         drop(server);
-        remove_bench_containers();
+        self.remove_bench_containers();
         let docker_run = self.loadgen(
             "baseline: docker run --network host of the image to its first register",
             "agent-start",
@@ -1164,7 +1199,7 @@ impl Bench {
             self.sizes.online,
             &tier4,
         );
-        remove_bench_containers();
+        self.remove_bench_containers();
         let warm = warm?;
         report.rows.push(Row {
             scenario: "create → online, Docker provisioner (sequential, tier 4)".into(),
@@ -1190,7 +1225,7 @@ impl Bench {
         });
         let _ = baseline;
         let burst = self.phase_burst(store, report, "docker", &docker, "echo:4", &tier4);
-        remove_bench_containers();
+        self.remove_bench_containers();
         burst
     }
 
@@ -1389,13 +1424,6 @@ fn wait_pool_ready(base: &str, pool: &str, size: usize) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Removes the containers and volumes berth's Docker runs of the bench left, by label.
-fn remove_bench_containers() {
-    let _ = Command::new("sh")
-        .args(["-c", "docker ps -aq --filter label=berth.managed=true | xargs -r docker rm -f >/dev/null; docker volume ls -q --filter label=berth.managed=true | xargs -r docker volume rm >/dev/null"])
-        .status();
 }
 
 fn ratio(a: f64, b: f64) -> Option<f64> {

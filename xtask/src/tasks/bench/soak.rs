@@ -107,6 +107,7 @@ pub fn run(args: &[String]) -> Result<ExitCode> {
         // A socket per agent of the connection scenario, in berth and in the load generator.
         nofile: raised_nofile(CONNECTIONS as u64 + 2048),
         only: None,
+        docker_installations: Default::default(),
         root,
     };
     let mut outcomes = vec![bench.soak_store("SQLite", &Store::Sqlite, &soak)];
