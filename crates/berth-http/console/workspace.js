@@ -439,6 +439,10 @@ export function render(root, ctx, id) {
     s.addEventListener("open", () => {
       esRetry = 0;
       say(evNote, "");
+      // The stream carries changes from now on: read the row again, so a change made between
+      // the first read and this open (a warm-pool workspace can be online within milliseconds
+      // of its create) is not missed.
+      refreshWs();
     });
     s.addEventListener("message", (e) => {
       let f;
