@@ -226,6 +226,18 @@ pub(crate) struct Plan {
     secrets: Vec<(String, SecretString)>,
 }
 
+impl Plan {
+    /// The warm-pool shape of a start of this plan (`pool.rs`).
+    fn pool_shape(&self) -> String {
+        crate::pool::shape_key(
+            &self.template,
+            &self.runtime,
+            self.tier.get(),
+            &self.compute.canonical_json(),
+        )
+    }
+}
+
 fn is_env_name(key: &str) -> bool {
     let mut chars = key.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -689,12 +701,7 @@ impl WorkspaceService {
         if plan.external || plan.workspace_dir.is_some() {
             return None;
         }
-        let shape = crate::pool::shape_key(
-            &plan.template,
-            &plan.runtime,
-            plan.tier.get(),
-            &plan.compute.canonical_json(),
-        );
+        let shape = plan.pool_shape();
         self.pools.by_shape(&shape).map(|_| shape)
     }
 
@@ -725,12 +732,7 @@ impl WorkspaceService {
                 plan.runtime
             ));
         }
-        let shape = crate::pool::shape_key(
-            &plan.template,
-            &plan.runtime,
-            plan.tier.get(),
-            &plan.compute.canonical_json(),
-        );
+        let shape = plan.pool_shape();
         let member = ProvisionPlan {
             id: WorkspaceId::new_v4(),
             name: String::new(),

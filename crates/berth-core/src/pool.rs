@@ -342,9 +342,9 @@ impl WorkspaceService {
         member: &ClaimedMember,
         request: &ProvisionRequest,
     ) -> Result<(), String> {
-        if member.secret.expose_secret().is_empty() {
+        let Some(secret) = &member.secret else {
             return Err("the member's pool credential could not be opened".to_owned());
-        }
+        };
         let b64 = base64::engine::general_purpose::STANDARD;
         let mut files: Vec<HandoverFile> = request
             .config_files
@@ -381,7 +381,7 @@ impl WorkspaceService {
             .pools
             .http
             .post(&url)
-            .bearer_auth(member.secret.expose_secret())
+            .bearer_auth(secret.expose_secret())
             .json(&body)
             .send()
             .await

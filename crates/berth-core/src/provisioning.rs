@@ -429,30 +429,33 @@ impl WorkspaceService {
             ));
         }
         request.env = env;
-        if let Some(credentials) = &plan.credentials {
-            request.secret_files = vec![
-                (
-                    crate::inside::AUTH_TOKEN_FILE.into(),
-                    credentials.token.clone(),
-                ),
-                (
-                    crate::inside::INBOUND_SECRET_FILE.into(),
-                    credentials.inbound_secret.clone(),
-                ),
-            ];
-            return Ok(request);
-        }
+        let credentials = match &plan.credentials {
+            Some(credentials) => credentials.clone(),
+            None => self.mint_start_credentials(plan.id).await?,
+        };
+        request.secret_files = vec![
+            (crate::inside::AUTH_TOKEN_FILE.into(), credentials.token),
+            (
+                crate::inside::INBOUND_SECRET_FILE.into(),
+                credentials.inbound_secret,
+            ),
+        ];
+        Ok(request)
+    }
+
+    /// A fresh token (every older one revoked) and inbound secret for a start, stored.
+    async fn mint_start_credentials(
+        &self,
+        id: WorkspaceId,
+    ) -> Result<StartCredentials, (&'static str, String)> {
         let minted = crate::token::mint();
         let how = IssueToken {
             revoke_existing: true,
             ..Default::default()
         };
-        let issued = self
-            .store
-            .issue_token(plan.id, minted.stored.clone(), how)
-            .await;
+        let issued = self.store.issue_token(id, minted.stored.clone(), how).await;
         // The previous start's token is revoked: not trusted from the cache either.
-        self.forget_tokens(&[plan.id]);
+        self.forget_tokens(&[id]);
         issued.map_err(|e| {
             (
                 "PREPARE_FAILED",
@@ -461,7 +464,7 @@ impl WorkspaceService {
         })?;
         let inbound = crate::token::mint().plaintext;
         self.store
-            .set_inbound_secret(plan.id, inbound.clone())
+            .set_inbound_secret(id, inbound.clone())
             .await
             .map_err(|e| {
                 (
@@ -469,11 +472,10 @@ impl WorkspaceService {
                     format!("failed to store platform inbound secret: {e}"),
                 )
             })?;
-        request.secret_files = vec![
-            (crate::inside::AUTH_TOKEN_FILE.into(), minted.plaintext),
-            (crate::inside::INBOUND_SECRET_FILE.into(), inbound),
-        ];
-        Ok(request)
+        Ok(StartCredentials {
+            token: minted.plaintext,
+            inbound_secret: inbound,
+        })
     }
 
     pub(crate) fn provision_request(&self, plan: &ProvisionPlan) -> ProvisionRequest {

@@ -222,16 +222,10 @@ pub struct DockerProvisioner {
     ports: PortPool,
     host_ports: std::sync::Mutex<HashMap<WorkspaceId, u16>>,
     /// The URLs of agents whose start is in its grace period (`Provisioner::starting_url`).
-    starting: std::sync::Mutex<HashMap<WorkspaceId, String>>,
+    starting: crate::ports::StartingUrls,
 }
 
 impl DockerProvisioner {
-    fn starting_urls(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, String>> {
-        self.starting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Connects to the daemon at `config.socket` and pings it, so a server can choose Docker when,
     /// and only when, a daemon answers. The API version is negotiated down to the daemon's.
     pub async fn connect(config: DockerConfig) -> Result<Self, Error> {
@@ -272,7 +266,7 @@ impl DockerProvisioner {
             unlabelled_reported: std::sync::atomic::AtomicBool::new(false),
             ports: PortPool::new(),
             host_ports: std::sync::Mutex::new(HashMap::new()),
-            starting: std::sync::Mutex::new(HashMap::new()),
+            starting: Default::default(),
         })
     }
 
@@ -595,7 +589,7 @@ impl DockerProvisioner {
                 .map(|port| format!("http://127.0.0.1:{port}"))
         };
         if let Some(url) = early {
-            self.starting_urls().insert(id, url);
+            self.starting.insert(id, url);
         }
 
         let mut info = self.watch_start_grace(name).await?;
@@ -678,7 +672,7 @@ impl Provisioner for DockerProvisioner {
     }
 
     async fn starting_url(&self, id: WorkspaceId) -> Option<String> {
-        self.starting_urls().get(&id).cloned()
+        self.starting.get(id)
     }
 
     async fn managed(&self) -> Result<Vec<WorkspaceId>, Error> {
@@ -930,7 +924,7 @@ impl DockerProvisioner {
             .map_err(|e| start_failed(&format!("creating container {name}"), e))?;
 
         let started = self.upload_and_start(id, &name, archive, agent).await;
-        self.starting_urls().remove(&id);
+        self.starting.remove(id);
         match started {
             Ok(url) => {
                 tracing::info!(

@@ -121,6 +121,39 @@ pub fn is_address_in_use(output: &str) -> bool {
         || lower.contains("os error 98")
 }
 
+/// The URLs of agents whose start is still in its grace period, by workspace
+/// ([`crate::Provisioner::starting_url`]); shared by the process and Docker backends.
+#[derive(Debug, Default)]
+pub struct StartingUrls(
+    std::sync::Mutex<std::collections::HashMap<berth_domain::WorkspaceId, String>>,
+);
+
+impl StartingUrls {
+    fn map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<berth_domain::WorkspaceId, String>>
+    {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `id`'s agent is starting at `url`.
+    pub fn insert(&self, id: berth_domain::WorkspaceId, url: String) {
+        self.map().insert(id, url);
+    }
+
+    /// `id`'s start is over (either way).
+    pub fn remove(&self, id: berth_domain::WorkspaceId) {
+        self.map().remove(&id);
+    }
+
+    /// The URL of `id`'s start in its grace, if one is.
+    pub fn get(&self, id: berth_domain::WorkspaceId) -> Option<String> {
+        self.map().get(&id).cloned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

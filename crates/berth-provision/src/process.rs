@@ -132,7 +132,7 @@ pub struct ProcessProvisioner {
     config: ProcessConfig,
     children: Mutex<HashMap<WorkspaceId, Tracked>>,
     /// The URLs of agents whose start is in its grace period (`Provisioner::starting_url`).
-    starting: Mutex<HashMap<WorkspaceId, String>>,
+    starting: crate::ports::StartingUrls,
     ports: PortPool,
     /// This server process, as its pid files name it; `None` where `/proc` cannot tell (then
     /// no pid files are written).
@@ -149,7 +149,7 @@ impl ProcessProvisioner {
         Self {
             config,
             children: Mutex::new(HashMap::new()),
-            starting: Mutex::new(HashMap::new()),
+            starting: Default::default(),
             ports: PortPool::new(),
             server: i32::try_from(std::process::id()).ok().and_then(Stamp::of),
         }
@@ -246,12 +246,6 @@ impl ProcessProvisioner {
             // The agent still runs; only a crash of the server would leave it behind now.
             tracing::warn!(workspace.id = %id, pid, error = %e, "could not write the agent's pid file");
         }
-    }
-
-    fn starting_urls(&self) -> MutexGuard<'_, HashMap<WorkspaceId, String>> {
-        self.starting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<WorkspaceId, Tracked>> {
@@ -395,12 +389,11 @@ impl Provisioner for ProcessProvisioner {
         let (child, pid, port, log_offset) = loop {
             attempt += 1;
             let port = self.ports.reserve()?;
-            self.starting_urls()
-                .insert(id, format!("http://127.0.0.1:{port}"));
+            self.starting.insert(id, format!("http://127.0.0.1:{port}"));
             let spawned = self
                 .spawn_agent(id, &argv, &root, &prepared, port, &log_path)
                 .await;
-            self.starting_urls().remove(&id);
+            self.starting.remove(id);
             match spawned {
                 Ok((child, pid, log_offset)) => break (child, pid, port, log_offset),
                 Err(e) => {
@@ -440,7 +433,7 @@ impl Provisioner for ProcessProvisioner {
     }
 
     async fn starting_url(&self, id: WorkspaceId) -> Option<String> {
-        self.starting_urls().get(&id).cloned()
+        self.starting.get(id)
     }
 
     #[tracing::instrument(skip_all, fields(workspace.id = %id))]
@@ -495,7 +488,7 @@ impl Provisioner for ProcessProvisioner {
         match self.lock().get_mut(&id) {
             Some(tracked) => tracked.is_running(),
             // Spawned and in its start grace: it runs (it may have registered already).
-            None => Ok(self.starting_urls().contains_key(&id)),
+            None => Ok(self.starting.get(id).is_some()),
         }
     }
 

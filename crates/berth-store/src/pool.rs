@@ -84,9 +84,9 @@ pub struct ClaimedMember {
     pub url: String,
     /// The backend's instance id.
     pub instance_id: Option<String>,
-    /// Its pool credential, to hand it the workspace's identity; empty when the key ring could
+    /// Its pool credential, to hand it the workspace's identity; `None` when the key ring could
     /// not open it (the member cannot be handed over: the workspace starts cold).
-    pub secret: SecretString,
+    pub secret: Option<SecretString>,
 }
 
 /// Associated data binding a sealed pool credential to its member.

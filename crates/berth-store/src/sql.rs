@@ -736,8 +736,8 @@ macro_rules! impl_workspace_store {
                         let member = berth_domain::WorkspaceId::from(row.id);
                         // A credential this ring cannot open (its key was retired since the
                         // member started) does not fail the create: the member is still taken
-                        // (it cannot be handed to anyone else), with an empty credential the
-                        // core refuses to send, so the workspace starts cold.
+                        // (it cannot be handed to anyone else), without a credential, so the
+                        // workspace starts cold.
                         let secret = self
                             .keys
                             .open_str(
@@ -745,7 +745,7 @@ macro_rules! impl_workspace_store {
                                 &row.secret,
                                 &$crate::pool::secret_aad(member),
                             )
-                            .unwrap_or_else(|_| secrecy::SecretString::from(String::new()));
+                            .ok();
                         let url = row.url.ok_or_else(|| {
                             $crate::Error::Corrupt(format!("ready pool member {member} has no URL"))
                         })?;

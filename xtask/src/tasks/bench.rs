@@ -1004,7 +1004,7 @@ impl Bench {
             }),
             measure,
             baseline_name: "`berth agent` spawn → first register".into(),
-            baseline: Some(baseline.clone()),
+            baseline: Some(baseline),
         });
         report.rows.push(Row {
             scenario: "create → online from a warm pool, process provisioner (sequential)".into(),
@@ -1019,7 +1019,7 @@ impl Bench {
             baseline: Some(cold),
         });
         self.phase_burst(store, report, "process", &[], "echo", &[])?;
-        self.phase_online_docker(store, report, baseline)
+        self.phase_online_docker(store, report)
     }
 
     /// Create → `online` with a warm pool of `size` members of `pool` (`TEMPLATE[:TIER]`), all
@@ -1145,12 +1145,7 @@ impl Bench {
     /// Create → `online` under the Docker provisioner with the locally built image (tier 4:
     /// the container shares the host network, so the agent reaches berth on loopback). Skipped,
     /// with a note in the report, when the daemon or the image is missing.
-    fn phase_online_docker(
-        &self,
-        store: &Store<'_>,
-        report: &mut StoreReport,
-        baseline: Measure,
-    ) -> Result<()> {
+    fn phase_online_docker(&self, store: &Store<'_>, report: &mut StoreReport) -> Result<()> {
         let image_ok = Command::new("docker")
             .args(["image", "inspect", "berth-agent:test"])
             .stdout(std::process::Stdio::null())
@@ -1223,7 +1218,6 @@ impl Bench {
             baseline_name: "the same create, cold (row above)".into(),
             baseline: Some(measure),
         });
-        let _ = baseline;
         let burst = self.phase_burst(store, report, "docker", &docker, "echo:4", &tier4);
         self.remove_bench_containers();
         burst

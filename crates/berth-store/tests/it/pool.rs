@@ -69,7 +69,7 @@ async fn a_create_takes_the_oldest_ready_member_of_its_shape_and_its_id(b: Backe
     assert_eq!(claimed.url, "http://127.0.0.1:9003");
     assert_eq!(claimed.instance_id.as_deref(), Some("pid-1"));
     assert_eq!(
-        claimed.secret.expose_secret(),
+        claimed.secret.as_ref().expect("opened").expose_secret(),
         format!("pool-secret-{oldest}")
     );
 
